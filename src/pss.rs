@@ -1,0 +1,1 @@
+//! Pod Security Standards: levels, versions, checks and the evaluator.
