@@ -27,6 +27,7 @@ mod host_path_volumes;
 mod host_ports;
 mod host_probes_and_host_lifecycle;
 mod message;
+pub mod namespace_policy;
 mod privileged;
 mod proc_mount;
 mod proc_mount_restricted;
