@@ -281,7 +281,9 @@ impl Response {
         match (self.allowed, self.patch.is_some()) {
             (true, true) => "patched",
             (true, false) => "allowed",
-            (false, _) if self.status.as_ref().and_then(|s| s.code) == Some(403) => "denied",
+            (false, _) if matches!(self.status.as_ref().and_then(|s| s.code), Some(403 | 422)) => {
+                "denied"
+            }
             (false, _) => "error",
         }
     }
@@ -332,6 +334,50 @@ pub fn mutate(request: &Request, policy: &Snapshot) -> Response {
         }
         Err(e) => Response::deny(uid, 400, "BadRequest", e.to_string()),
     }
+}
+
+/// Answers a CREATE/UPDATE of a ConfigMap labelled as an unroot policy:
+/// an invalid policy is refused before it is stored, with every error.
+#[must_use]
+pub fn validate_policy_configmap(request: &Request) -> Response {
+    let uid = &request.uid;
+    let Some(object) = &request.object else {
+        return Response::allow(uid);
+    };
+    let labelled = object
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(crate::policy::watch::CONFIGMAP_LABEL))
+        .and_then(Value::as_str)
+        == Some("true");
+    if !labelled || !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
+        return Response::allow(uid);
+    }
+    let key = crate::policy::watch::CONFIGMAP_KEY;
+    let what = format!("ConfigMap {}/{}", request.namespace(), request.name());
+    let message = match object
+        .pointer("/data")
+        .and_then(|d| d.get(key))
+        .and_then(Value::as_str)
+    {
+        None => format!(
+            "{what} is labelled {}=true but has no data.{key}",
+            crate::policy::watch::CONFIGMAP_LABEL
+        ),
+        Some(text) => match crate::policy::Document::from_yaml(text) {
+            Ok(_) => return Response::allow(uid),
+            Err(crate::policy::Error::Invalid(errors)) => format!(
+                "{what}: invalid unroot policy in data.{key}, {} error(s): {}",
+                errors.len(),
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Err(e) => format!("{what}: invalid unroot policy in data.{key}: {e}"),
+        },
+    };
+    Response::deny(uid, 422, "Invalid", message)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `mutate` and friends (clap derive).
 
 pub mod mutate;
+pub mod policy;
 pub mod serve;
 
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Print objects hardened as the webhook would harden them.
     Mutate(mutate::Args),
+    /// Validate a policy, or print the default one.
+    Policy(policy::Args),
 }
 
 /// Parses durations such as `500ms`, `10s`, `2m`.

@@ -3,6 +3,8 @@
 //! The embedded default is `webhook-config/policy.yaml`, compiled in, so the
 //! shipped file and the default in force cannot drift.
 
+pub mod watch;
+
 use std::fmt::{self, Write as _};
 use std::path::Path;
 use std::sync::Arc;
@@ -304,16 +306,18 @@ impl Document {
             ("audit", &d.audit, &d.audit_version),
             ("warn", &d.warn, &d.warn_version),
         ] {
+            // "must be one of …" reads "is not one of …" after the value.
+            let is_not = |e: pss::Error| e.to_string().replacen("must be", "is not", 1);
             if let Err(e) = level.parse::<pss::Level>() {
                 errors.push(FieldError {
                     path: format!("podSecurity.defaults.{mode}"),
-                    message: format!("{level:?} is not valid: {e}"),
+                    message: format!("{level:?} {}", is_not(e)),
                 });
             }
             if let Err(e) = version.parse::<pss::Version>() {
                 errors.push(FieldError {
                     path: format!("podSecurity.defaults.{mode}Version"),
-                    message: format!("{version:?} is not valid: {e}"),
+                    message: format!("{version:?} {}", is_not(e)),
                 });
             }
         }
@@ -497,8 +501,8 @@ mod tests {
             [
                 "securityContext.runAsUser: 0 is not allowed: must be a non-root id between 1 and 4294967294",
                 "securityContext.fsGroup: -1 is not allowed: must be a non-root id between 1 and 4294967294",
-                "podSecurity.defaults.enforce: \"strict\" is not valid: must be one of privileged, baseline, restricted",
-                "podSecurity.defaults.warnVersion: \"1.25\" is not valid: must be \"latest\" or \"v1.x\"",
+                "podSecurity.defaults.enforce: \"strict\" is not one of privileged, baseline, restricted",
+                "podSecurity.defaults.warnVersion: \"1.25\" is not \"latest\" or \"v1.x\"",
                 "podSecurity.exemptions.namespaces[0]: \"*\" is not a namespace name (names match exactly; there are no wildcards)",
                 "podSecurity.exemptions.namespaces[2]: \"team-a\" is listed twice",
             ]

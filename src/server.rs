@@ -521,6 +521,9 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
 async fn validate(State(state): State<AppState>, request: Request) -> Response {
     let _in_flight = InFlight::new(&state.metrics);
     handle("validate", &state, request, async |req, state| {
+        if req.resource.group.is_empty() && req.resource.resource == "configmaps" {
+            return admission::validate_policy_configmap(req);
+        }
         let policy = state.policy.load_full();
         let metrics = &state.metrics.pod_security;
         if let Some(answer) = validate::before_lookup(req, &policy, metrics) {

@@ -32,7 +32,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub ca_pem: String,
-    pub state: AppState,
+    pub state: Option<AppState>,
     running: Option<Running>,
 }
 
@@ -109,7 +109,7 @@ pub async fn start_with(options: Options) -> Server {
         addr: running.addr,
         admin_addr: running.admin_addr,
         ca_pem: ca.cert_pem,
-        state,
+        state: Some(state),
         running: Some(running),
     }
 }
@@ -144,6 +144,17 @@ impl Reply {
 }
 
 impl Server {
+    /// A client for a server started elsewhere (e.g. the binary).
+    pub fn external(addr: SocketAddr, admin_addr: SocketAddr, ca_pem: String) -> Self {
+        Self {
+            addr,
+            admin_addr,
+            ca_pem,
+            state: None,
+            running: None,
+        }
+    }
+
     /// Opens a TLS connection to the webhook listener.
     pub async fn connect(&self) -> TlsStream<TcpStream> {
         self.connect_with(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -248,6 +259,15 @@ impl Server {
                     .and_then(|rest| rest.strip_prefix(' '))
             })
             .map(|v| v.trim().parse().unwrap())
+    }
+
+    /// The label set of the first sample of `name`, e.g. `{hash="…"}`.
+    pub async fn metric_labels(&self, name: &str) -> Option<String> {
+        let text = String::from_utf8(self.admin_get("/metrics").await.body).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with('{')))
+            .and_then(|rest| rest.split_once(' '))
+            .map(|(labels, _)| labels.to_owned())
     }
 
     pub async fn shutdown(mut self) {

@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use crate::certs::{self, Authority, Resolver};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
-use crate::policy::{Document, Snapshot};
+use crate::policy::{Document, Snapshot, watch};
 use crate::server::{self, AppState, Readiness};
 
 /// Arguments of `unroot serve`.
@@ -42,9 +42,17 @@ pub struct Args {
     /// neither, unroot runs without a cluster.
     #[arg(long, env = "UNROOT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Policy file. Without it, the embedded default policy applies.
-    #[arg(long, env = "UNROOT_POLICY")]
+    /// Policy file, watched for changes. Without it (and without
+    /// --policy-configmap) the embedded default policy applies.
+    #[arg(long, env = "UNROOT_POLICY", conflicts_with = "policy_configmap")]
     pub policy: Option<PathBuf>,
+    /// The policy ConfigMap, NAMESPACE/NAME (key `policy.yaml`), watched for
+    /// changes. Inside a cluster it defaults to <own namespace>/unroot-policy.
+    #[arg(long, env = "UNROOT_POLICY_CONFIGMAP", value_name = "NAMESPACE/NAME")]
+    pub policy_configmap: Option<String>,
+    /// How often the --policy file is checked for changes.
+    #[arg(long, env = "UNROOT_POLICY_POLL_INTERVAL", default_value = "2s", value_parser = super::parse_duration)]
+    pub policy_poll_interval: Duration,
     /// Longest time a client may take to send a request's headers and body.
     #[arg(long, env = "UNROOT_REQUEST_TIMEOUT", default_value = "10s", value_parser = super::parse_duration)]
     pub request_timeout: Duration,
@@ -82,18 +90,46 @@ pub fn run(args: &Args) -> ExitCode {
 async fn serve(args: &Args) -> Result<(), String> {
     crate::pss::validate_registry()
         .map_err(|e| format!("invalid Pod Security check registry: {e}"))?;
-    let policy = if let Some(path) = &args.policy {
-        Document::from_file(path).map_err(|e| e.to_string())?
-    } else {
-        info!("no policy source given: the embedded default policy applies");
-        Document::embedded()
+    let client = kube_client(args).await?;
+    let source = policy_source(args, client.is_some())?;
+    let (policy, policy_text) = match &source {
+        PolicySource::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("failed to read policy {}: {e}", path.display()))?;
+            let document = Document::from_file(path).map_err(|e| e.to_string())?;
+            (document, text)
+        }
+        PolicySource::ConfigMap { .. } | PolicySource::Embedded => {
+            (Document::embedded(), crate::policy::DEFAULT_YAML.to_owned())
+        }
     };
-    info!(hash = %policy.hash(), "policy loaded");
 
     let resolver = Arc::new(Resolver::new(serving_key(args)?));
     let metrics = Metrics::new();
-    let readiness = Arc::new(Readiness::new(&["serving"]));
-    let client = kube_client(args).await?;
+    let readiness = Arc::new(Readiness::new(&["serving", watch::READY_CONDITION]));
+    let current = Arc::new(ArcSwap::from_pointee(Snapshot::new(policy)));
+    let reloader = watch::Reloader::new(
+        Arc::clone(&current),
+        watch::Metrics::new(metrics.registry()),
+        Arc::clone(&readiness),
+    );
+    match source {
+        PolicySource::Embedded => {
+            info!(hash = %reloader.current_hash(), "no policy source given: the embedded default policy applies");
+            readiness.set(watch::READY_CONDITION, true);
+        }
+        PolicySource::File(path) => {
+            info!(hash = %reloader.current_hash(), file = %path.display(), "policy loaded; watching the file for changes");
+            readiness.set(watch::READY_CONDITION, true);
+            watch::watch_file(path, args.policy_poll_interval, reloader, policy_text);
+        }
+        PolicySource::ConfigMap { namespace, name } => {
+            info!(configmap = %format!("{namespace}/{name}"), "watching the policy ConfigMap; not ready until it holds a valid policy");
+            if let Some(client) = &client {
+                watch::watch_configmap(client.clone(), namespace, name, reloader);
+            }
+        }
+    }
     let namespaces = if let Some(client) = &client {
         Namespaces::watch(client.clone(), &readiness)
     } else {
@@ -103,7 +139,7 @@ async fn serve(args: &Args) -> Result<(), String> {
         Namespaces::Unknown
     };
     let state = AppState {
-        policy: Arc::new(ArcSwap::from_pointee(Snapshot::new(policy))),
+        policy: current,
         namespaces,
         kube: client,
         metrics,
@@ -130,6 +166,50 @@ async fn serve(args: &Args) -> Result<(), String> {
     let _ = stop.send(true);
     running.wait().await;
     Ok(())
+}
+
+/// Where the policy comes from.
+enum PolicySource {
+    Embedded,
+    File(PathBuf),
+    ConfigMap { namespace: String, name: String },
+}
+
+/// The ConfigMap unroot reads inside a cluster when none is named.
+pub const DEFAULT_POLICY_CONFIGMAP: &str = "unroot-policy";
+
+fn policy_source(args: &Args, have_cluster: bool) -> Result<PolicySource, String> {
+    if let Some(path) = &args.policy {
+        return Ok(PolicySource::File(path.clone()));
+    }
+    let named = match &args.policy_configmap {
+        Some(reference) => Some(reference.clone()),
+        // In a cluster (service account mounted), default to our namespace.
+        None => std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .ok()
+            .filter(|_| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())
+            .map(|ns| format!("{}/{DEFAULT_POLICY_CONFIGMAP}", ns.trim())),
+    };
+    let Some(reference) = named else {
+        return Ok(PolicySource::Embedded);
+    };
+    let Some((namespace, name)) = reference
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+    else {
+        return Err(format!(
+            "--policy-configmap {reference:?}: expected NAMESPACE/NAME"
+        ));
+    };
+    if !have_cluster {
+        return Err(format!(
+            "--policy-configmap {reference}: no cluster to read it from (give --kubeconfig, or run inside a cluster)"
+        ));
+    }
+    Ok(PolicySource::ConfigMap {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 /// A client for `--kubeconfig`, or the in-cluster service account, or none.

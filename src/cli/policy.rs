@@ -1,0 +1,109 @@
+//! `unroot policy`: check a policy before it is deployed, or print the default.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::policy::{self, Document, watch::CONFIGMAP_KEY};
+
+/// Arguments of `unroot policy`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `unroot policy` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check a policy document (or a ConfigMap manifest holding one under
+    /// `policy.yaml`). Exit 0 when valid, 1 when invalid (every error is
+    /// printed with its field path), 2 when the file cannot be read.
+    Validate {
+        /// The file; `-` reads stdin.
+        file: PathBuf,
+    },
+    /// Print the embedded default policy (the shipped
+    /// webhook-config/policy.yaml, comments included).
+    Default,
+}
+
+/// Runs `unroot policy`.
+#[must_use]
+pub fn run(args: &Args) -> ExitCode {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    ExitCode::from(execute(args, &mut stdout.lock(), &mut stderr.lock()))
+}
+
+/// The command, writing to the given streams; returns the exit code.
+pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match &args.command {
+        Command::Default => {
+            let _ = write!(out, "{}", policy::DEFAULT_YAML);
+            0
+        }
+        Command::Validate { file } => validate(file, out, err),
+    }
+}
+
+fn validate(file: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let shown = file.display().to_string();
+    let text = if shown == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(err, "error: {shown}: failed to read: {e}");
+            return 2;
+        }
+    };
+    let text = match policy_text(&text) {
+        Ok(t) => t,
+        Err(message) => {
+            let _ = writeln!(err, "{shown}: {message}");
+            return 1;
+        }
+    };
+    match Document::from_yaml(&text) {
+        Ok(doc) => {
+            let _ = writeln!(out, "{shown}: valid (hash {})", doc.hash());
+            0
+        }
+        Err(policy::Error::Invalid(errors)) => {
+            let _ = writeln!(err, "{shown}: invalid policy, {} error(s):", errors.len());
+            for e in errors {
+                let _ = writeln!(err, "  {e}");
+            }
+            1
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{shown}: {e}");
+            1
+        }
+    }
+}
+
+/// The policy text of a file: the file itself, or the `policy.yaml` key of a
+/// ConfigMap manifest.
+fn policy_text(text: &str) -> Result<String, String> {
+    let Ok(value) = serde_saphyr::from_str::<Value>(text) else {
+        return Ok(text.to_owned());
+    };
+    if value.get("kind").and_then(Value::as_str) != Some("ConfigMap") {
+        return Ok(text.to_owned());
+    }
+    value
+        .get("data")
+        .and_then(|d| d.get(CONFIGMAP_KEY))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("the ConfigMap has no data.{CONFIGMAP_KEY} key"))
+}
