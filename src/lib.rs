@@ -1,4 +1,17 @@
 //! unroot: a Kubernetes admission webhook that runs every tenant pod without root.
+//!
+//! The pure parts ([`mutate`], [`pss`], [`policy`]) do no I/O; the async
+//! shell ([`server`], [`certs`], the CLI's `serve`) gathers what they need.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod certs;
+pub mod cli;
+pub mod manifest;
+pub mod metrics;
+pub mod mutate;
+pub mod policy;
 pub mod pss;
+pub mod server;
+pub mod telemetry;
+pub mod workload;

@@ -1,1 +1,20 @@
-fn main() {}
+//! The `unroot` binary: install the crypto provider, parse the command line,
+//! start logging, run.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use unroot::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    // One provider for every TLS user in the process (server, kube client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            unroot::telemetry::init(cli.log_format, &cli.log);
+            unroot::cli::serve::run(&args)
+        }
+        Command::Mutate(args) => unroot::cli::mutate::run(&args),
+    }
+}

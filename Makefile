@@ -1,0 +1,34 @@
+# unroot — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test lint unit e2e bench build release clean
+
+## run: serve the webhook on 127.0.0.1:8443 (admin on :8080) with the embedded
+## default policy and a self-issued certificate; the CA goes to certs/ca.crt.
+run:
+	$(CARGO) run --bin unroot -- serve
+
+## test: formatting, lints, unit and integration tests, then the end-to-end
+## suite on a real one-node cluster.
+test: lint unit
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --all-targets
+
+build:
+	$(CARGO) build --bin unroot
+
+release:
+	$(CARGO) build --release --bin unroot
+
+## bench: the Pod Security evaluator benchmarks (see BENCHMARKS.md).
+bench:
+	$(CARGO) bench --bench pss
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,411 @@
+//! A JSON Patch (RFC 6902) builder that only ever adds what is missing.
+//!
+//! Mutations describe the document they want ("this field must exist with this
+//! value") and the builder turns that into the smallest set of `add`
+//! operations: a missing parent object is created by the same operation that
+//! sets the field, and later fields below a parent this patch created are
+//! folded into that operation's value instead of becoming operations of their
+//! own. The builder keeps a working copy of the document with every operation
+//! applied, so each step sees the result of the previous ones.
+
+use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde_json::{Map, Value};
+
+/// One step of a path into a JSON document: an object key or an array index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg<'a> {
+    /// An object member.
+    Key(&'a str),
+    /// An array element.
+    Index(usize),
+}
+
+impl<'a> From<&'a str> for Seg<'a> {
+    fn from(key: &'a str) -> Self {
+        Seg::Key(key)
+    }
+}
+
+impl From<usize> for Seg<'_> {
+    fn from(index: usize) -> Self {
+        Seg::Index(index)
+    }
+}
+
+/// An owned path: what [`Builder`] remembers about the operations it made.
+type OwnedPath = Vec<OwnedSeg>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OwnedSeg {
+    Key(String),
+    Index(usize),
+}
+
+impl OwnedSeg {
+    fn from_seg(seg: Seg<'_>) -> Self {
+        match seg {
+            Seg::Key(k) => OwnedSeg::Key(k.to_owned()),
+            Seg::Index(i) => OwnedSeg::Index(i),
+        }
+    }
+
+    fn token(&self) -> Token<'static> {
+        match self {
+            OwnedSeg::Key(k) => Token::new(k.clone()),
+            OwnedSeg::Index(i) => Token::new(i.to_string()),
+        }
+    }
+}
+
+/// Builds a minimal JSON Patch against a document.
+#[derive(Debug)]
+pub struct Builder {
+    doc: Value,
+    ops: Vec<(OwnedPath, Op)>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Add(Value),
+    Replace(Value),
+    Remove,
+}
+
+impl Builder {
+    /// Starts a patch against `doc`.
+    #[must_use]
+    pub fn new(doc: Value) -> Self {
+        Self {
+            doc,
+            ops: Vec::new(),
+        }
+    }
+
+    /// The document with every operation so far applied.
+    #[must_use]
+    pub fn doc(&self) -> &Value {
+        &self.doc
+    }
+
+    /// The value at `path` in the working document, treating `null` as absent.
+    #[must_use]
+    pub fn get(&self, path: &[Seg<'_>]) -> Option<&Value> {
+        lookup(&self.doc, path)
+    }
+
+    /// Makes sure `path` holds a value; adds `value` when it is absent or `null`.
+    ///
+    /// Returns `true` when the patch changed. Parents that are absent are
+    /// created. Paths through an array index that does not exist, or through a
+    /// value that is not an object, are left alone (the caller validated the
+    /// document's shape before, so that cannot happen for a decodable Pod).
+    pub fn ensure(&mut self, path: &[Seg<'_>], value: Value) -> bool {
+        if self.get(path).is_some() {
+            return false;
+        }
+        self.set(path, value, false)
+    }
+
+    /// Sets `path` to `value` whatever it holds now (a `replace` when present).
+    pub fn overwrite(&mut self, path: &[Seg<'_>], value: Value) -> bool {
+        if self.get(path) == Some(&value) {
+            return false;
+        }
+        let present = self.get(path).is_some();
+        self.set(path, value, present)
+    }
+
+    /// Appends `value` to the array at `path`, creating the array when absent.
+    pub fn push(&mut self, path: &[Seg<'_>], value: Value) {
+        match self.get(path) {
+            Some(Value::Array(items)) => {
+                let index = items.len();
+                let mut full: Vec<Seg<'_>> = path.to_vec();
+                full.push(Seg::Index(index));
+                self.set(&full, value, false);
+            }
+            _ => {
+                self.set(path, Value::Array(vec![value]), false);
+            }
+        }
+    }
+
+    /// Removes the value at `path`, if present.
+    pub fn remove(&mut self, path: &[Seg<'_>]) -> bool {
+        if lookup_raw(&self.doc, path).is_none() {
+            return false;
+        }
+        let owned: OwnedPath = path.iter().copied().map(OwnedSeg::from_seg).collect();
+        remove_at(&mut self.doc, &owned);
+        // An element removed from inside a value this patch added is dropped
+        // from that value; anything else becomes an operation.
+        if let Some((op_path, Op::Add(v) | Op::Replace(v))) = self
+            .ops
+            .iter_mut()
+            .find(|(p, _)| p.len() < owned.len() && owned.starts_with(p))
+        {
+            let rest = owned[op_path.len()..].to_vec();
+            remove_at(v, &rest);
+            return true;
+        }
+        self.ops.push((owned, Op::Remove));
+        true
+    }
+
+    fn set(&mut self, path: &[Seg<'_>], value: Value, replace: bool) -> bool {
+        let owned: OwnedPath = path.iter().copied().map(OwnedSeg::from_seg).collect();
+        // Find how much of the path exists (a `null` member counts as absent:
+        // `add` on it replaces it, which is what we want).
+        let mut existing = 0;
+        let mut cursor = &self.doc;
+        for seg in path {
+            match step(cursor, *seg) {
+                Some(next) if !next.is_null() => {
+                    cursor = next;
+                    existing += 1;
+                }
+                _ => break,
+            }
+        }
+        if existing < path.len() {
+            let parent_ok = match (cursor, path[existing]) {
+                (Value::Object(_), Seg::Key(_)) => true,
+                (Value::Array(items), Seg::Index(i)) => i <= items.len(),
+                _ => false,
+            };
+            if !parent_ok
+                || path[existing + 1..]
+                    .iter()
+                    .any(|s| matches!(s, Seg::Index(_)))
+            {
+                return false;
+            }
+        }
+        // The value to add at the first missing segment: the rest of the path
+        // nested as objects around `value`.
+        let split = if replace { path.len() } else { existing + 1 };
+        let split = split.min(path.len());
+        let mut nested = value;
+        for seg in path[split..].iter().rev() {
+            if let Seg::Key(k) = seg {
+                let mut map = Map::new();
+                map.insert((*k).to_owned(), nested);
+                nested = Value::Object(map);
+            }
+        }
+        let target: OwnedPath = owned[..split].to_vec();
+        insert_at(&mut self.doc, &target, nested.clone());
+
+        // Fold into an operation of ours that created a parent of `target`.
+        if let Some((op_path, Op::Add(v) | Op::Replace(v))) = self
+            .ops
+            .iter_mut()
+            .find(|(p, _)| p.len() < target.len() && target.starts_with(p))
+        {
+            let rest = target[op_path.len()..].to_vec();
+            insert_at(v, &rest, nested);
+            return true;
+        }
+        let op = if replace {
+            Op::Replace(nested)
+        } else {
+            Op::Add(nested)
+        };
+        self.ops.push((target, op));
+        true
+    }
+
+    /// Whether no operation was recorded.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The finished patch and the patched document.
+    #[must_use]
+    pub fn finish(self) -> (Patch, Value) {
+        let ops = self
+            .ops
+            .into_iter()
+            .map(|(path, op)| {
+                let path = PointerBuf::from_tokens(path.iter().map(OwnedSeg::token));
+                match op {
+                    Op::Add(value) => PatchOperation::Add(AddOperation { path, value }),
+                    Op::Replace(value) => PatchOperation::Replace(ReplaceOperation { path, value }),
+                    Op::Remove => PatchOperation::Remove(RemoveOperation { path }),
+                }
+            })
+            .collect();
+        (Patch(ops), self.doc)
+    }
+}
+
+fn step<'v>(value: &'v Value, seg: Seg<'_>) -> Option<&'v Value> {
+    match (value, seg) {
+        (Value::Object(map), Seg::Key(k)) => map.get(k),
+        (Value::Array(items), Seg::Index(i)) => items.get(i),
+        _ => None,
+    }
+}
+
+fn lookup_raw<'v>(doc: &'v Value, path: &[Seg<'_>]) -> Option<&'v Value> {
+    path.iter().try_fold(doc, |v, seg| step(v, *seg))
+}
+
+/// The value at `path`, with `null` treated as absent.
+#[must_use]
+pub fn lookup<'v>(doc: &'v Value, path: &[Seg<'_>]) -> Option<&'v Value> {
+    lookup_raw(doc, path).filter(|v| !v.is_null())
+}
+
+fn insert_at(doc: &mut Value, path: &[OwnedSeg], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        *doc = value;
+        return;
+    };
+    let mut cursor = doc;
+    for seg in parents {
+        let next = match (cursor, seg) {
+            (Value::Object(map), OwnedSeg::Key(k)) => map.get_mut(k),
+            (Value::Array(items), OwnedSeg::Index(i)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(v) => cursor = v,
+            None => return,
+        }
+    }
+    match (cursor, last) {
+        (Value::Object(map), OwnedSeg::Key(k)) => {
+            map.insert(k.clone(), value);
+        }
+        (Value::Array(items), OwnedSeg::Index(i)) if *i <= items.len() => {
+            items.insert(*i, value);
+        }
+        _ => {}
+    }
+}
+
+fn remove_at(doc: &mut Value, path: &[OwnedSeg]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cursor = doc;
+    for seg in parents {
+        let next = match (cursor, seg) {
+            (Value::Object(map), OwnedSeg::Key(k)) => map.get_mut(k),
+            (Value::Array(items), OwnedSeg::Index(i)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(v) => cursor = v,
+            None => return,
+        }
+    }
+    match (cursor, last) {
+        (Value::Object(map), OwnedSeg::Key(k)) => {
+            map.remove(k);
+        }
+        (Value::Array(items), OwnedSeg::Index(i)) if *i < items.len() => {
+            items.remove(*i);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn apply(doc: &Value, patch: &Patch) -> Value {
+        let mut out = doc.clone();
+        json_patch::patch(&mut out, patch).expect("patch applies");
+        out
+    }
+
+    #[test]
+    fn ensure_creates_missing_parents_in_one_operation() {
+        let doc = json!({"spec": {}});
+        let mut b = Builder::new(doc.clone());
+        b.ensure(
+            &[
+                "spec".into(),
+                "securityContext".into(),
+                "runAsNonRoot".into(),
+            ],
+            json!(true),
+        );
+        b.ensure(
+            &["spec".into(), "securityContext".into(), "runAsUser".into()],
+            json!(7),
+        );
+        let (patch, result) = b.finish();
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            json!([{"op": "add", "path": "/spec/securityContext",
+                    "value": {"runAsNonRoot": true, "runAsUser": 7}}])
+        );
+        assert_eq!(apply(&doc, &patch), result);
+    }
+
+    #[test]
+    fn ensure_leaves_present_values_alone() {
+        let doc = json!({"a": {"b": false}});
+        let mut b = Builder::new(doc);
+        assert!(!b.ensure(&["a".into(), "b".into()], json!(true)));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn null_counts_as_absent() {
+        let doc = json!({"a": null});
+        let mut b = Builder::new(doc.clone());
+        b.ensure(&["a".into(), "b".into()], json!(1));
+        let (patch, result) = b.finish();
+        assert_eq!(result, json!({"a": {"b": 1}}));
+        assert_eq!(apply(&doc, &patch), result);
+    }
+
+    #[test]
+    fn keys_are_escaped_per_rfc6901() {
+        let doc = json!({"metadata": {"annotations": {}}});
+        let mut b = Builder::new(doc.clone());
+        b.ensure(
+            &["metadata".into(), "annotations".into(), "a~b/c".into()],
+            json!("x"),
+        );
+        let (patch, result) = b.finish();
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap()[0]["path"],
+            json!("/metadata/annotations/a~0b~1c")
+        );
+        assert_eq!(apply(&doc, &patch), result);
+    }
+
+    #[test]
+    fn push_appends_or_creates_the_array() {
+        let doc = json!({"l": [1], "m": {}});
+        let mut b = Builder::new(doc.clone());
+        b.push(&["l".into()], json!(2));
+        b.push(&["m".into(), "n".into()], json!(3));
+        b.push(&["m".into(), "n".into()], json!(4));
+        let (patch, result) = b.finish();
+        assert_eq!(result, json!({"l": [1, 2], "m": {"n": [3, 4]}}));
+        assert_eq!(patch.0.len(), 2);
+        assert_eq!(apply(&doc, &patch), result);
+    }
+
+    #[test]
+    fn overwrite_replaces_and_remove_deletes() {
+        let doc = json!({"a": 0, "b": [1, 2, 3]});
+        let mut b = Builder::new(doc.clone());
+        assert!(b.overwrite(&["a".into()], json!(5)));
+        assert!(!b.overwrite(&["a".into()], json!(5)));
+        assert!(b.remove(&["b".into(), 1.into()]));
+        let (patch, result) = b.finish();
+        assert_eq!(result, json!({"a": 5, "b": [1, 3]}));
+        assert_eq!(apply(&doc, &patch), result);
+    }
+}

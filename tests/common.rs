@@ -1,0 +1,314 @@
+//! Shared test harness: starts the real server on ephemeral ports with a
+//! self-issued certificate, and talks to it over real TLS.
+#![allow(dead_code, clippy::missing_panics_doc, clippy::must_use_candidate)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use unroot::certs::{self, Authority, Resolver};
+use unroot::metrics::Metrics;
+use unroot::policy::Document;
+use unroot::server::{self, AppState, Readiness, Running};
+
+/// A server under test.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub ca_pem: String,
+    pub state: AppState,
+    running: Option<Running>,
+}
+
+/// Options for [`start_with`].
+pub struct Options {
+    pub policy: Document,
+    pub request_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            policy: Document::embedded(),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub async fn start() -> Server {
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(options: Options) -> Server {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = Authority::issue().unwrap();
+    let serving = ca.issue_serving(&certs::serving_names(&[])).unwrap();
+    let key = certs::certified_key(
+        serving.cert_pem.as_bytes(),
+        serving.key_pem.as_bytes(),
+        std::path::Path::new("test"),
+    )
+    .unwrap();
+    let state = AppState {
+        policy: Arc::new(ArcSwap::from_pointee(options.policy)),
+        metrics: Metrics::new(),
+        readiness: Arc::new(Readiness::new(&["serving"])),
+        request_timeout: options.request_timeout,
+    };
+    let config = server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        request_timeout: options.request_timeout,
+        ..server::Config::default()
+    };
+    let running = server::start(config, state.clone(), Arc::new(Resolver::new(key)))
+        .await
+        .unwrap();
+    Server {
+        addr: running.addr,
+        admin_addr: running.admin_addr,
+        ca_pem: ca.cert_pem,
+        state,
+        running: Some(running),
+    }
+}
+
+/// A client configuration that trusts exactly `ca_pem`.
+pub fn client_config(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        let cert: CertificateDer<'static> = cert.unwrap();
+        roots.add(cert).unwrap();
+    }
+    rustls::ClientConfig::builder_with_protocol_versions(versions)
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// An HTTP response as the tests see it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl Server {
+    /// Opens a TLS connection to the webhook listener.
+    pub async fn connect(&self) -> TlsStream<TcpStream> {
+        self.connect_with(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .await
+    }
+
+    pub async fn connect_with(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> TlsStream<TcpStream> {
+        let connector = TlsConnector::from(Arc::new(client_config(&self.ca_pem, versions)));
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// POSTs `body` to `path` over TLS with the given content type.
+    pub async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        let tls = self.connect().await;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::post(path)
+            .header("host", "localhost")
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply { status, body }
+    }
+
+    /// POSTs an AdmissionReview to `path` and returns the HTTP reply.
+    pub async fn review(&self, path: &str, review: &Value) -> Reply {
+        self.post(
+            path,
+            "application/json",
+            serde_json::to_vec(review).unwrap(),
+        )
+        .await
+    }
+
+    /// POSTs an AdmissionReview and returns its `response`, checking the
+    /// envelope (HTTP 200, same apiVersion/kind, same uid).
+    pub async fn admit(&self, path: &str, review: &Value) -> Value {
+        let reply = self.review(path, review).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let body = reply.json();
+        assert_eq!(body["apiVersion"], review["apiVersion"]);
+        assert_eq!(body["kind"], "AdmissionReview");
+        assert_eq!(body["response"]["uid"], review["request"]["uid"]);
+        body["response"].clone()
+    }
+
+    /// GETs a path on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        let tcp = TcpStream::connect(self.admin_addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::get(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply { status, body }
+    }
+
+    /// The value of one Prometheus sample, e.g.
+    /// `unroot_admission_requests_total{operation="CREATE",outcome="patched",webhook="mutate"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = String::from_utf8(self.admin_get("/metrics").await.body).unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map(|v| v.trim().parse().unwrap())
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// An AdmissionReview for `object` (a Pod unless `kind` says otherwise).
+pub fn review_for(operation: &str, namespace: &str, object: &Value) -> Value {
+    let kind = object["kind"].as_str().unwrap_or("Pod");
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("uid-{}", object["metadata"]["name"].as_str().unwrap_or("x")),
+            "kind": {"group": "", "version": "v1", "kind": kind},
+            "resource": {"group": "", "version": "v1", "resource": format!("{}s", kind.to_lowercase())},
+            "requestKind": {"group": "", "version": "v1", "kind": kind},
+            "name": object["metadata"]["name"],
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+        }
+    })
+}
+
+/// Decodes the JSON Patch of an admission response (empty when none).
+pub fn patch_of(response: &Value) -> json_patch::Patch {
+    match response["patch"].as_str() {
+        None => json_patch::Patch(Vec::new()),
+        Some(b64) => {
+            assert_eq!(response["patchType"], "JSONPatch");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        }
+    }
+}
+
+/// Applies the patch of `response` to `object`.
+pub fn apply(object: &Value, response: &Value) -> Value {
+    let mut out = object.clone();
+    json_patch::patch(&mut out, &patch_of(response)).unwrap();
+    out
+}
+
+/// Every way `pod` falls short of the hardening rules (empty when it is
+/// hardened): runAsNonRoot at pod level, a non-zero uid, group and fsGroup,
+/// a seccomp profile, and per container allowPrivilegeEscalation=false and
+/// exactly one `ALL` in capabilities.drop.
+pub fn hardening_gaps(pod: &Value) -> Vec<String> {
+    let mut gaps = Vec::new();
+    let psc = &pod["spec"]["securityContext"];
+    if psc["runAsNonRoot"] != json!(true) {
+        gaps.push("pod runAsNonRoot is not true".to_owned());
+    }
+    for field in ["runAsGroup", "fsGroup"] {
+        if psc[field].as_i64().is_none_or(|v| v == 0) {
+            gaps.push(format!("pod {field} is unset or 0"));
+        }
+    }
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in pod["spec"][list].as_array().into_iter().flatten() {
+            let name = format!("{list}/{}", c["name"]);
+            let sc = &c["securityContext"];
+            let uid = sc["runAsUser"]
+                .as_i64()
+                .or_else(|| psc["runAsUser"].as_i64());
+            if uid.is_none_or(|u| u == 0) {
+                gaps.push(format!("{name}: effective runAsUser is unset or 0"));
+            }
+            if sc["seccompProfile"]["type"].is_null() && psc["seccompProfile"]["type"].is_null() {
+                gaps.push(format!("{name}: no seccomp profile"));
+            }
+            if sc["allowPrivilegeEscalation"] != json!(false) {
+                gaps.push(format!("{name}: allowPrivilegeEscalation is not false"));
+            }
+            let drops = sc["capabilities"]["drop"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if drops.iter().filter(|d| *d == "ALL").count() != 1 {
+                gaps.push(format!(
+                    "{name}: capabilities.drop has not exactly one ALL: {drops:?}"
+                ));
+            }
+        }
+    }
+    gaps
+}

@@ -1,0 +1,143 @@
+//! `unroot serve` as a process: self-issued certificate written for clients,
+//! and graceful shutdown on SIGTERM that finishes in-flight reviews.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_rustls::TlsConnector;
+
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `unroot serve` on ephemeral ports and reads the bound addresses
+/// from its JSON log.
+fn spawn(ca_out: &std::path::Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unroot"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--ca-cert-out",
+        ])
+        .arg(ca_out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let serving = loop {
+        let line = lines.next().expect("server logged 'serving'").unwrap();
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["message"] == "serving" {
+            break event;
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Process {
+        child,
+        addr: serving["addr"].as_str().unwrap().parse().unwrap(),
+        admin: serving["admin_addr"].as_str().unwrap().parse().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_reviews_then_exits_cleanly() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("certs/ca.crt");
+    let mut server = spawn(&ca_path);
+    let ca_pem = std::fs::read_to_string(&ca_path).expect("the CA was written for clients");
+
+    let connector = TlsConnector::from(Arc::new(common::client_config(
+        &ca_pem,
+        &[&rustls::version::TLS13],
+    )));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
+    let body = serde_json::to_vec(&common::review_for("CREATE", "team-a", &pod)).unwrap();
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body[..10]).await.unwrap();
+    tls.flush().await.unwrap();
+
+    // The review is in flight: the server has its headers, not its body.
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    tls.write_all(&body[10..]).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"patchType\":\"JSONPatch\""), "{reply}");
+
+    let code = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "exits 0 after draining");
+}
+
+#[tokio::test]
+async fn admin_endpoints_answer_on_their_own_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(&dir.path().join("ca.crt"));
+    for (path, want) in [
+        ("/healthz", "HTTP/1.1 200"),
+        ("/readyz", "HTTP/1.1 200"),
+        ("/metrics", "HTTP/1.1 200"),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(server.admin).await.unwrap();
+        tcp.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut reply = String::new();
+        tcp.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with(want), "{path}: {reply}");
+        if path == "/metrics" {
+            assert!(reply.contains("unroot_admission_in_flight 0"), "{reply}");
+        }
+    }
+}
