@@ -81,10 +81,30 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("pss_evaluate");
     for (name, meta, spec, lv) in [
-        ("compliant_3_containers/restricted_latest", &meta, &spec, restricted),
-        ("compliant_3_containers/baseline_latest", &meta, &spec, baseline),
-        ("violating_3_containers/restricted_latest", &bad_meta, &bad_spec, restricted),
-        ("violating_3_containers/baseline_latest", &bad_meta, &bad_spec, baseline),
+        (
+            "compliant_3_containers/restricted_latest",
+            &meta,
+            &spec,
+            restricted,
+        ),
+        (
+            "compliant_3_containers/baseline_latest",
+            &meta,
+            &spec,
+            baseline,
+        ),
+        (
+            "violating_3_containers/restricted_latest",
+            &bad_meta,
+            &bad_spec,
+            restricted,
+        ),
+        (
+            "violating_3_containers/baseline_latest",
+            &bad_meta,
+            &bad_spec,
+            baseline,
+        ),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| pss::evaluate(black_box(meta), black_box(spec), black_box(lv)));
