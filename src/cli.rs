@@ -1,5 +1,6 @@
 //! The command line: `serve`, `mutate` and friends (clap derive).
 
+pub mod check;
 pub mod mutate;
 pub mod serve;
 
@@ -39,6 +40,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Print objects hardened as the webhook would harden them.
     Mutate(mutate::Args),
+    /// Check Pods and workload pod templates against a Pod Security
+    /// Standards level, as the validating webhook would.
+    Check(check::Args),
 }
 
 /// Parses durations such as `500ms`, `10s`, `2m`.

@@ -16,5 +16,6 @@ fn main() -> ExitCode {
             unroot::cli::serve::run(&args)
         }
         Command::Mutate(args) => unroot::cli::mutate::run(&args),
+        Command::Check(args) => unroot::cli::check::run(&args),
     }
 }
