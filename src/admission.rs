@@ -11,8 +11,10 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod validate;
+
 use crate::mutate;
-use crate::policy::Document;
+use crate::policy::Snapshot;
 
 /// The AdmissionReview versions unroot answers; the response echoes the
 /// request's version.
@@ -204,6 +206,9 @@ pub struct Status {
     /// HTTP-like status code the API server reports.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub code: Option<u16>,
+    /// Structured details, e.g. `{"name": "p", "kind": "pods"}`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub details: Option<Value>,
 }
 
 /// An admission response (the `response` of an AdmissionReview).
@@ -253,6 +258,7 @@ impl Response {
                 message: message.into(),
                 reason: reason.to_owned(),
                 code: Some(code),
+                details: None,
             }),
             ..Self::default()
         }
@@ -293,7 +299,7 @@ pub fn review(api_version: &str, response: &Response) -> Value {
 
 /// Answers a `/mutate` request.
 #[must_use]
-pub fn mutate(request: &Request, policy: &Document) -> Response {
+pub fn mutate(request: &Request, policy: &Snapshot) -> Response {
     let uid = &request.uid;
     if !request.is_pod() || policy.is_excluded_namespace(request.namespace()) {
         return Response::allow(uid);

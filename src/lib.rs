@@ -10,6 +10,7 @@ pub mod cli;
 pub mod manifest;
 pub mod metrics;
 pub mod mutate;
+pub mod namespaces;
 pub mod policy;
 pub mod pss;
 pub mod server;

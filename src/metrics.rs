@@ -20,6 +20,21 @@ pub struct Metrics {
     pub warnings: IntCounterVec,
     /// Reviews being handled right now.
     pub in_flight: IntGauge,
+    /// Pod Security Admission's own counters.
+    pub pod_security: PodSecurityMetrics,
+}
+
+/// The counters of upstream Pod Security Admission (same labels), under
+/// unroot's prefix so both can run side by side.
+#[derive(Clone, Debug)]
+pub struct PodSecurityMetrics {
+    /// `decision`, `policy_level`, `policy_version`, `mode`,
+    /// `request_operation`, `resource`, `subresource`.
+    pub evaluations: IntCounterVec,
+    /// `request_operation`, `resource`, `subresource`.
+    pub exemptions: IntCounterVec,
+    /// `fatal`, `request_operation`, `resource`, `subresource`.
+    pub errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -77,6 +92,28 @@ impl Metrics {
         registry
             .register(Box::new(in_flight.clone()))
             .expect("unique metric");
+        let request = ["request_operation", "resource", "subresource"];
+        let pod_security = PodSecurityMetrics {
+            evaluations: counter(
+                "unroot_pod_security_evaluations_total",
+                "Pod Security policy evaluations, by decision, level, version and mode.",
+                &[
+                    &["decision", "policy_level", "policy_version", "mode"][..],
+                    &request[..],
+                ]
+                .concat(),
+            ),
+            exemptions: counter(
+                "unroot_pod_security_exemptions_total",
+                "Requests exempt from Pod Security.",
+                &request,
+            ),
+            errors: counter(
+                "unroot_pod_security_errors_total",
+                "Errors met while evaluating Pod Security; fatal ones decided the request.",
+                &[&["fatal"][..], &request[..]].concat(),
+            ),
+        };
         Self {
             registry,
             admission_requests,
@@ -84,6 +121,7 @@ impl Metrics {
             rejected_requests,
             warnings,
             in_flight,
+            pod_security,
         }
     }
 

@@ -8,6 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::pss;
+use crate::pss::namespace_policy::Policy as NamespacePolicy;
 use sha2::{Digest, Sha256};
 
 /// The embedded default policy, byte for byte the shipped file.
@@ -61,6 +64,8 @@ pub struct Document {
     pub kind: String,
     /// What the mutating webhook writes into every pod.
     pub security_context: SecurityContext,
+    /// Pod Security Standards enforcement.
+    pub pod_security: PodSecurity,
     /// Where unroot never acts.
     pub webhook: Webhook,
 }
@@ -107,6 +112,58 @@ impl SeccompProfileType {
             Self::Localhost => "Localhost",
         }
     }
+}
+
+/// The `podSecurity` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PodSecurity {
+    /// Levels and versions for namespaces without `unroot.dev/` labels.
+    pub defaults: PodSecurityDefaults,
+    /// Requests that are never evaluated.
+    #[serde(default)]
+    pub exemptions: Exemptions,
+}
+
+/// `podSecurity.defaults`: levels and versions as strings, checked by
+/// [`Document::validate`] so every bad value is reported with its path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PodSecurityDefaults {
+    /// Level whose violations deny pods.
+    pub enforce: String,
+    /// Version of `enforce`.
+    #[serde(default = "latest")]
+    pub enforce_version: String,
+    /// Level whose violations are recorded in audit annotations.
+    pub audit: String,
+    /// Version of `audit`.
+    #[serde(default = "latest")]
+    pub audit_version: String,
+    /// Level whose violations are returned as warnings.
+    pub warn: String,
+    /// Version of `warn`.
+    #[serde(default = "latest")]
+    pub warn_version: String,
+}
+
+fn latest() -> String {
+    "latest".to_owned()
+}
+
+/// `podSecurity.exemptions`: exact names, never patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Exemptions {
+    /// Requesting user names (`userInfo.username`), e.g. a controller's.
+    #[serde(default)]
+    pub usernames: Vec<String>,
+    /// Namespaces.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// `spec.runtimeClassName` values.
+    #[serde(default)]
+    pub runtime_class_names: Vec<String>,
 }
 
 /// The `webhook` section.
@@ -229,15 +286,77 @@ impl Document {
                 );
             }
         }
-        for (i, ns) in self.webhook.excluded_namespaces.iter().enumerate() {
-            if ns.is_empty() {
-                err(
-                    &format!("webhook.excludedNamespaces[{i}]"),
-                    "must not be empty".to_owned(),
-                );
+        self.validate_pod_security(&mut errors);
+        check_names(
+            &mut errors,
+            "webhook.excludedNamespaces",
+            &self.webhook.excluded_namespaces,
+            is_dns_label,
+            "a namespace name",
+        );
+        errors
+    }
+
+    fn validate_pod_security(&self, errors: &mut Vec<FieldError>) {
+        let d = &self.pod_security.defaults;
+        for (mode, level, version) in [
+            ("enforce", &d.enforce, &d.enforce_version),
+            ("audit", &d.audit, &d.audit_version),
+            ("warn", &d.warn, &d.warn_version),
+        ] {
+            if let Err(e) = level.parse::<pss::Level>() {
+                errors.push(FieldError {
+                    path: format!("podSecurity.defaults.{mode}"),
+                    message: format!("{level:?} is not valid: {e}"),
+                });
+            }
+            if let Err(e) = version.parse::<pss::Version>() {
+                errors.push(FieldError {
+                    path: format!("podSecurity.defaults.{mode}Version"),
+                    message: format!("{version:?} is not valid: {e}"),
+                });
             }
         }
-        errors
+        let ex = &self.pod_security.exemptions;
+        check_names(
+            errors,
+            "podSecurity.exemptions.usernames",
+            &ex.usernames,
+            |s| !s.is_empty(),
+            "a user name",
+        );
+        check_names(
+            errors,
+            "podSecurity.exemptions.namespaces",
+            &ex.namespaces,
+            is_dns_label,
+            "a namespace name",
+        );
+        check_names(
+            errors,
+            "podSecurity.exemptions.runtimeClassNames",
+            &ex.runtime_class_names,
+            is_dns_subdomain,
+            "a RuntimeClass name",
+        );
+    }
+
+    /// The namespace defaults as levels and versions. Valid after
+    /// [`Document::validate`]; a value that does not parse falls back as
+    /// upstream does for labels (enforce restricted, others privileged,
+    /// versions latest).
+    #[must_use]
+    pub fn pod_security_defaults(&self) -> NamespacePolicy {
+        let d = &self.pod_security.defaults;
+        let lv = |level: &str, version: &str, fallback: pss::Level| pss::LevelVersion {
+            level: level.parse().unwrap_or(fallback),
+            version: version.parse().unwrap_or(pss::Version::Latest),
+        };
+        NamespacePolicy {
+            enforce: lv(&d.enforce, &d.enforce_version, pss::Level::Restricted),
+            audit: lv(&d.audit, &d.audit_version, pss::Level::Privileged),
+            warn: lv(&d.warn, &d.warn_version, pss::Level::Privileged),
+        }
     }
 
     /// A short, stable hash of the document's content (hex SHA-256, 12 digits).
@@ -261,8 +380,93 @@ impl Document {
     }
 }
 
+/// Every entry of `list` must satisfy `valid` and be unique.
+fn check_names(
+    errors: &mut Vec<FieldError>,
+    path: &str,
+    list: &[String],
+    valid: fn(&str) -> bool,
+    what: &str,
+) {
+    for (i, name) in list.iter().enumerate() {
+        if !valid(name) {
+            let hint = if name.contains('*') {
+                " (names match exactly; there are no wildcards)"
+            } else {
+                ""
+            };
+            errors.push(FieldError {
+                path: format!("{path}[{i}]"),
+                message: format!("{name:?} is not {what}{hint}"),
+            });
+        } else if list[..i].contains(name) {
+            errors.push(FieldError {
+                path: format!("{path}[{i}]"),
+                message: format!("{name:?} is listed twice"),
+            });
+        }
+    }
+}
+
+/// An RFC 1123 label: what namespace names are.
+#[must_use]
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// An RFC 1123 subdomain: what most object names are.
+#[must_use]
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// A loaded policy with its content hash, shared read-only by every request
+/// and swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The document.
+    pub document: Document,
+    /// [`Document::hash`], computed once.
+    pub hash: String,
+    /// The namespace defaults, parsed once.
+    pub pod_security_defaults: NamespacePolicy,
+}
+
+impl Snapshot {
+    /// Wraps a validated document.
+    #[must_use]
+    pub fn new(document: Document) -> Self {
+        Self {
+            hash: document.hash(),
+            pod_security_defaults: document.pod_security_defaults(),
+            document,
+        }
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Document;
+
+    fn deref(&self) -> &Document {
+        &self.document
+    }
+}
+
 /// The policy in force, shared read-only by every request.
-pub type Shared = Arc<Document>;
+pub type Shared = Arc<Snapshot>;
 
 #[cfg(test)]
 mod tests {
@@ -280,7 +484,10 @@ mod tests {
     fn every_error_is_reported_with_its_path() {
         let text = DEFAULT_YAML
             .replace("runAsUser: 65532", "runAsUser: 0")
-            .replace("fsGroup: 65532", "fsGroup: -1");
+            .replace("fsGroup: 65532", "fsGroup: -1")
+            .replace("enforce: baseline", "enforce: strict")
+            .replace("warnVersion: latest", "warnVersion: \"1.25\"")
+            .replace("namespaces: []", "namespaces: [\"*\", team-a, team-a]");
         let Err(Error::Invalid(errors)) = Document::from_yaml(&text) else {
             panic!("expected invalid");
         };
@@ -290,6 +497,10 @@ mod tests {
             [
                 "securityContext.runAsUser: 0 is not allowed: must be a non-root id between 1 and 4294967294",
                 "securityContext.fsGroup: -1 is not allowed: must be a non-root id between 1 and 4294967294",
+                "podSecurity.defaults.enforce: \"strict\" is not valid: must be one of privileged, baseline, restricted",
+                "podSecurity.defaults.warnVersion: \"1.25\" is not valid: must be \"latest\" or \"v1.x\"",
+                "podSecurity.exemptions.namespaces[0]: \"*\" is not a namespace name (names match exactly; there are no wildcards)",
+                "podSecurity.exemptions.namespaces[2]: \"team-a\" is listed twice",
             ]
         );
     }

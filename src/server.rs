@@ -27,9 +27,11 @@ use tracing::{Instrument as _, Span, field::Empty, info, info_span, warn};
 
 pub use self::readiness::Readiness;
 use crate::admission;
+use crate::admission::validate::{self, NamespaceLabels};
 use crate::certs::Resolver;
 use crate::metrics::Metrics;
-use crate::policy::Document;
+use crate::namespaces::Namespaces;
+use crate::policy::Snapshot;
 
 /// Errors from starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,9 @@ pub enum Error {
 
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Audit annotation on every answer: the hash of the policy that decided it.
+pub const POLICY_HASH: &str = "policy-hash";
 
 /// Largest AdmissionReview body accepted (the API server's own limit for
 /// objects is 3 MiB; a review carries up to two of them).
@@ -86,16 +91,30 @@ impl Default for Config {
 }
 
 /// What every request handler shares.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     /// The policy in force, swapped atomically on reload.
-    pub policy: Arc<ArcSwap<Document>>,
+    pub policy: Arc<ArcSwap<Snapshot>>,
+    /// Where namespace labels come from.
+    pub namespaces: Namespaces,
+    /// The API server client, when running against a cluster.
+    pub kube: Option<kube::Client>,
     /// The metrics registry and handles.
     pub metrics: Metrics,
     /// Readiness conditions for `/readyz`.
     pub readiness: Arc<Readiness>,
     /// Longest time a request body may take to arrive.
     pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("policy", &self.policy.load().hash)
+            .field("namespaces", &self.namespaces)
+            .field("kube", &self.kube.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running server: its bound addresses, and how to stop it.
@@ -132,6 +151,7 @@ impl Running {
 pub fn webhook_router(state: AppState) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
         .fallback(not_found)
         .with_state(state)
 }
@@ -412,7 +432,7 @@ async fn handle(
     webhook: &'static str,
     state: &AppState,
     request: Request,
-    decide: impl FnOnce(&admission::Request, &AppState) -> admission::Response,
+    decide: impl AsyncFnOnce(&admission::Request, &AppState) -> admission::Response,
 ) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = match read_body(webhook, state, &parts.headers, body).await {
@@ -443,7 +463,10 @@ async fn handle(
             span.record("namespace", req.namespace());
             span.record("name", req.name());
             span.record("operation", req.operation.as_str());
-            let response = decide(req, state);
+            let mut response = decide(req, state).await;
+            response
+                .audit_annotations
+                .insert(POLICY_HASH.to_owned(), state.policy.load().hash.clone());
             (review.api_version, response, req.operation.clone())
         }
     };
@@ -488,10 +511,69 @@ fn operation_label(operation: &str) -> &'static str {
 #[tracing::instrument(name = "review", skip_all, fields(webhook = "mutate", uid = Empty, namespace = Empty, name = Empty, operation = Empty, outcome = Empty))]
 async fn mutate(State(state): State<AppState>, request: Request) -> Response {
     let _in_flight = InFlight::new(&state.metrics);
-    handle("mutate", &state, request, |req, state| {
+    handle("mutate", &state, request, async |req, state| {
         admission::mutate(req, &state.policy.load())
     })
     .await
+}
+
+#[tracing::instrument(name = "review", skip_all, fields(webhook = "validate", uid = Empty, namespace = Empty, name = Empty, operation = Empty, outcome = Empty))]
+async fn validate(State(state): State<AppState>, request: Request) -> Response {
+    let _in_flight = InFlight::new(&state.metrics);
+    handle("validate", &state, request, async |req, state| {
+        let policy = state.policy.load_full();
+        let metrics = &state.metrics.pod_security;
+        if let Some(answer) = validate::before_lookup(req, &policy, metrics) {
+            return answer;
+        }
+        let namespace = match state.namespaces.labels(req.namespace()).await {
+            Ok(Some(labels)) => NamespaceLabels::Found(labels),
+            Ok(None) => NamespaceLabels::Unknown,
+            Err(e) => NamespaceLabels::Failed(e),
+        };
+        let pod = if validate::needs_pod(req) {
+            match read_pod_with_ephemeral_containers(state, req).await {
+                Ok(pod) => Some(pod),
+                Err(message) => {
+                    return admission::Response::deny(&req.uid, 500, "InternalError", message);
+                }
+            }
+        } else {
+            None
+        };
+        validate::evaluate(req, &policy, namespace, pod, |_| None, metrics)
+    })
+    .await
+}
+
+/// For a 1.20/1.21 `pods/ephemeralcontainers` request: the stored pod with
+/// the requested ephemeral containers in it.
+async fn read_pod_with_ephemeral_containers(
+    state: &AppState,
+    req: &admission::Request,
+) -> Result<k8s_openapi::api::core::v1::Pod, String> {
+    let failed = |why: String| {
+        format!(
+            "Internal error occurred: failed to read pod {:?} to evaluate its ephemeral containers: {why}",
+            req.name()
+        )
+    };
+    let client = state
+        .kube
+        .clone()
+        .ok_or_else(|| failed("no cluster access".to_owned()))?;
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client, req.namespace());
+    let pod = api
+        .get(req.name())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let object = req
+        .object
+        .as_ref()
+        .ok_or_else(|| failed("no object in the request".to_owned()))?;
+    validate::merge_ephemeral_containers(pod, object)
+        .ok_or_else(|| failed("the object is not an EphemeralContainers list".to_owned()))
 }
 
 /// Counts a review in `unroot_admission_in_flight` while it lives.

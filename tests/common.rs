@@ -1,7 +1,13 @@
 //! Shared test harness: starts the real server on ephemeral ports with a
 //! self-issued certificate, and talks to it over real TLS.
-#![allow(dead_code, clippy::missing_panics_doc, clippy::must_use_candidate)]
+#![allow(
+    dead_code,
+    clippy::missing_panics_doc,
+    clippy::must_use_candidate,
+    clippy::unnecessary_wraps
+)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +23,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use unroot::certs::{self, Authority, Resolver};
 use unroot::metrics::Metrics;
-use unroot::policy::Document;
+use unroot::namespaces::Namespaces;
+use unroot::policy::{Document, Snapshot};
 use unroot::server::{self, AppState, Readiness, Running};
 
 /// A server under test.
@@ -33,6 +40,8 @@ pub struct Server {
 pub struct Options {
     pub policy: Document,
     pub request_timeout: Duration,
+    /// Namespace → labels; `None` runs as with no cluster.
+    pub namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 impl Default for Options {
@@ -40,8 +49,26 @@ impl Default for Options {
         Self {
             policy: Document::embedded(),
             request_timeout: Duration::from_secs(10),
+            namespaces: None,
         }
     }
+}
+
+/// Namespace labels for [`Options::namespaces`]: `[("ns", &[("k", "v")])]`.
+pub fn namespaces(
+    list: &[(&str, &[(&str, &str)])],
+) -> Option<BTreeMap<String, BTreeMap<String, String>>> {
+    Some(
+        list.iter()
+            .map(|(ns, labels)| {
+                let labels = labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+                ((*ns).to_owned(), labels)
+            })
+            .collect(),
+    )
 }
 
 pub async fn start() -> Server {
@@ -59,7 +86,12 @@ pub async fn start_with(options: Options) -> Server {
     )
     .unwrap();
     let state = AppState {
-        policy: Arc::new(ArcSwap::from_pointee(options.policy)),
+        policy: Arc::new(ArcSwap::from_pointee(Snapshot::new(options.policy))),
+        namespaces: match options.namespaces {
+            Some(map) => Namespaces::Fixed(Arc::new(map)),
+            None => Namespaces::Unknown,
+        },
+        kube: None,
         metrics: Metrics::new(),
         readiness: Arc::new(Readiness::new(&["serving"])),
         request_timeout: options.request_timeout,

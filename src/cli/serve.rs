@@ -11,7 +11,8 @@ use tracing::{error, info, warn};
 
 use crate::certs::{self, Authority, Resolver};
 use crate::metrics::Metrics;
-use crate::policy::Document;
+use crate::namespaces::Namespaces;
+use crate::policy::{Document, Snapshot};
 use crate::server::{self, AppState, Readiness};
 
 /// Arguments of `unroot serve`.
@@ -36,6 +37,11 @@ pub struct Args {
     /// Where to write the self-issued CA certificate, for clients to trust.
     #[arg(long, env = "UNROOT_CA_CERT_OUT", default_value = "certs/ca.crt")]
     pub ca_cert_out: PathBuf,
+    /// Kubeconfig of the cluster to read namespaces (and later the policy)
+    /// from. Inside a cluster the pod's service account is used; with
+    /// neither, unroot runs without a cluster.
+    #[arg(long, env = "UNROOT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Policy file. Without it, the embedded default policy applies.
     #[arg(long, env = "UNROOT_POLICY")]
     pub policy: Option<PathBuf>,
@@ -87,8 +93,19 @@ async fn serve(args: &Args) -> Result<(), String> {
     let resolver = Arc::new(Resolver::new(serving_key(args)?));
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::new(&["serving"]));
+    let client = kube_client(args).await?;
+    let namespaces = if let Some(client) = &client {
+        Namespaces::watch(client.clone(), &readiness)
+    } else {
+        info!(
+            "no cluster: namespaces are not read, so the policy's podSecurity defaults apply to every namespace"
+        );
+        Namespaces::Unknown
+    };
     let state = AppState {
-        policy: Arc::new(ArcSwap::from_pointee(policy)),
+        policy: Arc::new(ArcSwap::from_pointee(Snapshot::new(policy))),
+        namespaces,
+        kube: client,
         metrics,
         readiness: Arc::clone(&readiness),
         request_timeout: args.request_timeout,
@@ -113,6 +130,29 @@ async fn serve(args: &Args) -> Result<(), String> {
     let _ = stop.send(true);
     running.wait().await;
     Ok(())
+}
+
+/// A client for `--kubeconfig`, or the in-cluster service account, or none.
+async fn kube_client(args: &Args) -> Result<Option<kube::Client>, String> {
+    let config = if let Some(path) = &args.kubeconfig {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| format!("failed to read kubeconfig {}: {e}", path.display()))?;
+        kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| format!("failed to load kubeconfig {}: {e}", path.display()))?
+    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        kube::Config::incluster()
+            .map_err(|e| format!("failed to load the in-cluster configuration: {e}"))?
+    } else {
+        return Ok(None);
+    };
+    let client = kube::Client::try_from(config)
+        .map_err(|e| format!("failed to create the Kubernetes client: {e}"))?;
+    info!("reading the cluster through the API server");
+    Ok(Some(client))
 }
 
 fn serving_key(args: &Args) -> Result<rustls::sign::CertifiedKey, String> {

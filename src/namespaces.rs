@@ -1,0 +1,112 @@
+//! Namespace labels, as the admission handlers need them: from a
+//! metadata-only reflector cache when running against a cluster (with a
+//! direct read on a cache miss), a fixed table in tests, or nothing at all
+//! when there is no cluster (then the policy defaults apply).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use tracing::{Instrument as _, info, info_span, warn};
+
+use crate::server::Readiness;
+
+/// Labels of one namespace.
+pub type Labels = BTreeMap<String, String>;
+
+/// Where namespace labels come from.
+// One value per process, cloned into each request's state by reference
+// count inside; the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub enum Namespaces {
+    /// No cluster: nothing is known about namespaces; callers use defaults.
+    Unknown,
+    /// A fixed table (tests, `unroot mutate --namespace-labels`). A namespace
+    /// missing from it is an error, as a missing namespace is in a cluster.
+    Fixed(Arc<BTreeMap<String, Labels>>),
+    /// A cluster: the reflector's cache, then the API server.
+    Cluster {
+        /// The cache, kept current by a metadata watch.
+        store: Store<PartialObjectMeta<Namespace>>,
+        /// For reads on a cache miss.
+        api: Api<Namespace>,
+    },
+}
+
+impl std::fmt::Debug for Namespaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown => f.write_str("Namespaces::Unknown"),
+            Self::Fixed(map) => f.debug_tuple("Namespaces::Fixed").field(map).finish(),
+            Self::Cluster { store, .. } => write!(f, "Namespaces::Cluster({} cached)", store.len()),
+        }
+    }
+}
+
+impl Namespaces {
+    /// Starts the metadata watch on namespaces and returns the source that
+    /// reads from it. Readiness condition `namespaces` turns true once the
+    /// first full list is in the cache.
+    pub fn watch(client: kube::Client, readiness: &Arc<Readiness>) -> Self {
+        let api: Api<Namespace> = Api::all(client.clone());
+        // Metadata only: labels are all unroot reads, and namespaces' specs
+        // and statuses need not sit in memory.
+        let meta: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+        let (store, writer) = reflector::store();
+        readiness.set("namespaces", false);
+        let stream = reflector::reflector(writer, watcher(meta, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        tokio::spawn(
+            async move {
+                futures::pin_mut!(stream);
+                while let Some(event) = stream.next().await {
+                    if let Err(e) = event {
+                        warn!(error = %e, "namespace watch failed; retrying with backoff");
+                    }
+                }
+            }
+            .instrument(info_span!("namespace_watch")),
+        );
+        let ready_store = store.clone();
+        let readiness = Arc::clone(readiness);
+        tokio::spawn(
+            async move {
+                if ready_store.wait_until_ready().await.is_ok() {
+                    info!(namespaces = ready_store.len(), "namespace cache synced");
+                    readiness.set("namespaces", true);
+                }
+            }
+            .instrument(info_span!("namespace_watch")),
+        );
+        Self::Cluster { store, api }
+    }
+
+    /// The labels of `name`: `Ok(None)` when nothing can be known (no
+    /// cluster), `Err` when the namespace could not be read.
+    pub async fn labels(&self, name: &str) -> Result<Option<Labels>, String> {
+        match self {
+            Self::Unknown => Ok(None),
+            Self::Fixed(map) => map
+                .get(name)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| format!("namespaces {name:?} not found")),
+            Self::Cluster { store, api } => {
+                if let Some(ns) = store.get(&ObjectRef::new(name)) {
+                    return Ok(Some(ns.metadata.labels.clone().unwrap_or_default()));
+                }
+                match api.get_metadata_opt(name).await {
+                    Ok(Some(ns)) => Ok(Some(ns.metadata.labels.unwrap_or_default())),
+                    Ok(None) => Err(format!("namespaces {name:?} not found")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    }
+}
