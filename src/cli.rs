@@ -1,5 +1,6 @@
 //! The command line: `serve`, `mutate` and friends (clap derive).
 
+pub mod check;
 pub mod mutate;
 pub mod policy;
 pub mod serve;
@@ -33,6 +34,8 @@ pub enum LogFormat {
 }
 
 /// The subcommands.
+// Parsed once per process; boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the admission webhooks over HTTPS, and health, readiness and
@@ -42,6 +45,9 @@ pub enum Command {
     Mutate(mutate::Args),
     /// Validate a policy, or print the default one.
     Policy(policy::Args),
+    /// Check Pods and workload pod templates against a Pod Security
+    /// Standards level, as the validating webhook would.
+    Check(check::Args),
 }
 
 /// Parses durations such as `500ms`, `10s`, `2m`.

@@ -17,5 +17,6 @@ fn main() -> ExitCode {
         }
         Command::Mutate(args) => unroot::cli::mutate::run(&args),
         Command::Policy(args) => unroot::cli::policy::run(&args),
+        Command::Check(args) => unroot::cli::check::run(&args),
     }
 }

@@ -959,6 +959,52 @@ mod tests {
     }
 
     #[test]
+    fn hardened_pod_is_allowed_at_every_level_and_version() {
+        let (meta, spec) = pod(&serde_json::json!({
+            "metadata": {"annotations": {
+                "container.apparmor.security.beta.kubernetes.io/app": "runtime/default",
+                "seccomp.security.alpha.kubernetes.io/pod": "runtime/default",
+            }},
+            "spec": {
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": 1000,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                    "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+                },
+                "initContainers": [hardened("init")],
+                "containers": [hardened("app")],
+                "ephemeralContainers": [hardened("debug")],
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
+            },
+        }));
+        for level in [Level::Privileged, Level::Baseline, Level::Restricted] {
+            for minor in 0..=40 {
+                let lv = LevelVersion {
+                    level,
+                    version: v(1, minor),
+                };
+                assert_eq!(evaluate(&meta, &spec, lv), [], "{lv}");
+            }
+        }
+    }
+
+    fn hardened(name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": name,
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+                "procMount": "Default",
+                "seLinuxOptions": {"type": "container_t", "level": "s0:c1,c2"},
+                "appArmorProfile": {"type": "RuntimeDefault"},
+            },
+            "ports": [{"containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"port": 8080}},
+        })
+    }
+
+    #[test]
     fn reasons_move_between_slots_across_versions() {
         let (meta, spec) = pod(&serde_json::json!({
             "metadata": {},
@@ -991,6 +1037,40 @@ mod tests {
         assert_eq!(
             checks(Version::Latest),
             ["capabilities_restricted", "procMount_restricted"],
+        );
+    }
+
+    #[test]
+    fn windows_pods_skip_overriding_checks() {
+        // Upstream parity, not an accident: from v1.25 a Windows pod skips
+        // capabilities_restricted and seccompProfile_restricted, and those
+        // still replace capabilities_baseline and seccompProfile_baseline in
+        // the restricted profile, so restricted allows what baseline denies.
+        let (meta, spec) = pod(&serde_json::json!({
+            "metadata": {},
+            "spec": {
+                "os": {"name": "windows"},
+                "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "Unconfined"}},
+                "containers": [{
+                    "name": "a",
+                    "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"add": ["SYS_ADMIN"]}},
+                }],
+            },
+        }));
+        let checks = |level, version| -> Vec<&str> {
+            evaluate(&meta, &spec, LevelVersion { level, version })
+                .iter()
+                .map(|v| v.check)
+                .collect()
+        };
+        assert_eq!(
+            checks(Level::Baseline, Version::Latest),
+            ["capabilities_baseline", "seccompProfile_baseline"]
+        );
+        assert!(checks(Level::Restricted, Version::Latest).is_empty());
+        assert_eq!(
+            checks(Level::Restricted, v(1, 24)),
+            ["capabilities_restricted", "seccompProfile_restricted"]
         );
     }
 

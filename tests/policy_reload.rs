@@ -36,6 +36,7 @@ async fn run_as_user(server: &common::Server) -> Value {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one story: start, edit, break, delete
 async fn file_changes_apply_and_invalid_ones_keep_the_last_good_policy() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");

@@ -126,7 +126,7 @@ async fn serve(args: &Args) -> Result<(), String> {
         PolicySource::ConfigMap { namespace, name } => {
             info!(configmap = %format!("{namespace}/{name}"), "watching the policy ConfigMap; not ready until it holds a valid policy");
             if let Some(client) = &client {
-                watch::watch_configmap(client.clone(), namespace, name, reloader);
+                watch::watch_configmap(client.clone(), &namespace, &name, reloader);
             }
         }
     }

@@ -175,9 +175,9 @@ pub fn watch_file(path: PathBuf, interval: Duration, reloader: Reloader, initial
 /// Watches the ConfigMap `namespace/name` and applies its `policy.yaml` on
 /// every change; records a Kubernetes Event on the ConfigMap when a change
 /// is refused.
-pub fn watch_configmap(client: kube::Client, namespace: String, name: String, reloader: Reloader) {
+pub fn watch_configmap(client: kube::Client, namespace: &str, name: &str, reloader: Reloader) {
     let source = format!("configmap {namespace}/{name}");
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let recorder = Recorder::new(
         client,
@@ -217,15 +217,14 @@ pub fn watch_configmap(client: kube::Client, namespace: String, name: String, re
 
 async fn apply_configmap(reloader: &Reloader, recorder: &Recorder, source: &str, cm: &ConfigMap) {
     let version = cm.metadata.resource_version.clone().unwrap_or_default();
-    let outcome = match cm.data.as_ref().and_then(|d| d.get(CONFIGMAP_KEY)) {
-        Some(text) => reloader
+    let outcome = if let Some(text) = cm.data.as_ref().and_then(|d| d.get(CONFIGMAP_KEY)) {
+        reloader
             .apply(source, &version, text)
-            .map_err(|e| e.to_string()),
-        None => {
-            let why = format!("the ConfigMap has no {CONFIGMAP_KEY:?} key");
-            reloader.refuse(source, &version, &why);
-            Err(why)
-        }
+            .map_err(|e| e.to_string())
+    } else {
+        let why = format!("the ConfigMap has no {CONFIGMAP_KEY:?} key");
+        reloader.refuse(source, &version, &why);
+        Err(why)
     };
     let event = match &outcome {
         Ok(hash) => KubeEvent {

@@ -9,7 +9,7 @@
 //!
 //! Allowed values: unset, `Default`.
 
-use super::{Check, Level, VersionedCheck, proc_mount, v};
+use super::{Check, Failure, Input, Level, VersionedCheck, proc_mount, v};
 
 pub(crate) fn check() -> Check {
     Check {
@@ -18,11 +18,16 @@ pub(crate) fn check() -> Check {
         versions: const {
             &[VersionedCheck {
                 min: v(1, 35),
-                eval: proc_mount::v1_0,
+                eval: v1_35,
                 overrides: &["procMount"],
             }]
         },
     }
+}
+
+/// The baseline v1.0 rule, without the user-namespace relaxation.
+fn v1_35(input: &Input<'_>) -> Option<Failure> {
+    proc_mount::v1_0(input)
 }
 
 #[cfg(test)]
