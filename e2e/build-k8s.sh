@@ -108,8 +108,8 @@ cp "$reflect2_src"/*.go "$reflect2_src"/*.s "$src/vendor/github.com/modern-go/re
 rm -f "$src/vendor/github.com/modern-go/reflect2/"*_test.go
 
 # --- Go environment: GOPATH mode from vendor/, as hack/lib/golang.sh does -----
-export GO111MODULE=off GOFLAGS= GOPROXY=off
-export GOCACHE=$cache/go-build
+export GO111MODULE=off GOFLAGS='' GOPROXY=off
+export GOCACHE=$work/go-build # scratch: the binaries are what we keep
 export CGO_ENABLED=1
 cd "$src"
 

@@ -37,7 +37,7 @@ packages=(
     # node and control plane
     etcd-server containerd runc containernetworking-plugins
     # building kube-* 1.20.2 and the static pause binary
-    golang-go golang-github-modern-go-reflect2-dev dpkg-dev gcc libc6-dev
+    golang-go golang-github-modern-go-reflect2-dev dpkg-dev gcc libc6-dev binutils
     # test images
     busybox-static
     # certificates, networking, mounts, json
