@@ -1,8 +1,10 @@
 //! The HTTPS webhook listener, the plain-HTTP admin listener, and their
 //! graceful shutdown.
 
+pub mod identity;
 pub mod readiness;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument as _, Span, field::Empty, info, info_span, warn};
 
+pub use self::identity::{IdentityStore, KubeStore};
 pub use self::readiness::Readiness;
 use crate::admission;
 use crate::certs::Resolver;
@@ -85,11 +88,21 @@ impl Default for Config {
     }
 }
 
+/// Labels of every namespace: namespace name → labels.
+pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
+
 /// What every request handler shares.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The policy in force, swapped atomically on reload.
     pub policy: Arc<ArcSwap<Document>>,
+    /// The labels of every known namespace, swapped atomically as they
+    /// change. A namespace missing here has no labels: it gets neither the
+    /// trust bundle nor provisioning.
+    pub namespace_labels: Arc<ArcSwap<NamespaceLabels>>,
+    /// Where identity ConfigMaps are applied. `None` (no Kubernetes client):
+    /// a pod that needs one is denied.
+    pub identity_store: Option<Arc<dyn IdentityStore>>,
     /// The metrics registry and handles.
     pub metrics: Metrics,
     /// Readiness conditions for `/readyz`.
@@ -412,7 +425,7 @@ async fn handle(
     webhook: &'static str,
     state: &AppState,
     request: Request,
-    decide: impl FnOnce(&admission::Request, &AppState) -> admission::Response,
+    decide: impl AsyncFnOnce(&admission::Request, &AppState) -> admission::Response,
 ) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = match read_body(webhook, state, &parts.headers, body).await {
@@ -443,7 +456,7 @@ async fn handle(
             span.record("namespace", req.namespace());
             span.record("name", req.name());
             span.record("operation", req.operation.as_str());
-            let response = decide(req, state);
+            let response = decide(req, state).await;
             (review.api_version, response, req.operation.clone())
         }
     };
@@ -488,10 +501,61 @@ fn operation_label(operation: &str) -> &'static str {
 #[tracing::instrument(name = "review", skip_all, fields(webhook = "mutate", uid = Empty, namespace = Empty, name = Empty, operation = Empty, outcome = Empty))]
 async fn mutate(State(state): State<AppState>, request: Request) -> Response {
     let _in_flight = InFlight::new(&state.metrics);
-    handle("mutate", &state, request, |req, state| {
-        admission::mutate(req, &state.policy.load())
+    handle("mutate", &state, request, async |req, state| {
+        let mutation = {
+            let policy = state.policy.load();
+            let labels = state.namespace_labels.load();
+            let none = BTreeMap::new();
+            let namespace = labels.get(req.namespace()).unwrap_or(&none);
+            admission::mutate(req, &policy, namespace)
+        };
+        store_identity(req, state, mutation).await
     })
     .await
+}
+
+/// Applies the identity ConfigMap a mutation needs, then answers; a pod whose
+/// ConfigMap cannot be written is denied (it could not start without it).
+async fn store_identity(
+    req: &admission::Request,
+    state: &AppState,
+    mutation: admission::Mutation,
+) -> admission::Response {
+    let admission::Mutation { response, identity } = mutation;
+    let Some(config_map) = identity.filter(|_| response.allowed) else {
+        return response;
+    };
+    let name = config_map.metadata.name.clone().unwrap_or_default();
+    let namespace = req.namespace();
+    let Some(store) = &state.identity_store else {
+        return admission::Response::deny(
+            &req.uid,
+            500,
+            "InternalError",
+            format!(
+                "unroot cannot provision this pod: writing the identity ConfigMap {namespace}/{name} needs a Kubernetes client, and this unroot runs without one (run it in the cluster, or remove the unroot.dev/ identity annotations)"
+            ),
+        );
+    };
+    if req.dry_run == Some(true) {
+        info!(configmap = %name, "dry run: identity ConfigMap not written");
+        return response;
+    }
+    match store.apply(config_map).await {
+        Ok(()) => {
+            info!(configmap = %name, "identity ConfigMap applied");
+            response
+        }
+        Err(e) => {
+            warn!(configmap = %name, error = %e, "failed to apply the identity ConfigMap");
+            admission::Response::deny(
+                &req.uid,
+                500,
+                "InternalError",
+                format!("failed to apply the identity ConfigMap {namespace}/{name}: {e}"),
+            )
+        }
+    }
 }
 
 /// Counts a review in `unroot_admission_in_flight` while it lives.

@@ -2,14 +2,17 @@
 //! self-issued certificate, and talks to it over real TLS.
 #![allow(dead_code, clippy::missing_panics_doc, clippy::must_use_candidate)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
+use futures::future::BoxFuture;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
+use k8s_openapi::api::core::v1::ConfigMap;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -18,7 +21,7 @@ use tokio_rustls::client::TlsStream;
 use unroot::certs::{self, Authority, Resolver};
 use unroot::metrics::Metrics;
 use unroot::policy::Document;
-use unroot::server::{self, AppState, Readiness, Running};
+use unroot::server::{self, AppState, IdentityStore, NamespaceLabels, Readiness, Running};
 
 /// A server under test.
 pub struct Server {
@@ -33,6 +36,10 @@ pub struct Server {
 pub struct Options {
     pub policy: Document,
     pub request_timeout: Duration,
+    /// Namespace → labels, as the namespace cache would hold them.
+    pub namespace_labels: NamespaceLabels,
+    /// Where identity ConfigMaps go (`None`: no Kubernetes client).
+    pub identity_store: Option<Arc<dyn IdentityStore>>,
 }
 
 impl Default for Options {
@@ -40,7 +47,43 @@ impl Default for Options {
         Self {
             policy: Document::embedded(),
             request_timeout: Duration::from_secs(10),
+            namespace_labels: NamespaceLabels::new(),
+            identity_store: None,
         }
+    }
+}
+
+/// Labels from `k=v` pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// An identity store that records what it is asked to apply, and fails
+/// with `fail` when set.
+#[derive(Debug, Default)]
+pub struct RecordingStore {
+    pub applied: Mutex<Vec<ConfigMap>>,
+    pub fail: Option<String>,
+}
+
+impl RecordingStore {
+    pub fn applied(&self) -> Vec<ConfigMap> {
+        self.applied.lock().unwrap().clone()
+    }
+}
+
+impl IdentityStore for RecordingStore {
+    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if let Some(reason) = &self.fail {
+                return Err(reason.clone());
+            }
+            self.applied.lock().unwrap().push(config_map);
+            Ok(())
+        })
     }
 }
 
@@ -60,6 +103,8 @@ pub async fn start_with(options: Options) -> Server {
     .unwrap();
     let state = AppState {
         policy: Arc::new(ArcSwap::from_pointee(options.policy)),
+        namespace_labels: Arc::new(ArcSwap::from_pointee(options.namespace_labels)),
+        identity_store: options.identity_store,
         metrics: Metrics::new(),
         readiness: Arc::new(Readiness::new(&["serving"])),
         request_timeout: options.request_timeout,
@@ -223,6 +268,14 @@ impl Server {
             r.shutdown().await;
         }
     }
+}
+
+/// An AdmissionReview for `object` (a Pod unless `kind` says otherwise),
+/// requested by `username`.
+pub fn review_as(operation: &str, namespace: &str, object: &Value, username: &str) -> Value {
+    let mut review = review_for(operation, namespace, object);
+    review["request"]["userInfo"]["username"] = json!(username);
+    review
 }
 
 /// An AdmissionReview for `object` (a Pod unless `kind` says otherwise).

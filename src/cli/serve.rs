@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use crate::certs::{self, Authority, Resolver};
 use crate::metrics::Metrics;
 use crate::policy::Document;
-use crate::server::{self, AppState, Readiness};
+use crate::server::{self, AppState, IdentityStore, KubeStore, Readiness};
 
 /// Arguments of `unroot serve`.
 #[derive(Debug, clap::Args)]
@@ -89,6 +89,8 @@ async fn serve(args: &Args) -> Result<(), String> {
     let readiness = Arc::new(Readiness::new(&["serving"]));
     let state = AppState {
         policy: Arc::new(ArcSwap::from_pointee(policy)),
+        namespace_labels: Arc::new(ArcSwap::from_pointee(server::NamespaceLabels::new())),
+        identity_store: identity_store(),
         metrics,
         readiness: Arc::clone(&readiness),
         request_timeout: args.request_timeout,
@@ -113,6 +115,26 @@ async fn serve(args: &Args) -> Result<(), String> {
     let _ = stop.send(true);
     running.wait().await;
     Ok(())
+}
+
+/// In a cluster (the service account's environment is present), the
+/// identity ConfigMaps are applied through the API server; elsewhere there is
+/// no store, and pods that need one are denied.
+fn identity_store() -> Option<Arc<dyn IdentityStore>> {
+    std::env::var_os("KUBERNETES_SERVICE_HOST")?;
+    let client = kube::Config::incluster()
+        .map_err(|e| e.to_string())
+        .and_then(|config| kube::Client::try_from(config).map_err(|e| e.to_string()));
+    match client {
+        Ok(client) => {
+            info!("identity ConfigMaps are applied through the API server");
+            Some(Arc::new(KubeStore::new(client)))
+        }
+        Err(e) => {
+            warn!(error = %e, "no Kubernetes client: pods claiming an identity will be denied");
+            None
+        }
+    }
 }
 
 fn serving_key(args: &Args) -> Result<rustls::sign::CertifiedKey, String> {
