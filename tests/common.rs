@@ -365,3 +365,34 @@ pub fn hardening_gaps(pod: &Value) -> Vec<String> {
     }
     gaps
 }
+
+/// Reads a YAML fixture (one document) as JSON.
+pub fn fixture(path: &str) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Compares `actual` with the golden JSON file at `path`; with
+/// `UPDATE_FIXTURES=1` in the environment, rewrites the file instead.
+pub fn golden(path: &str, actual: &Value) {
+    let pretty = format!("{}\n", serde_json::to_string_pretty(actual).unwrap());
+    if std::env::var_os("UPDATE_FIXTURES").is_some_and(|v| v == "1") {
+        std::fs::write(path, pretty).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (regenerate with UPDATE_FIXTURES=1)"));
+    let want: Value = serde_json::from_str(&want).unwrap();
+    assert_eq!(
+        actual, &want,
+        "{path} differs (regenerate with UPDATE_FIXTURES=1 if the change is intended)"
+    );
+}
+
+/// The warnings of an admission response.
+pub fn warnings_of(response: &Value) -> Vec<String> {
+    response["warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
