@@ -8,13 +8,14 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod validate;
 
-use crate::mutate;
-use crate::policy::Snapshot;
+use crate::mutate::{self, Input};
+use crate::policy::Document;
 
 /// The AdmissionReview versions unroot answers; the response echoes the
 /// request's version.
@@ -299,19 +300,51 @@ pub fn review(api_version: &str, response: &Response) -> Value {
     })
 }
 
-/// Answers a `/mutate` request.
+/// The answer to a `/mutate` request, and the side effect the shell must
+/// carry out before sending an admitting answer.
+#[derive(Debug)]
+pub struct Mutation {
+    /// The admission response.
+    pub response: Response,
+    /// The identity ConfigMap to server-side-apply (namespace set), when the
+    /// pod is provisioned. Skipped on dry-run; if it cannot be applied the
+    /// pod must be denied, since it would not start without it.
+    pub identity: Option<ConfigMap>,
+}
+
+impl From<Response> for Mutation {
+    fn from(response: Response) -> Self {
+        Self {
+            response,
+            identity: None,
+        }
+    }
+}
+
+/// Answers a `/mutate` request. `namespace_labels` are the labels of the
+/// request's namespace.
 #[must_use]
-pub fn mutate(request: &Request, policy: &Snapshot) -> Response {
+pub fn mutate(
+    request: &Request,
+    policy: &Document,
+    namespace_labels: &BTreeMap<String, String>,
+) -> Mutation {
     let uid = &request.uid;
     if !request.is_pod() || policy.is_excluded_namespace(request.namespace()) {
-        return Response::allow(uid);
+        return Response::allow(uid).into();
     }
+    let input = Input {
+        policy,
+        namespace_labels,
+        requester: &request.user_info.username,
+    };
     let outcome = match (request.operation.as_str(), request.sub_resource()) {
         ("CREATE", "") => {
             let Some(object) = &request.object else {
-                return Response::deny(uid, 400, "BadRequest", "pod CREATE request has no object");
+                return Response::deny(uid, 400, "BadRequest", "pod CREATE request has no object")
+                    .into();
             };
-            mutate::pod(object, policy)
+            mutate::pod(object, &input)
         }
         ("UPDATE", "ephemeralcontainers") => {
             let Some(object) = &request.object else {
@@ -320,19 +353,31 @@ pub fn mutate(request: &Request, policy: &Snapshot) -> Response {
                     400,
                     "BadRequest",
                     "ephemeralcontainers UPDATE request has no object",
-                );
+                )
+                .into();
             };
             mutate::ephemeral_containers(object, request.old_object.as_ref(), policy)
         }
-        _ => return Response::allow(uid),
+        _ => return Response::allow(uid).into(),
     };
     match outcome {
         Ok(outcome) => {
             let mut response = Response::allow(uid).with_patch(&outcome.patch);
             response.warnings = outcome.warnings;
-            response
+            let identity = outcome.identity.map(|mut cm| {
+                // On CREATE the object often has no namespace yet; the
+                // request always does.
+                cm.metadata.namespace = Some(request.namespace().to_owned());
+                cm
+            });
+            Mutation { response, identity }
         }
-        Err(e) => Response::deny(uid, 400, "BadRequest", e.to_string()),
+        Err(e @ mutate::Error::Forbidden(_)) => {
+            Response::deny(uid, 403, "Forbidden", e.to_string()).into()
+        }
+        Err(e @ mutate::Error::Decode { .. }) => {
+            Response::deny(uid, 400, "BadRequest", e.to_string()).into()
+        }
     }
 }
 
@@ -414,6 +459,45 @@ mod tests {
             message.starts_with("malformed AdmissionReview request: invalid type: integer `7`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn forged_identities_are_denied_with_403_and_honoured_ones_carry_the_configmap() {
+        let policy =
+            Document::from_yaml(include_str!("../tests/fixtures/provisioning/policy.yaml"))
+                .unwrap();
+        let labels = BTreeMap::from([("unroot.dev/provisioning".to_owned(), "enabled".to_owned())]);
+        let request = |username: &str| -> Request {
+            serde_json::from_value(json!({
+                "uid": "u1", "operation": "CREATE", "namespace": "hub-users",
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "userInfo": {"username": username},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {
+                    "unroot.dev/user": "alice", "unroot.dev/uid": "1001", "unroot.dev/gid": "1001"}},
+                    "spec": {"containers": [{"name": "c", "image": "x"}]}},
+            }))
+            .unwrap()
+        };
+        let denied = mutate(&request("alice"), &policy, &labels);
+        assert!(denied.identity.is_none());
+        let status = denied.response.status.unwrap();
+        assert_eq!(
+            (status.code, status.reason.as_str()),
+            (Some(403), "Forbidden")
+        );
+        assert_eq!(
+            status.message,
+            "identity claim denied: requester \"alice\" is not in provisioning.trustedRequesters: only the platform's spawner may set unroot.dev/user, unroot.dev/uid, unroot.dev/gid"
+        );
+        let admitted = mutate(
+            &request("system:serviceaccount:jupyterhub:hub"),
+            &policy,
+            &labels,
+        );
+        assert!(admitted.response.allowed);
+        assert!(admitted.response.patch.is_some());
+        let cm = admitted.identity.unwrap();
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("hub-users"));
     }
 
     #[test]

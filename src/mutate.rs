@@ -1,19 +1,31 @@
 //! Pod mutations, expressed as a minimal, idempotent JSON Patch.
 //!
-//! Pure and synchronous: the admission shell hands in the object and the
-//! policy, and gets back the patch, the patched object and the warnings.
+//! Pure and synchronous: the admission shell hands in the object, the
+//! policy, the namespace's labels and the requester, and gets back the patch,
+//! the patched object, the warnings and the identity ConfigMap to apply.
+//!
+//! Order matters: provisioning first (it inserts the init container at the
+//! head of `initContainers`, and sets the pod's user from the identity), then
+//! the trust bundle, then the securityContext hardening, which then finds the
+//! identity's ids already set and leaves the provisioning container alone.
 
+mod mounts;
 pub mod patch;
+pub mod provisioning;
 pub mod security_context;
+pub mod trust_bundle;
+
+use std::collections::BTreeMap;
 
 use json_patch::Patch;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
 use self::patch::{Builder, Seg};
+pub use self::provisioning::{Denial, Rule, provenance_index};
 use self::security_context::{CONTAINER_LISTS, Context, containers};
-use crate::policy::Document;
+use crate::policy::{Document, selector_matches};
 use crate::workload;
 
 /// Annotation a mirror (static) pod carries; such pods are never mutated.
@@ -33,6 +45,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The pod claims an identity (`unroot.dev/user`, ...) that the policy
+    /// does not grant; every broken rule is listed.
+    #[error("identity claim denied: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Forbidden(Vec<Denial>),
 }
 
 /// Result alias for this module.
@@ -45,8 +61,12 @@ pub struct Outcome {
     pub patch: Patch,
     /// The object with the patch applied.
     pub object: Value,
-    /// One line per explicit insecure choice that was left or overridden.
+    /// One line per explicit choice that was left or overridden.
     pub warnings: Vec<String>,
+    /// The `unroot-identity-<user>` ConfigMap the pod mounts: the shell must
+    /// server-side-apply it before admitting the pod (unless dry-run). Its
+    /// namespace is the object's `metadata.namespace`, when it has one.
+    pub identity: Option<ConfigMap>,
 }
 
 impl Outcome {
@@ -55,28 +75,58 @@ impl Outcome {
             patch: Patch(Vec::new()),
             object: object.clone(),
             warnings: Vec::new(),
+            identity: None,
         }
     }
 }
 
-/// Hardens a Pod (the whole object as JSON).
-pub fn pod(object: &Value, policy: &Document) -> Result<Outcome> {
+/// No labels: what [`Input::new`] uses for the namespace.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// Everything a pod mutation reads besides the pod: gathered by the shell.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The policy in force.
+    pub policy: &'a Document,
+    /// The labels of the pod's namespace (selects the trust bundle and
+    /// provisioning).
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    /// The requesting user (AdmissionRequest `userInfo.username`).
+    pub requester: &'a str,
+}
+
+impl<'a> Input<'a> {
+    /// `policy` for a namespace without labels and an anonymous requester:
+    /// only the securityContext hardening applies.
+    #[must_use]
+    pub fn new(policy: &'a Document) -> Self {
+        Self {
+            policy,
+            namespace_labels: &NO_LABELS,
+            requester: "",
+        }
+    }
+}
+
+/// Mutates a Pod (the whole object as JSON): provisioning, trust bundle,
+/// securityContext hardening.
+pub fn pod(object: &Value, input: &Input<'_>) -> Result<Outcome> {
     Pod::deserialize(object).map_err(|source| Error::Decode {
         what: "Pod".to_owned(),
         source,
     })?;
-    Ok(harden(object, &[], "", policy))
+    harden(object, &[], "", input)
 }
 
-/// Hardens any object unroot knows: a Pod, or the pod template of a workload
+/// Mutates any object unroot knows: a Pod, or the pod template of a workload
 /// (Deployment, Job, CronJob, …). Objects of other kinds come back unchanged.
-pub fn object(object: &Value, policy: &Document) -> Result<Outcome> {
+pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {
     let kind = object
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
     if kind == "Pod" {
-        return pod(object, policy);
+        return pod(object, input);
     }
     let Some(template) = workload::template_path(kind) else {
         return Ok(Outcome::unchanged(object));
@@ -90,7 +140,7 @@ pub fn object(object: &Value, policy: &Document) -> Result<Outcome> {
         source,
     })?;
     let display = format!("{}.", template.join("."));
-    Ok(harden(object, &at, &display, policy))
+    harden(object, &at, &display, input)
 }
 
 /// Hardens the ephemeral containers added by an UPDATE of the
@@ -155,6 +205,7 @@ pub fn ephemeral_containers(
         patch,
         object,
         warnings,
+        identity: None,
     })
 }
 
@@ -165,25 +216,82 @@ fn is_windows(object: &Value, pod: &[Seg<'_>]) -> bool {
 }
 
 /// Runs every pod mutation on the pod object at `pod` inside `object`.
-fn harden(object: &Value, pod: &[Seg<'_>], display: &str, policy: &Document) -> Outcome {
+fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> Result<Outcome> {
     let mut annotations = pod.to_vec();
     annotations.extend([Seg::Key("metadata"), Seg::Key("annotations")]);
     let mut mirror = annotations.clone();
     mirror.push(Seg::Key(MIRROR_ANNOTATION));
     if patch::lookup(object, &mirror).is_some() {
-        return Outcome::unchanged(object);
+        return Ok(Outcome::unchanged(object));
     }
+    let policy = input.policy;
     let windows = is_windows(object, pod);
     let mut builder = Builder::new(object.clone());
     let mut warnings = Vec::new();
     let mut spec = pod.to_vec();
     spec.push(Seg::Key("spec"));
-    let found = containers(
+
+    let claimed = provisioning::claimed_identity(patch::lookup(object, &annotations), input)
+        .map_err(Error::Forbidden)?;
+    let mut skip = None;
+    let mut identity = None;
+    if let Some(id) = claimed {
+        if windows {
+            return Err(Error::Forbidden(vec![Denial {
+                rule: Rule::Unsupported,
+                message: format!(
+                    "{display}spec.os.name is windows: identity provisioning (passwd, group, uid) needs a Linux pod"
+                ),
+            }]));
+        }
+        let index = provisioning::provision(
+            &mut builder,
+            &spec,
+            display,
+            &id,
+            &policy.provisioning,
+            &mut warnings,
+        )
+        .map_err(Error::Forbidden)?;
+        let mut path = spec.clone();
+        path.extend([Seg::Key("initContainers"), Seg::Index(index)]);
+        skip = Some(path);
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str);
+        identity = Some(provisioning::identity_config_map(
+            &id,
+            &policy.provisioning,
+            namespace,
+        ));
+    }
+
+    let bundle = &policy.trust_bundle;
+    if !windows
+        && bundle.enabled
+        && selector_matches(&bundle.namespace_selector, input.namespace_labels)
+    {
+        trust_bundle::add_trust_bundle(
+            &mut builder,
+            &spec,
+            display,
+            bundle,
+            skip.as_deref(),
+            &mut warnings,
+        );
+    }
+
+    // The provisioning container is exactly what the policy pins: hardening
+    // must neither warn about its uid 0 nor rewrite it.
+    let found: Vec<_> = containers(
         &builder,
         &spec,
         &format!("{display}spec."),
         &CONTAINER_LISTS,
-    );
+    )
+    .into_iter()
+    .filter(|c| Some(c.path.as_slice()) != skip.as_deref())
+    .collect();
     let mut ctx = Context {
         builder: &mut builder,
         policy,
@@ -201,9 +309,10 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, policy: &Document) -> 
         builder.ensure(&marker, Value::String("true".to_owned()));
     }
     let (patch, object) = builder.finish();
-    Outcome {
+    Ok(Outcome {
         patch,
         object,
         warnings,
-    }
+        identity,
+    })
 }

@@ -3,6 +3,10 @@
 //! The embedded default is `webhook-config/policy.yaml`, compiled in, so the
 //! shipped file and the default in force cannot drift.
 
+pub mod names;
+pub mod provisioning;
+pub mod selector;
+pub mod trust_bundle;
 pub mod watch;
 
 use std::fmt::{self, Write as _};
@@ -14,6 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::pss;
 use crate::pss::namespace_policy::Policy as NamespacePolicy;
 use sha2::{Digest, Sha256};
+
+pub use self::provisioning::Provisioning;
+pub use self::selector::{LabelSelector, selector_matches};
+pub use self::trust_bundle::TrustBundle;
 
 /// The embedded default policy, byte for byte the shipped file.
 pub const DEFAULT_YAML: &str = include_str!("../webhook-config/policy.yaml");
@@ -50,6 +58,17 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    /// An error at `path`.
+    #[must_use]
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
@@ -66,8 +85,16 @@ pub struct Document {
     pub kind: String,
     /// What the mutating webhook writes into every pod.
     pub security_context: SecurityContext,
-    /// Pod Security Standards enforcement.
+    /// Pod Security Standards enforcement (absent: enforce baseline, audit
+    /// and warn restricted, all latest).
+    #[serde(default)]
     pub pod_security: PodSecurity,
+    /// Which pods get the cluster's CA bundle at `/etc/ssl/certs`.
+    #[serde(default)]
+    pub trust_bundle: TrustBundle,
+    /// Who may claim a user identity for a pod, and how it is provisioned.
+    #[serde(default)]
+    pub provisioning: Provisioning,
     /// Where unroot never acts.
     pub webhook: Webhook,
 }
@@ -117,7 +144,7 @@ impl SeccompProfileType {
 }
 
 /// The `podSecurity` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PodSecurity {
     /// Levels and versions for namespaces without `unroot.dev/` labels.
@@ -151,6 +178,19 @@ pub struct PodSecurityDefaults {
 
 fn latest() -> String {
     "latest".to_owned()
+}
+
+impl Default for PodSecurityDefaults {
+    fn default() -> Self {
+        Self {
+            enforce: "baseline".to_owned(),
+            enforce_version: latest(),
+            audit: "restricted".to_owned(),
+            audit_version: latest(),
+            warn: "restricted".to_owned(),
+            warn_version: latest(),
+        }
+    }
 }
 
 /// `podSecurity.exemptions`: exact names, never patterns.
@@ -289,6 +329,8 @@ impl Document {
             }
         }
         self.validate_pod_security(&mut errors);
+        self.trust_bundle.validate(&mut errors);
+        self.provisioning.validate(&mut errors);
         check_names(
             &mut errors,
             "webhook.excludedNamespaces",
@@ -506,6 +548,268 @@ mod tests {
                 "podSecurity.exemptions.namespaces[0]: \"*\" is not a namespace name (names match exactly; there are no wildcards)",
                 "podSecurity.exemptions.namespaces[2]: \"team-a\" is listed twice",
             ]
+        );
+    }
+
+    #[test]
+    fn embedded_sections_are_safe_defaults() {
+        let doc = Document::embedded();
+        assert_eq!(doc.trust_bundle, TrustBundle::default());
+        assert_eq!(doc.provisioning, Provisioning::default());
+        assert!(!doc.provisioning.enabled);
+        assert!(doc.provisioning.trusted_requesters.is_empty());
+        // A policy that leaves the sections out gets the same defaults.
+        let start = DEFAULT_YAML.find("\ntrustBundle:").unwrap();
+        let end = DEFAULT_YAML.find("\n# Where unroot never acts.").unwrap();
+        let without = format!("{}{}", &DEFAULT_YAML[..start], &DEFAULT_YAML[end..]);
+        assert_eq!(Document::from_yaml(&without).unwrap(), doc);
+    }
+
+    const FIXTURE: &str = include_str!("../tests/fixtures/provisioning/policy.yaml");
+
+    #[test]
+    fn provisioning_fixture_is_valid() {
+        let doc = Document::from_yaml(FIXTURE).unwrap();
+        assert!(doc.provisioning.enabled);
+        assert_eq!(
+            doc.provisioning.home_volume.unwrap().source["nfs"]["server"],
+            "nfs.example.com"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::too_many_lines)] // one table, one row per rule
+    fn section_errors_name_their_fields() {
+        use self::provisioning::{HomeVolume, IdRange};
+        use self::selector::{Operator, Requirement};
+        use self::trust_bundle::Containers;
+        type Edit = fn(&mut Document);
+        let cases: Vec<(&str, Edit, &[&str])> = vec![
+            ("fixture is clean", |_| {}, &[]),
+            (
+                "trust bundle names",
+                |d| {
+                    d.trust_bundle.config_map = "Trust_Bundle".to_owned();
+                    d.trust_bundle.key = "a/b".to_owned();
+                    d.trust_bundle.mount_path = "etc/ssl".to_owned();
+                },
+                &[
+                    "trustBundle.configMap: \"Trust_Bundle\" is not a valid ConfigMap name (lower-case DNS-1123 subdomain, e.g. trust-bundle)",
+                    "trustBundle.key: \"a/b\" is not a valid ConfigMap key (letters, digits, '-', '_', '.')",
+                    "trustBundle.mountPath: \"etc/ssl\" must be an absolute path without '.', '..', empty components or a trailing '/' (e.g. /etc/ssl/certs)",
+                ],
+            ),
+            (
+                "file names are file names, and unique",
+                |d| {
+                    d.trust_bundle.file_names =
+                        vec!["a.crt".to_owned(), "x/y".to_owned(), "a.crt".to_owned()];
+                },
+                &[
+                    "trustBundle.fileNames[1]: \"x/y\" is not a file name (no '/', not '.' or '..', not empty)",
+                    "trustBundle.fileNames[2]: \"a.crt\" is listed twice",
+                ],
+            ),
+            (
+                "no file names",
+                |d| d.trust_bundle.file_names.clear(),
+                &["trustBundle.fileNames: must name at least one file (e.g. ca-certificates.crt)"],
+            ),
+            (
+                "container lists",
+                |d| d.trust_bundle.containers = Containers::Names(vec!["Model".to_owned()]),
+                &[
+                    "trustBundle.containers[0]: \"Model\" is not a valid container name (DNS-1123 label)",
+                ],
+            ),
+            (
+                "empty container list",
+                |d| d.trust_bundle.containers = Containers::Names(vec![]),
+                &["trustBundle.containers: must be \"all\" or name at least one container"],
+            ),
+            (
+                "selector",
+                |d| {
+                    d.trust_bundle
+                        .namespace_selector
+                        .match_expressions
+                        .push(Requirement {
+                            key: "team".to_owned(),
+                            operator: Operator::NotIn,
+                            values: vec![],
+                        });
+                },
+                &[
+                    "trustBundle.namespaceSelector.matchExpressions[0].values: must not be empty for operator NotIn",
+                ],
+            ),
+            (
+                "enabled without requesters",
+                |d| d.provisioning.trusted_requesters.clear(),
+                &[
+                    "provisioning.trustedRequesters: must name at least one user when provisioning is enabled (the spawner's account, e.g. system:serviceaccount:hub:hub)",
+                ],
+            ),
+            (
+                "requesters that trust everyone",
+                |d| {
+                    d.provisioning.trusted_requesters = vec![
+                        "system:anonymous".to_owned(),
+                        "system:serviceaccount:*".to_owned(),
+                        String::new(),
+                    ];
+                },
+                &[
+                    "provisioning.trustedRequesters[0]: system:anonymous cannot be trusted: anyone could claim any identity",
+                    "provisioning.trustedRequesters[1]: \"system:serviceaccount:*\": wildcards are not supported; list exact user names",
+                    "provisioning.trustedRequesters[2]: \"\" is not a user name (non-empty, no spaces)",
+                ],
+            ),
+            (
+                "ranges never contain 0 and are ordered",
+                |d| {
+                    d.provisioning.uid_range = IdRange { min: 0, max: 100 };
+                    d.provisioning.gid_range = IdRange {
+                        min: 2000,
+                        max: 1000,
+                    };
+                },
+                &[
+                    "provisioning.uidRange: 0-100 is not allowed: must satisfy 1 <= min <= max <= 2147483647 (0 is root and never claimable)",
+                    "provisioning.gidRange: 2000-1000 is not allowed: must satisfy 1 <= min <= max <= 2147483647 (0 is root and never claimable)",
+                ],
+            ),
+            (
+                "image pinned by digest",
+                |d| {
+                    let c = d.provisioning.init_container.as_mut().unwrap();
+                    c.image = "busybox:1.36".to_owned();
+                    c.name = "Provision".to_owned();
+                },
+                &[
+                    "provisioning.initContainer.name: \"Provision\" is not a valid container name (DNS-1123 label)",
+                    "provisioning.initContainer.image: \"busybox:1.36\" must be pinned by digest (name@sha256:<64 hex>)",
+                ],
+            ),
+            (
+                "enabled without init container or home volume",
+                |d| {
+                    d.provisioning.init_container = None;
+                    d.provisioning.home_volume = None;
+                },
+                &[
+                    "provisioning.initContainer: is required when provisioning is enabled",
+                    "provisioning.homeVolume: is required when provisioning is enabled",
+                ],
+            ),
+            (
+                "capabilities beyond baseline",
+                |d| {
+                    d.provisioning.capabilities = vec![
+                        "SYS_ADMIN".to_owned(),
+                        "cap_chown".to_owned(),
+                        "CHOWN".to_owned(),
+                        "CHOWN".to_owned(),
+                    ];
+                },
+                &[
+                    "provisioning.capabilities[0]: \"SYS_ADMIN\" is not allowed: the provisioning container may add only capabilities of the Pod Security baseline level (AUDIT_WRITE, CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, MKNOD, NET_BIND_SERVICE, SETFCAP, SETGID, SETPCAP, SETUID, SYS_CHROOT)",
+                    "provisioning.capabilities[1]: \"cap_chown\" is not a capability name (upper case, without the CAP_ prefix, e.g. CHOWN)",
+                    "provisioning.capabilities[3]: \"CHOWN\" is listed twice",
+                ],
+            ),
+            (
+                "home volume",
+                |d| {
+                    d.provisioning.home_volume = Some(HomeVolume {
+                        name: "unroot-identity".to_owned(),
+                        mount_path: "/etc/homes".to_owned(),
+                        source: serde_json::from_value(
+                            serde_json::json!({"hostPath": {"path": "/srv"}}),
+                        )
+                        .unwrap(),
+                    });
+                },
+                &[
+                    "provisioning.homeVolume.name: \"unroot-identity\" is reserved for unroot's own volumes",
+                    "provisioning.homeVolume.mountPath: \"/etc/homes\" would cover /etc/passwd and /etc/group",
+                    "provisioning.homeVolume.hostPath: hostPath volumes are denied by Pod Security baseline; use nfs, a persistentVolumeClaim or another network volume",
+                ],
+            ),
+            (
+                "home volume source typos",
+                |d| {
+                    let v = d.provisioning.home_volume.as_mut().unwrap();
+                    v.source = serde_json::from_value(
+                        serde_json::json!({"nfs": {"sever": "x", "path": "/p"}}),
+                    )
+                    .unwrap();
+                },
+                &[
+                    "provisioning.homeVolume.nfs: is not a Kubernetes volume source, or has fields Kubernetes does not know",
+                ],
+            ),
+            (
+                "home volume with two sources",
+                |d| {
+                    let v = d.provisioning.home_volume.as_mut().unwrap();
+                    v.source
+                        .insert("emptyDir".to_owned(), serde_json::json!({}));
+                },
+                &[
+                    "provisioning.homeVolume: has more than one volume source or unknown fields (emptyDir, nfs); keep name, mountPath and exactly one source",
+                ],
+            ),
+            (
+                "base entries and shell",
+                |d| {
+                    d.provisioning
+                        .base_entries
+                        .passwd
+                        .push("root:x:0:0:root:/root:/bin/sh".to_owned());
+                    d.provisioning
+                        .base_entries
+                        .group
+                        .push("staff:x:abc:".to_owned());
+                    d.provisioning.shell = "sh".to_owned();
+                },
+                &[
+                    "provisioning.baseEntries.passwd[2]: \"root\" is listed twice",
+                    "provisioning.baseEntries.group[2]: \"staff:x:abc:\" is not a group line (name:x:gid:members, a portable name and numeric ids)",
+                    "provisioning.shell: \"sh\" must be an absolute path without ':' (e.g. /bin/sh)",
+                ],
+            ),
+        ];
+        for (name, edit, want) in cases {
+            let mut doc = Document::from_yaml(FIXTURE).unwrap();
+            edit(&mut doc);
+            let got: Vec<String> = doc.validate().iter().map(ToString::to_string).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn section_shapes_are_checked_when_parsing() {
+        for (from, to, want) in [
+            (
+                "key: ca-certificates.crt",
+                "key: ca-certificates.crt\n  containers: some",
+                "invalid value: string \"some\", expected \"all\" or a list of container names",
+            ),
+            (
+                "  enabled: false",
+                "  enabled: false\n  trustedRequester: []",
+                "trustedRequester",
+            ),
+        ] {
+            let text = DEFAULT_YAML.replacen(from, to, 1);
+            let err = Document::from_yaml(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{to}: {err}");
+        }
+        let text = DEFAULT_YAML.replacen("  containers: all", "  containers: [model, server]", 1);
+        assert_eq!(
+            Document::from_yaml(&text).unwrap().trust_bundle.containers,
+            trust_bundle::Containers::Names(vec!["model".to_owned(), "server".to_owned()])
         );
     }
 

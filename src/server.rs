@@ -1,8 +1,10 @@
 //! The HTTPS webhook listener, the plain-HTTP admin listener, and their
 //! graceful shutdown.
 
+pub mod identity;
 pub mod readiness;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument as _, Span, field::Empty, info, info_span, warn};
 
+pub use self::identity::{IdentityStore, KubeStore};
 pub use self::readiness::Readiness;
 use crate::admission;
 use crate::admission::validate::{self, NamespaceLabels};
@@ -99,6 +102,9 @@ pub struct AppState {
     pub namespaces: Namespaces,
     /// The API server client, when running against a cluster.
     pub kube: Option<kube::Client>,
+    /// Where identity ConfigMaps are applied. `None` (no Kubernetes client):
+    /// a pod that needs one is denied.
+    pub identity_store: Option<Arc<dyn IdentityStore>>,
     /// The metrics registry and handles.
     pub metrics: Metrics,
     /// Readiness conditions for `/readyz`.
@@ -512,7 +518,22 @@ fn operation_label(operation: &str) -> &'static str {
 async fn mutate(State(state): State<AppState>, request: Request) -> Response {
     let _in_flight = InFlight::new(&state.metrics);
     handle("mutate", &state, request, async |req, state| {
-        admission::mutate(req, &state.policy.load())
+        let labels = match state.namespaces.labels(req.namespace()).await {
+            Ok(labels) => labels.unwrap_or_default(),
+            Err(e) => {
+                return admission::Response::deny(
+                    &req.uid,
+                    500,
+                    "InternalError",
+                    format!(
+                        "Internal error occurred: failed to lookup namespace {:?}: {e}",
+                        req.namespace()
+                    ),
+                );
+            }
+        };
+        let mutation = admission::mutate(req, &state.policy.load(), &labels);
+        store_identity(req, state, mutation).await
     })
     .await
 }
@@ -544,7 +565,18 @@ async fn validate(State(state): State<AppState>, request: Request) -> Response {
         } else {
             None
         };
-        validate::evaluate(req, &policy, namespace, pod, |_| None, metrics)
+        let labels = match &namespace {
+            NamespaceLabels::Found(labels) => labels.clone(),
+            _ => BTreeMap::new(),
+        };
+        let input = crate::mutate::Input {
+            policy: &policy,
+            namespace_labels: &labels,
+            requester: &req.user_info.username,
+        };
+        let provenance =
+            |pod: &k8s_openapi::api::core::v1::Pod| crate::mutate::provenance_index(pod, &input);
+        validate::evaluate(req, &policy, namespace, pod, provenance, metrics)
     })
     .await
 }
@@ -577,6 +609,50 @@ async fn read_pod_with_ephemeral_containers(
         .ok_or_else(|| failed("no object in the request".to_owned()))?;
     validate::merge_ephemeral_containers(pod, object)
         .ok_or_else(|| failed("the object is not an EphemeralContainers list".to_owned()))
+}
+
+/// Applies the identity ConfigMap a mutation needs, then answers; a pod whose
+/// ConfigMap cannot be written is denied (it could not start without it).
+async fn store_identity(
+    req: &admission::Request,
+    state: &AppState,
+    mutation: admission::Mutation,
+) -> admission::Response {
+    let admission::Mutation { response, identity } = mutation;
+    let Some(config_map) = identity.filter(|_| response.allowed) else {
+        return response;
+    };
+    let name = config_map.metadata.name.clone().unwrap_or_default();
+    let namespace = req.namespace();
+    let Some(store) = &state.identity_store else {
+        return admission::Response::deny(
+            &req.uid,
+            500,
+            "InternalError",
+            format!(
+                "unroot cannot provision this pod: writing the identity ConfigMap {namespace}/{name} needs a Kubernetes client, and this unroot runs without one (run it in the cluster, or remove the unroot.dev/ identity annotations)"
+            ),
+        );
+    };
+    if req.dry_run == Some(true) {
+        info!(configmap = %name, "dry run: identity ConfigMap not written");
+        return response;
+    }
+    match store.apply(config_map).await {
+        Ok(()) => {
+            info!(configmap = %name, "identity ConfigMap applied");
+            response
+        }
+        Err(e) => {
+            warn!(configmap = %name, error = %e, "failed to apply the identity ConfigMap");
+            admission::Response::deny(
+                &req.uid,
+                500,
+                "InternalError",
+                format!("failed to apply the identity ConfigMap {namespace}/{name}: {e}"),
+            )
+        }
+    }
 }
 
 /// Counts a review in `unroot_admission_in_flight` while it lives.

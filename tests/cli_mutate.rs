@@ -148,3 +148,91 @@ fn invalid_input_exits_2_naming_the_file_and_problem() {
         );
     }
 }
+
+#[test]
+fn namespace_labels_select_the_trust_bundle() {
+    let file = "tests/fixtures/trust-bundle/model-server.yaml";
+    let without = unroot(&["mutate", file], None);
+    let with = unroot(
+        &[
+            "mutate",
+            "--namespace-labels",
+            "team=ml,unroot.dev/trust-bundle=enabled",
+            file,
+        ],
+        None,
+    );
+    for out in [&without, &with] {
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let pod = |out: &Output| -> Value {
+        serde_saphyr::from_str(&String::from_utf8(out.stdout.clone()).unwrap()).unwrap()
+    };
+    assert!(pod(&without)["spec"].get("volumes").is_none());
+    assert_eq!(
+        pod(&with)["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/etc/ssl/certs"
+    );
+    let bad = unroot(&["mutate", "--namespace-labels", "team", file], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8(bad.stderr)
+            .unwrap()
+            .contains("\"team\" is not k=v")
+    );
+}
+
+#[test]
+fn provisioning_prints_the_configmap_first_and_denies_forged_identities() {
+    let args = |requester: &'static str| {
+        vec![
+            "mutate",
+            "--policy",
+            "tests/fixtures/provisioning/policy.yaml",
+            "--namespace-labels",
+            "unroot.dev/provisioning=enabled",
+            "--requester",
+            requester,
+            "tests/fixtures/provisioning/notebook.yaml",
+        ]
+    };
+    let out = unroot(&args("system:serviceaccount:jupyterhub:hub"), None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0]["kind"], "ConfigMap");
+    assert_eq!(docs[0]["metadata"]["name"], "unroot-identity-alice");
+    assert_eq!(docs[0]["metadata"]["namespace"], "hub-users");
+    assert_eq!(
+        docs[1]["spec"]["initContainers"][0]["name"],
+        "unroot-provision"
+    );
+
+    let mut patch_args = args("system:serviceaccount:jupyterhub:hub");
+    patch_args.insert(1, "--patch");
+    let out = unroot(&patch_args, None);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("mounts the ConfigMap \"unroot-identity-alice\"")
+    );
+
+    let out = unroot(&args("bob"), None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(
+            "identity claim denied: requester \"bob\" is not in provisioning.trustedRequesters"
+        ),
+        "{err}"
+    );
+}

@@ -9,13 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
+use futures::future::BoxFuture;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
+use k8s_openapi::api::core::v1::ConfigMap;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -25,7 +27,10 @@ use unroot::certs::{self, Authority, Resolver};
 use unroot::metrics::Metrics;
 use unroot::namespaces::Namespaces;
 use unroot::policy::{Document, Snapshot};
-use unroot::server::{self, AppState, Readiness, Running};
+use unroot::server::{self, AppState, IdentityStore, Readiness, Running};
+
+/// Namespace name → labels.
+pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
 
 /// A server under test.
 pub struct Server {
@@ -42,6 +47,10 @@ pub struct Options {
     pub request_timeout: Duration,
     /// Namespace → labels; `None` runs as with no cluster.
     pub namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    /// Namespace → labels, as the namespace cache would hold them.
+    pub namespace_labels: NamespaceLabels,
+    /// Where identity ConfigMaps go (`None`: no Kubernetes client).
+    pub identity_store: Option<Arc<dyn IdentityStore>>,
 }
 
 impl Default for Options {
@@ -50,6 +59,8 @@ impl Default for Options {
             policy: Document::embedded(),
             request_timeout: Duration::from_secs(10),
             namespaces: None,
+            namespace_labels: NamespaceLabels::new(),
+            identity_store: None,
         }
     }
 }
@@ -71,6 +82,40 @@ pub fn namespaces(
     )
 }
 
+/// Labels from `k=v` pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// An identity store that records what it is asked to apply, and fails
+/// with `fail` when set.
+#[derive(Debug, Default)]
+pub struct RecordingStore {
+    pub applied: Mutex<Vec<ConfigMap>>,
+    pub fail: Option<String>,
+}
+
+impl RecordingStore {
+    pub fn applied(&self) -> Vec<ConfigMap> {
+        self.applied.lock().unwrap().clone()
+    }
+}
+
+impl IdentityStore for RecordingStore {
+    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if let Some(reason) = &self.fail {
+                return Err(reason.clone());
+            }
+            self.applied.lock().unwrap().push(config_map);
+            Ok(())
+        })
+    }
+}
+
 pub async fn start() -> Server {
     start_with(Options::default()).await
 }
@@ -87,11 +132,13 @@ pub async fn start_with(options: Options) -> Server {
     .unwrap();
     let state = AppState {
         policy: Arc::new(ArcSwap::from_pointee(Snapshot::new(options.policy))),
-        namespaces: match options.namespaces {
-            Some(map) => Namespaces::Fixed(Arc::new(map)),
-            None => Namespaces::Unknown,
+        namespaces: match (options.namespaces, options.namespace_labels) {
+            (Some(map), _) => Namespaces::Fixed(Arc::new(map)),
+            (None, map) if !map.is_empty() => Namespaces::Fixed(Arc::new(map)),
+            (None, _) => Namespaces::Unknown,
         },
         kube: None,
+        identity_store: options.identity_store,
         metrics: Metrics::new(),
         readiness: Arc::new(Readiness::new(&["serving"])),
         request_timeout: options.request_timeout,
@@ -277,6 +324,14 @@ impl Server {
     }
 }
 
+/// An AdmissionReview for `object` (a Pod unless `kind` says otherwise),
+/// requested by `username`.
+pub fn review_as(operation: &str, namespace: &str, object: &Value, username: &str) -> Value {
+    let mut review = review_for(operation, namespace, object);
+    review["request"]["userInfo"]["username"] = json!(username);
+    review
+}
+
 /// An AdmissionReview for `object` (a Pod unless `kind` says otherwise).
 pub fn review_for(operation: &str, namespace: &str, object: &Value) -> Value {
     let kind = object["kind"].as_str().unwrap_or("Pod");
@@ -363,4 +418,35 @@ pub fn hardening_gaps(pod: &Value) -> Vec<String> {
         }
     }
     gaps
+}
+
+/// Reads a YAML fixture (one document) as JSON.
+pub fn fixture(path: &str) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Compares `actual` with the golden JSON file at `path`; with
+/// `UPDATE_FIXTURES=1` in the environment, rewrites the file instead.
+pub fn golden(path: &str, actual: &Value) {
+    let pretty = format!("{}\n", serde_json::to_string_pretty(actual).unwrap());
+    if std::env::var_os("UPDATE_FIXTURES").is_some_and(|v| v == "1") {
+        std::fs::write(path, pretty).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (regenerate with UPDATE_FIXTURES=1)"));
+    let want: Value = serde_json::from_str(&want).unwrap();
+    assert_eq!(
+        actual, &want,
+        "{path} differs (regenerate with UPDATE_FIXTURES=1 if the change is intended)"
+    );
+}
+
+/// The warnings of an admission response.
+pub fn warnings_of(response: &Value) -> Vec<String> {
+    response["warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
 }

@@ -151,7 +151,8 @@ fn pod(unsafe_values: bool) -> impl Strategy<Value = Value> {
 
 fn mutate_twice(pod: &Value) -> (Value, mutate::Outcome) {
     let policy = Document::embedded();
-    let first = mutate::pod(pod, &policy).unwrap();
+    let input = mutate::Input::new(&policy);
+    let first = mutate::pod(pod, &input).unwrap();
     let mut applied = pod.clone();
     json_patch::patch(&mut applied, &first.patch)
         .expect("the patch applies to the pod it was made for");
@@ -159,7 +160,7 @@ fn mutate_twice(pod: &Value) -> (Value, mutate::Outcome) {
         applied, first.object,
         "the returned object is the patched pod"
     );
-    let second = mutate::pod(&applied, &policy).unwrap();
+    let second = mutate::pod(&applied, &input).unwrap();
     (applied, second)
 }
 

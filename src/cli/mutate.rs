@@ -1,12 +1,14 @@
 //! `unroot mutate`: print objects hardened as the webhook would harden them.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::manifest;
-use crate::mutate;
+use crate::mutate::{self, Input};
 use crate::policy::Document;
+use crate::policy::names::{is_label_key, is_label_value};
 
 /// Arguments of `unroot mutate`.
 #[derive(Debug, clap::Args)]
@@ -14,6 +16,15 @@ pub struct Args {
     /// Policy file. Without it, the embedded default policy applies.
     #[arg(long, env = "UNROOT_POLICY")]
     pub policy: Option<PathBuf>,
+    /// Labels of the namespace the objects are created in (`k=v,...`):
+    /// they select the trust bundle and provisioning, as in the cluster.
+    #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_label)]
+    pub namespace_labels: Vec<(String, String)>,
+    /// The user creating the pods, as the API server would report it
+    /// (`userInfo.username`): identity annotations are honoured only for
+    /// the policy's `provisioning.trustedRequesters`.
+    #[arg(long, env = "UNROOT_REQUESTER", default_value = "")]
+    pub requester: String,
     /// Print the RFC 6902 JSON Patch of each object (one per line) instead
     /// of the hardened objects.
     #[arg(long)]
@@ -25,8 +36,23 @@ pub struct Args {
     pub files: Vec<PathBuf>,
 }
 
+/// Exit code for an object the webhook would deny (a forbidden identity).
+pub const EXIT_DENIED: u8 = 1;
 /// Exit code for invalid input.
 pub const EXIT_INVALID: u8 = 2;
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not k=v"))?;
+    if !is_label_key(key) {
+        return Err(format!("{key:?} is not a valid label key"));
+    }
+    if !is_label_value(value) {
+        return Err(format!("{value:?} is not a valid label value"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
 
 /// Runs `unroot mutate`, printing to stdout; errors and warnings go to stderr.
 #[must_use]
@@ -40,31 +66,43 @@ pub fn run(args: &Args) -> ExitCode {
 pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match mutate_all(args, out, err) {
         Ok(()) => 0,
-        Err(message) => {
+        Err((code, message)) => {
             let _ = writeln!(err, "error: {message}");
-            EXIT_INVALID
+            code
         }
     }
 }
 
-fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), String> {
+fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), (u8, String)> {
+    let invalid = |message: String| (EXIT_INVALID, message);
     let policy = match &args.policy {
-        Some(path) => Document::from_file(path).map_err(|e| e.to_string())?,
+        Some(path) => Document::from_file(path).map_err(|e| invalid(e.to_string()))?,
         None => Document::embedded(),
     };
-    let objects = manifest::read_all(&args.files).map_err(|e| e.to_string())?;
+    let labels: BTreeMap<String, String> = args.namespace_labels.iter().cloned().collect();
+    let input = Input {
+        policy: &policy,
+        namespace_labels: &labels,
+        requester: &args.requester,
+    };
+    let objects = manifest::read_all(&args.files).map_err(|e| invalid(e.to_string()))?;
     // Mutate everything before printing anything: invalid input yields no
     // partial output to pipe into kubectl.
     let mut results = Vec::with_capacity(objects.len());
     for obj in &objects {
-        let outcome = mutate::object(&obj.value, &policy).map_err(|e| {
-            format!(
+        let outcome = mutate::object(&obj.value, &input).map_err(|e| {
+            let code = match e {
+                mutate::Error::Forbidden(_) => EXIT_DENIED,
+                mutate::Error::Decode { .. } => EXIT_INVALID,
+            };
+            let message = format!(
                 "{}: document {} ({} {:?}): {e}",
                 obj.file,
                 obj.index,
                 obj.kind(),
                 obj.meta("name")
-            )
+            );
+            (code, message)
         })?;
         for warning in &outcome.warnings {
             let _ = writeln!(
@@ -77,18 +115,37 @@ fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         }
         results.push(outcome);
     }
-    let write = |e: std::io::Error| format!("failed to write output: {e}");
-    for (i, outcome) in results.iter().enumerate() {
+    let write = |e: std::io::Error| invalid(format!("failed to write output: {e}"));
+    let yaml = |value: &serde_json::Value| {
+        serde_saphyr::to_string(value).map_err(|e| invalid(format!("failed to print YAML: {e}")))
+    };
+    let mut first = true;
+    for outcome in &results {
         if args.patch {
-            let line = serde_json::to_string(&outcome.patch).map_err(|e| e.to_string())?;
+            let line = serde_json::to_string(&outcome.patch).map_err(|e| invalid(e.to_string()))?;
             writeln!(out, "{line}").map_err(write)?;
-        } else {
-            let yaml = serde_saphyr::to_string(&outcome.object)
-                .map_err(|e| format!("failed to print YAML: {e}"))?;
-            if i > 0 {
+            if let Some(cm) = &outcome.identity {
+                let _ = writeln!(
+                    err,
+                    "note: the patched pod mounts the ConfigMap {:?}, which the webhook writes; run without --patch to print it",
+                    cm.metadata.name.as_deref().unwrap_or_default()
+                );
+            }
+            continue;
+        }
+        // The identity ConfigMap goes first: `kubectl apply -f -` then
+        // creates it before the pod that mounts it.
+        let identity = outcome
+            .identity
+            .as_ref()
+            .map(|cm| serde_json::to_value(cm).map_err(|e| invalid(e.to_string())))
+            .transpose()?;
+        for value in identity.iter().chain([&outcome.object]) {
+            if !first {
                 writeln!(out, "---").map_err(write)?;
             }
-            write!(out, "{yaml}").map_err(write)?;
+            first = false;
+            write!(out, "{}", yaml(value)?).map_err(write)?;
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ use crate::certs::{self, Authority, Resolver};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::policy::{Document, Snapshot, watch};
-use crate::server::{self, AppState, Readiness};
+use crate::server::{self, AppState, IdentityStore, KubeStore, Readiness};
 
 /// Arguments of `unroot serve`.
 #[derive(Debug, clap::Args)]
@@ -141,6 +141,9 @@ async fn serve(args: &Args) -> Result<(), String> {
     let state = AppState {
         policy: current,
         namespaces,
+        identity_store: client
+            .clone()
+            .map(|c| Arc::new(KubeStore::new(c)) as Arc<dyn IdentityStore>),
         kube: client,
         metrics,
         readiness: Arc::clone(&readiness),

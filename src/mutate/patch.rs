@@ -131,6 +131,25 @@ impl Builder {
         }
     }
 
+    /// Inserts `value` at `index` of the array at `path` (RFC 6902 `add` on
+    /// an element shifts the later elements), creating the array when absent.
+    ///
+    /// Insert before any other operation under the same array: operations
+    /// recorded earlier keep the indexes they were made with.
+    pub fn insert(&mut self, path: &[Seg<'_>], index: usize, value: Value) {
+        match self.get(path) {
+            Some(Value::Array(items)) if index <= items.len() => {
+                let mut full: Vec<Seg<'_>> = path.to_vec();
+                full.push(Seg::Index(index));
+                self.set(&full, value, false);
+            }
+            Some(_) => {}
+            None => {
+                self.set(path, Value::Array(vec![value]), false);
+            }
+        }
+    }
+
     /// Removes the value at `path`, if present.
     pub fn remove(&mut self, path: &[Seg<'_>]) -> bool {
         if lookup_raw(&self.doc, path).is_none() {
@@ -394,6 +413,23 @@ mod tests {
         let (patch, result) = b.finish();
         assert_eq!(result, json!({"l": [1, 2], "m": {"n": [3, 4]}}));
         assert_eq!(patch.0.len(), 2);
+        assert_eq!(apply(&doc, &patch), result);
+    }
+
+    #[test]
+    fn insert_shifts_later_elements_or_creates_the_array() {
+        let doc = json!({"l": [1, 2], "m": {}});
+        let mut b = Builder::new(doc.clone());
+        b.insert(&["l".into()], 0, json!(0));
+        b.insert(&["m".into(), "n".into()], 0, json!(9));
+        b.ensure(&["l".into(), 1.into()], json!("kept"));
+        let (patch, result) = b.finish();
+        assert_eq!(result, json!({"l": [0, 1, 2], "m": {"n": [9]}}));
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            json!([{"op": "add", "path": "/l/0", "value": 0},
+                   {"op": "add", "path": "/m/n", "value": [9]}])
+        );
         assert_eq!(apply(&doc, &patch), result);
     }
 

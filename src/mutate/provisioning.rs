@@ -1,0 +1,1638 @@
+//! User provisioning without sudo: a pod runs as the identity its trusted
+//! spawner claims, with a generated `/etc/passwd` and `/etc/group`, and one
+//! vetted init container creates the home directory.
+//!
+//! The identity comes from pod annotations: `unroot.dev/user`,
+//! `unroot.dev/uid`, `unroot.dev/gid` (required), `unroot.dev/groups`
+//! (`name:gid,...`) and `unroot.dev/home` (optional). They are honoured only
+//! when every rule holds — provisioning enabled, the namespace selected by
+//! `provisioning.namespaceSelector`, the requester listed in
+//! `provisioning.trustedRequesters`, ids inside the policy's ranges (never 0),
+//! a POSIX portable user name that can also name the ConfigMap
+//! `unroot-identity-<user>`, a home below the home volume — and a pod that
+//! carries any of them while breaking a rule is denied with every broken rule
+//! named, so a tenant cannot claim someone else's identity.
+//!
+//! For an honoured identity the pod gets:
+//! - pod-level `runAsUser`, `runAsGroup`, `fsGroup` and `supplementalGroups`
+//!   from the identity (an explicit different value, at pod or container
+//!   level, is denied, never overwritten);
+//! - the volume `unroot-identity` (the ConfigMap `unroot-identity-<user>`,
+//!   which the admission shell server-side-applies) mounted read-only with
+//!   `subPath` at `/etc/passwd` and `/etc/group` in every container and init
+//!   container but the provisioning one;
+//! - the policy's home volume, unless the pod has a volume of that name, and
+//!   its mount in every container;
+//! - the provisioning init container, first in `initContainers`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write as _};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Map, Value, json};
+
+use super::Input;
+use super::mounts::{config_map_of, mount_at, name_of, volumes, with};
+use super::patch::{Builder, Seg};
+use super::security_context::{CONTAINER_LISTS, ContainerRef, containers};
+use crate::policy::names::{
+    is_below, is_clean_absolute_path, is_dns1123_subdomain, is_portable_user_name,
+};
+use crate::policy::provisioning::{IdRange, Provisioning};
+use crate::policy::selector_matches;
+
+/// The user name annotation.
+pub const USER_ANNOTATION: &str = "unroot.dev/user";
+/// The user id annotation.
+pub const UID_ANNOTATION: &str = "unroot.dev/uid";
+/// The primary group id annotation.
+pub const GID_ANNOTATION: &str = "unroot.dev/gid";
+/// The supplementary groups annotation (`name:gid,...`).
+pub const GROUPS_ANNOTATION: &str = "unroot.dev/groups";
+/// The home directory annotation (default `<homeVolume.mountPath>/<user>`).
+pub const HOME_ANNOTATION: &str = "unroot.dev/home";
+/// Every identity annotation; a pod carrying any of them claims an identity.
+pub const IDENTITY_ANNOTATIONS: [&str; 5] = [
+    USER_ANNOTATION,
+    UID_ANNOTATION,
+    GID_ANNOTATION,
+    GROUPS_ANNOTATION,
+    HOME_ANNOTATION,
+];
+/// The volume holding the generated passwd and group files.
+pub const IDENTITY_VOLUME: &str = "unroot-identity";
+/// The identity ConfigMap is this prefix followed by the user name.
+pub const CONFIG_MAP_PREFIX: &str = "unroot-identity-";
+/// The fields of an init container that must equal the injected one for the
+/// container to count as the policy's (resources are left out: LimitRanges
+/// rewrite them; the API server's defaults touch none of these).
+pub const PROVENANCE_FIELDS: [&str; 7] = [
+    "name",
+    "image",
+    "command",
+    "args",
+    "env",
+    "securityContext",
+    "volumeMounts",
+];
+
+/// Which identity rule a pod broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Provisioning is disabled in the policy.
+    Disabled,
+    /// The pod's namespace is not selected by `provisioning.namespaceSelector`.
+    NamespaceNotSelected,
+    /// The requester is not in `provisioning.trustedRequesters`.
+    RequesterNotTrusted,
+    /// A required annotation is missing.
+    Incomplete,
+    /// The user name is not portable, cannot name the ConfigMap, or is taken.
+    InvalidUser,
+    /// The uid is 0, outside `provisioning.uidRange`, or taken.
+    UidNotAllowed,
+    /// A gid is 0, outside `provisioning.gidRange`, or taken.
+    GidNotAllowed,
+    /// `unroot.dev/groups` is malformed or contradicts itself.
+    InvalidGroups,
+    /// `unroot.dev/home` is not a directory below the home volume.
+    InvalidHome,
+    /// The pod sets something the identity would have to overwrite.
+    Conflict,
+    /// The pod cannot be provisioned (a Windows pod).
+    Unsupported,
+}
+
+impl Rule {
+    /// A stable, kebab-case name for logs and metrics.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::NamespaceNotSelected => "namespace-not-selected",
+            Self::RequesterNotTrusted => "requester-not-trusted",
+            Self::Incomplete => "incomplete",
+            Self::InvalidUser => "invalid-user",
+            Self::UidNotAllowed => "uid-not-allowed",
+            Self::GidNotAllowed => "gid-not-allowed",
+            Self::InvalidGroups => "invalid-groups",
+            Self::InvalidHome => "invalid-home",
+            Self::Conflict => "conflict",
+            Self::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// One reason an identity claim is denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The rule broken.
+    pub rule: Rule,
+    /// What is wrong and what to do, naming the field.
+    pub message: String,
+}
+
+impl Denial {
+    fn new(rule: Rule, message: impl Into<String>) -> Self {
+        Self {
+            rule,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// An identity that passed every rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// User name.
+    pub user: String,
+    /// User id.
+    pub uid: i64,
+    /// Primary group id.
+    pub gid: i64,
+    /// Primary group name: the `unroot.dev/groups` entry with the primary
+    /// gid, else the user name (a user private group).
+    pub primary_group: String,
+    /// Supplementary groups, in annotation order, without the primary one.
+    pub groups: Vec<(String, i64)>,
+    /// Home directory.
+    pub home: String,
+}
+
+impl Identity {
+    /// `unroot-identity-<user>`.
+    #[must_use]
+    pub fn config_map_name(&self) -> String {
+        format!("{CONFIG_MAP_PREFIX}{}", self.user)
+    }
+
+    /// The supplementary groups as `name:gid,...` (`UNROOT_GROUPS`).
+    #[must_use]
+    pub fn groups_value(&self) -> String {
+        self.groups
+            .iter()
+            .map(|(n, g)| format!("{n}:{g}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The generated `/etc/passwd`. Every field was validated to hold no `:`
+    /// or line break, so nothing needs escaping.
+    #[must_use]
+    pub fn passwd(&self, policy: &Provisioning) -> String {
+        let mut out = String::new();
+        for line in &policy.base_entries.passwd {
+            out.push_str(line);
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "{}:x:{}:{}::{}:{}",
+            self.user, self.uid, self.gid, self.home, policy.shell
+        );
+        out
+    }
+
+    /// The generated `/etc/group`: base entries, the primary group, then each
+    /// supplementary group with the user as its member.
+    #[must_use]
+    pub fn group(&self, policy: &Provisioning) -> String {
+        let mut out = String::new();
+        for line in &policy.base_entries.group {
+            out.push_str(line);
+            out.push('\n');
+        }
+        let _ = writeln!(out, "{}:x:{}:", self.primary_group, self.gid);
+        for (name, gid) in &self.groups {
+            let _ = writeln!(out, "{name}:x:{gid}:{}", self.user);
+        }
+        out
+    }
+}
+
+/// Reads the identity the pod's annotations claim and checks every rule.
+///
+/// `Ok(None)`: the pod claims no identity. `Err`: it claims one that breaks
+/// rules, each named. The admission gates (enabled, namespace, requester)
+/// are checked first and alone: their failure makes the rest moot.
+pub fn claimed_identity(
+    annotations: Option<&Value>,
+    input: &Input<'_>,
+) -> Result<Option<Identity>, Vec<Denial>> {
+    let get = |key: &str| {
+        annotations
+            .and_then(|a| a.get(key))
+            .filter(|v| !v.is_null())
+    };
+    let text = |key: &str| get(key).map(|v| v.as_str().unwrap_or_default());
+    let claimed: Vec<&str> = IDENTITY_ANNOTATIONS
+        .iter()
+        .copied()
+        .filter(|k| get(k).is_some())
+        .collect();
+    if claimed.is_empty() {
+        return Ok(None);
+    }
+    let p = &input.policy.provisioning;
+    let home_root = check_gates(&claimed.join(", "), input).map_err(|d| vec![d])?;
+    let mut denials = Vec::new();
+    let base_users = p.base_entries.users();
+    let base_groups = p.base_entries.groups();
+    let missing = |key: &str| {
+        Denial::new(
+            Rule::Incomplete,
+            format!(
+                "{key} is missing: an identity needs {USER_ANNOTATION}, {UID_ANNOTATION} and {GID_ANNOTATION}"
+            ),
+        )
+    };
+    let user = match text(USER_ANNOTATION) {
+        None => {
+            denials.push(missing(USER_ANNOTATION));
+            None
+        }
+        Some(u) => check_user(u, &base_users, &mut denials),
+    };
+    let uid_check = IdCheck {
+        annotation: UID_ANNOTATION,
+        range: p.uid_range,
+        range_field: "provisioning.uidRange",
+        rule: Rule::UidNotAllowed,
+        taken: &base_users,
+        taken_field: "provisioning.baseEntries.passwd",
+    };
+    let gid_check = IdCheck {
+        annotation: GID_ANNOTATION,
+        range: p.gid_range,
+        range_field: "provisioning.gidRange",
+        rule: Rule::GidNotAllowed,
+        taken: &base_groups,
+        taken_field: "provisioning.baseEntries.group",
+    };
+    let uid = match text(UID_ANNOTATION) {
+        None => {
+            denials.push(missing(UID_ANNOTATION));
+            None
+        }
+        Some(s) => uid_check.check(s, &mut denials),
+    };
+    let gid = match text(GID_ANNOTATION) {
+        None => {
+            denials.push(missing(GID_ANNOTATION));
+            None
+        }
+        Some(s) => gid_check.check(s, &mut denials),
+    };
+    let groups = text(GROUPS_ANNOTATION)
+        .map(|s| {
+            let check = IdCheck {
+                annotation: GROUPS_ANNOTATION,
+                ..gid_check
+            };
+            parse_groups(s, &check, &base_groups, &mut denials)
+        })
+        .unwrap_or_default();
+    let home = check_home(
+        text(HOME_ANNOTATION),
+        user.as_deref(),
+        home_root,
+        &mut denials,
+    );
+    let (Some(user), Some(uid), Some(gid), Some(home)) = (user, uid, gid, home) else {
+        return Err(denials);
+    };
+    let (primary_group, groups) = split_primary(&user, gid, groups, &base_groups, &mut denials);
+    if denials.is_empty() {
+        Ok(Some(Identity {
+            user,
+            uid,
+            gid,
+            primary_group,
+            groups,
+            home,
+        }))
+    } else {
+        Err(denials)
+    }
+}
+
+/// The admission gates: provisioning enabled, namespace selected, requester
+/// trusted. Returns the home volume's mount path.
+fn check_gates<'a>(listed: &str, input: &Input<'a>) -> Result<&'a str, Denial> {
+    let p = &input.policy.provisioning;
+    let Some(home_volume) = p.home_volume.as_ref().filter(|_| p.enabled) else {
+        return Err(Denial::new(
+            Rule::Disabled,
+            format!(
+                "the pod sets {listed}, but identity provisioning is disabled (provisioning.enabled: false); remove the annotations"
+            ),
+        ));
+    };
+    if !selector_matches(&p.namespace_selector, input.namespace_labels) {
+        return Err(Denial::new(
+            Rule::NamespaceNotSelected,
+            format!(
+                "the pod sets {listed}, but its namespace is not selected by provisioning.namespaceSelector"
+            ),
+        ));
+    }
+    if !p.trusted_requesters.iter().any(|t| t == input.requester) {
+        return Err(Denial::new(
+            Rule::RequesterNotTrusted,
+            format!(
+                "requester {:?} is not in provisioning.trustedRequesters: only the platform's spawner may set {listed}",
+                input.requester
+            ),
+        ));
+    }
+    Ok(&home_volume.mount_path)
+}
+
+fn check_home(
+    home: Option<&str>,
+    user: Option<&str>,
+    root: &str,
+    denials: &mut Vec<Denial>,
+) -> Option<String> {
+    match (home, user) {
+        (Some(h), _) => {
+            if is_clean_absolute_path(h) && !h.contains(':') && is_below(h, root) {
+                return Some(h.to_owned());
+            }
+            denials.push(Denial::new(
+                Rule::InvalidHome,
+                format!(
+                    "{HOME_ANNOTATION}: {h:?} must be a clean absolute path below provisioning.homeVolume.mountPath ({root}), without ':'"
+                ),
+            ));
+            None
+        }
+        (None, Some(u)) => Some(format!("{root}/{u}")),
+        (None, None) => None,
+    }
+}
+
+fn check_user(u: &str, base: &[(&str, i64)], denials: &mut Vec<Denial>) -> Option<String> {
+    let message = if !is_portable_user_name(u) {
+        format!(
+            "{USER_ANNOTATION}: {u:?} is not a portable user name ([a-z_][a-z0-9_-]*[$]?, at most 32 characters)"
+        )
+    } else if !is_dns1123_subdomain(&format!("{CONFIG_MAP_PREFIX}{u}")) {
+        format!(
+            "{USER_ANNOTATION}: {u:?} cannot name the ConfigMap \"{CONFIG_MAP_PREFIX}{u}\" (a DNS-1123 subdomain: lower-case letters, digits and '-', ending with a letter or digit)"
+        )
+    } else if base.iter().any(|(n, _)| *n == u) {
+        format!(
+            "{USER_ANNOTATION}: {u:?} is a base entry of provisioning.baseEntries.passwd and cannot be claimed"
+        )
+    } else {
+        return Some(u.to_owned());
+    };
+    denials.push(Denial::new(Rule::InvalidUser, message));
+    None
+}
+
+/// How one id annotation is checked.
+#[derive(Clone, Copy)]
+struct IdCheck<'a> {
+    annotation: &'a str,
+    range: IdRange,
+    range_field: &'a str,
+    rule: Rule,
+    taken: &'a [(&'a str, i64)],
+    taken_field: &'a str,
+}
+
+impl IdCheck<'_> {
+    fn check(&self, text: &str, denials: &mut Vec<Denial>) -> Option<i64> {
+        let annotation = self.annotation;
+        let id = (!text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<i64>().ok())
+            .flatten();
+        let message = match id {
+            None => format!("{annotation}: {text:?} is not a decimal id"),
+            Some(0) => format!("{annotation}: 0 is root and can never be claimed"),
+            Some(id) if !self.range.contains(id) => format!(
+                "{annotation}: {id} is outside {} ({}-{})",
+                self.range_field, self.range.min, self.range.max
+            ),
+            Some(id) if self.taken.iter().any(|(_, t)| *t == id) => format!(
+                "{annotation}: {id} belongs to a base entry of {} and cannot be claimed",
+                self.taken_field
+            ),
+            Some(id) => return Some(id),
+        };
+        denials.push(Denial::new(self.rule, message));
+        None
+    }
+}
+
+fn parse_groups(
+    text: &str,
+    check: &IdCheck<'_>,
+    base: &[(&str, i64)],
+    denials: &mut Vec<Denial>,
+) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = Vec::new();
+    if text.trim().is_empty() {
+        return out;
+    }
+    let invalid = |message: String| Denial::new(Rule::InvalidGroups, message);
+    for entry in text.split(',').map(str::trim) {
+        let Some((name, gid)) = entry.split_once(':') else {
+            denials.push(invalid(format!(
+                "{GROUPS_ANNOTATION}: {entry:?} is not name:gid (e.g. research:2001,staff:2002)"
+            )));
+            continue;
+        };
+        if !is_portable_user_name(name) {
+            denials.push(invalid(format!(
+                "{GROUPS_ANNOTATION}: {name:?} is not a portable group name ([a-z_][a-z0-9_-]*[$]?, at most 32 characters)"
+            )));
+            continue;
+        }
+        if base.iter().any(|(n, _)| *n == name) {
+            denials.push(invalid(format!(
+                "{GROUPS_ANNOTATION}: {name:?} is a base entry of provisioning.baseEntries.group and cannot be claimed"
+            )));
+            continue;
+        }
+        let Some(gid) = check.check(gid, denials) else {
+            continue;
+        };
+        if out.iter().any(|(n, g)| n == name || *g == gid) {
+            denials.push(invalid(format!(
+                "{GROUPS_ANNOTATION}: {entry:?} repeats a group name or gid"
+            )));
+            continue;
+        }
+        out.push((name.to_owned(), gid));
+    }
+    out
+}
+
+/// Splits the primary group out of the claimed groups.
+fn split_primary(
+    user: &str,
+    gid: i64,
+    mut groups: Vec<(String, i64)>,
+    base: &[(&str, i64)],
+    denials: &mut Vec<Denial>,
+) -> (String, Vec<(String, i64)>) {
+    if let Some(i) = groups.iter().position(|(_, g)| *g == gid) {
+        let (name, _) = groups.remove(i);
+        return (name, groups);
+    }
+    if let Some((_, other)) = groups.iter().find(|(n, _)| n == user) {
+        denials.push(Denial::new(
+            Rule::InvalidGroups,
+            format!(
+                "{GROUPS_ANNOTATION}: group {user:?} is the user's own group, but has gid {other}, not {GID_ANNOTATION} {gid}"
+            ),
+        ));
+    } else if base.iter().any(|(n, _)| *n == user) {
+        denials.push(Denial::new(
+            Rule::InvalidGroups,
+            format!(
+                "{USER_ANNOTATION}: the user's own group {user:?} is a base entry of provisioning.baseEntries.group; name the primary group in {GROUPS_ANNOTATION}"
+            ),
+        ));
+    }
+    (user.to_owned(), groups)
+}
+
+/// The init container the policy injects for `identity`; `None` when the
+/// policy has no init container or home volume.
+#[must_use]
+pub fn injected_container(identity: &Identity, policy: &Provisioning) -> Option<Value> {
+    let (init, home) = (
+        policy.init_container.as_ref()?,
+        policy.home_volume.as_ref()?,
+    );
+    let mut c = Map::new();
+    c.insert("name".to_owned(), json!(init.name));
+    c.insert("image".to_owned(), json!(init.image));
+    if !init.command.is_empty() {
+        c.insert("command".to_owned(), json!(init.command));
+    }
+    if !init.args.is_empty() {
+        c.insert("args".to_owned(), json!(init.args));
+    }
+    let env: Vec<Value> = [
+        ("UNROOT_USER", identity.user.clone()),
+        ("UNROOT_UID", identity.uid.to_string()),
+        ("UNROOT_GID", identity.gid.to_string()),
+        ("UNROOT_GROUPS", identity.groups_value()),
+        ("UNROOT_HOME", identity.home.clone()),
+    ]
+    .into_iter()
+    // The API server drops an empty `value` (omitempty); so do we, or the
+    // stored container would no longer equal the injected one.
+    .map(|(name, value)| {
+        if value.is_empty() {
+            json!({"name": name})
+        } else {
+            json!({"name": name, "value": value})
+        }
+    })
+    .collect();
+    c.insert("env".to_owned(), Value::Array(env));
+    if let Some(resources) = &init.resources {
+        c.insert(
+            "resources".to_owned(),
+            serde_json::to_value(resources).ok()?,
+        );
+    }
+    let mut capabilities = Map::new();
+    capabilities.insert("drop".to_owned(), json!(["ALL"]));
+    if !policy.capabilities.is_empty() {
+        capabilities.insert("add".to_owned(), json!(policy.capabilities));
+    }
+    // Root on purpose, and only here: chown needs uid 0 (with CHOWN). The pod
+    // keeps runAsNonRoot: true for every other container; this container
+    // says runAsNonRoot: false itself, because the kubelet refuses to start a
+    // uid-0 container under an inherited runAsNonRoot: true. Leaving the
+    // pod-level field unset instead would weaken every user container.
+    c.insert(
+        "securityContext".to_owned(),
+        json!({
+            "runAsUser": 0,
+            "runAsNonRoot": false,
+            "allowPrivilegeEscalation": false,
+            "capabilities": capabilities,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }),
+    );
+    c.insert(
+        "volumeMounts".to_owned(),
+        json!([{"name": home.name, "mountPath": home.mount_path}]),
+    );
+    Some(Value::Object(c))
+}
+
+/// Whether `container` is byte for byte `expected` in every provenance field.
+#[must_use]
+pub fn is_injected(container: &Value, expected: &Value) -> bool {
+    // Absent, null and empty lists are the same thing once the API server
+    // has stored the pod.
+    let field = |v: &Value, f: &str| {
+        v.get(f)
+            .filter(|x| !x.is_null() && x.as_array().is_none_or(|a| !a.is_empty()))
+            .cloned()
+    };
+    PROVENANCE_FIELDS
+        .iter()
+        .all(|f| field(container, f) == field(expected, f))
+}
+
+/// The index in `spec.initContainers` of the init container that is exactly
+/// the one the policy injects for this pod's identity (name, image digest,
+/// command, args, env, securityContext, volumeMounts), if any. Pod Security
+/// evaluation exempts that container, and only that one.
+///
+/// `None` when the pod claims no identity, the claim breaks a rule (the
+/// requester is part of it), or no init container matches: a tag instead of
+/// the digest, an extra capability or a look-alike with the same name are
+/// evaluated like any other container.
+#[must_use]
+pub fn provenance_index(pod: &Pod, input: &Input<'_>) -> Option<usize> {
+    let value = serde_json::to_value(pod).ok()?;
+    if value.pointer("/spec/os/name").and_then(Value::as_str) == Some("windows") {
+        return None;
+    }
+    let identity = claimed_identity(value.pointer("/metadata/annotations"), input).ok()??;
+    let expected = injected_container(&identity, &input.policy.provisioning)?;
+    value
+        .pointer("/spec/initContainers")?
+        .as_array()?
+        .iter()
+        .position(|c| is_injected(c, &expected))
+}
+
+/// The `unroot-identity-<user>` ConfigMap for `identity` in `namespace`.
+#[must_use]
+pub fn identity_config_map(
+    identity: &Identity,
+    policy: &Provisioning,
+    namespace: Option<&str>,
+) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(identity.config_map_name()),
+            namespace: namespace.map(str::to_owned),
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "unroot".to_owned(),
+                ),
+                (USER_ANNOTATION.to_owned(), identity.user.clone()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([
+            ("passwd".to_owned(), identity.passwd(policy)),
+            ("group".to_owned(), identity.group(policy)),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+fn identity_volume(identity: &Identity) -> Value {
+    json!({
+        "name": IDENTITY_VOLUME,
+        "configMap": {
+            "name": identity.config_map_name(),
+            "items": [{"key": "passwd", "path": "passwd"}, {"key": "group", "path": "group"}],
+        },
+    })
+}
+
+fn identity_mount(path: &str, file: &str) -> Value {
+    json!({"name": IDENTITY_VOLUME, "mountPath": path, "subPath": file, "readOnly": true})
+}
+
+const IDENTITY_FILES: [(&str, &str); 2] = [("/etc/passwd", "passwd"), ("/etc/group", "group")];
+
+fn list_of(c: &ContainerRef<'_>) -> Option<&'static str> {
+    match c.path.get(c.path.len().checked_sub(2)?) {
+        Some(Seg::Key("initContainers")) => Some("initContainers"),
+        Some(Seg::Key("containers")) => Some("containers"),
+        _ => None,
+    }
+}
+
+fn conflict(field: &str, got: &Value, want: i64, annotation: &str) -> Denial {
+    Denial::new(
+        Rule::Conflict,
+        format!(
+            "{field}: {got} conflicts with the identity ({annotation}: {want}); remove it or set it to {want}"
+        ),
+    )
+}
+
+/// Applies `identity` to the pod spec at `spec`; returns the index of the
+/// provisioning init container in `initContainers`.
+pub(crate) fn provision(
+    b: &mut Builder,
+    spec: &[Seg<'_>],
+    display: &str,
+    identity: &Identity,
+    policy: &Provisioning,
+    warnings: &mut Vec<String>,
+) -> Result<usize, Vec<Denial>> {
+    let (Some(expected), Some(init), Some(home)) = (
+        injected_container(identity, policy),
+        policy.init_container.as_ref(),
+        policy.home_volume.as_ref(),
+    ) else {
+        return Err(vec![Denial::new(
+            Rule::Disabled,
+            "identity provisioning is disabled (the policy has no provisioning.initContainer or provisioning.homeVolume)",
+        )]);
+    };
+    let prefix = format!("{display}spec.");
+    let (existing, has_identity_volume) =
+        check_conflicts(b, spec, &prefix, identity, &init.name, &expected)?;
+
+    // Insert before any other operation: the operations below then address
+    // the containers at their shifted indexes.
+    let init_list = with(spec, &["initContainers"]);
+    let index = if let Some(i) = existing {
+        i
+    } else {
+        b.insert(&init_list, 0, expected);
+        0
+    };
+    let psc = with(spec, &["securityContext"]);
+    for (field, value) in [
+        ("runAsUser", identity.uid),
+        ("runAsGroup", identity.gid),
+        ("fsGroup", identity.gid),
+    ] {
+        b.ensure(&with(&psc, &[field]), json!(value));
+    }
+    let gids: Vec<i64> = identity.groups.iter().map(|(_, g)| *g).collect();
+    if !gids.is_empty() {
+        b.ensure(&with(&psc, &["supplementalGroups"]), json!(gids));
+    }
+    if !has_identity_volume {
+        b.push(&with(spec, &["volumes"]), identity_volume(identity));
+    }
+    if !volumes(b, spec)
+        .iter()
+        .any(|(_, v)| name_of(v) == home.name)
+    {
+        b.push(&with(spec, &["volumes"]), home.volume());
+    }
+    let mut skip = init_list.clone();
+    skip.push(Seg::Index(index));
+    for c in containers(b, spec, &prefix, &["initContainers", "containers"]) {
+        if c.path == skip {
+            continue;
+        }
+        for (path, file) in IDENTITY_FILES {
+            if mount_at(b, &c.path, path).is_none() {
+                b.push(
+                    &with(&c.path, &["volumeMounts"]),
+                    identity_mount(path, file),
+                );
+            }
+        }
+        if list_of(&c) != Some("containers") {
+            continue;
+        }
+        match mount_at(b, &c.path, &home.mount_path) {
+            None => b.push(
+                &with(&c.path, &["volumeMounts"]),
+                json!({"name": home.name, "mountPath": home.mount_path}),
+            ),
+            Some((_, m)) if name_of(&m) == home.name => {}
+            Some((j, m)) => warnings.push(format!(
+                "unroot: {}.volumeMounts[{j}] (container {:?}) mounts volume {:?} at {}: the home volume {:?} is not mounted in this container",
+                c.display,
+                c.name,
+                name_of(&m),
+                home.mount_path,
+                home.name
+            )),
+        }
+    }
+    Ok(index)
+}
+
+/// A container's own ids and its mounts at /etc/passwd and /etc/group must
+/// agree with the identity.
+fn check_container(
+    b: &Builder,
+    c: &ContainerRef<'_>,
+    identity: &Identity,
+    denials: &mut Vec<Denial>,
+) {
+    for (field, want, annotation) in [
+        ("runAsUser", identity.uid, UID_ANNOTATION),
+        ("runAsGroup", identity.gid, GID_ANNOTATION),
+    ] {
+        if let Some(v) = b.get(&with(&c.path, &["securityContext", field]))
+            && v != &json!(want)
+        {
+            let at = format!(
+                "{}.securityContext.{field} (container {:?})",
+                c.display, c.name
+            );
+            denials.push(conflict(&at, v, want, annotation));
+        }
+    }
+    for (path, file) in IDENTITY_FILES {
+        if let Some((j, m)) = mount_at(b, &c.path, path)
+            && !(name_of(&m) == IDENTITY_VOLUME && m.get("subPath") == Some(&json!(file)))
+        {
+            denials.push(Denial::new(
+                Rule::Conflict,
+                format!(
+                    "{}.volumeMounts[{j}] (container {:?}) mounts volume {:?} at {path}, where unroot mounts the identity's {file} file; remove that mount",
+                    c.display,
+                    c.name,
+                    name_of(&m)
+                ),
+            ));
+        }
+    }
+}
+
+/// Everything in the pod that contradicts `identity`, as denials; else the
+/// index of an already injected init container (re-mutation) and whether
+/// the identity volume is already there.
+fn check_conflicts(
+    b: &Builder,
+    spec: &[Seg<'_>],
+    prefix: &str,
+    identity: &Identity,
+    reserved: &str,
+    expected: &Value,
+) -> Result<(Option<usize>, bool), Vec<Denial>> {
+    let mut denials = Vec::new();
+    let mut existing = None;
+    for c in containers(b, spec, prefix, &CONTAINER_LISTS) {
+        if c.name == reserved {
+            let exact = b.get(&c.path).is_some_and(|v| is_injected(v, expected));
+            if exact && existing.is_none() && list_of(&c) == Some("initContainers") {
+                existing = c.path.last().and_then(|s| match s {
+                    Seg::Index(i) => Some(*i),
+                    Seg::Key(_) => None,
+                });
+                continue;
+            }
+            denials.push(Denial::new(
+                Rule::Conflict,
+                format!(
+                    "{}: the name {:?} is reserved for the provisioning init container, and this container is not the one the policy injects (name, image, command, args, env, securityContext and volumeMounts must all match); rename it",
+                    c.display, c.name
+                ),
+            ));
+            continue;
+        }
+        check_container(b, &c, identity, &mut denials);
+    }
+    let psc = with(spec, &["securityContext"]);
+    for (field, want, annotation) in [
+        ("runAsUser", identity.uid, UID_ANNOTATION),
+        ("runAsGroup", identity.gid, GID_ANNOTATION),
+        ("fsGroup", identity.gid, GID_ANNOTATION),
+    ] {
+        if let Some(v) = b.get(&with(&psc, &[field]))
+            && v != &json!(want)
+        {
+            denials.push(conflict(
+                &format!("{prefix}securityContext.{field}"),
+                v,
+                want,
+                annotation,
+            ));
+        }
+    }
+    let gids: Vec<i64> = identity.groups.iter().map(|(_, g)| *g).collect();
+    if let Some(v) = b.get(&with(&psc, &["supplementalGroups"])) {
+        let got: Option<BTreeSet<i64>> = v
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_i64).collect());
+        if got != Some(gids.iter().copied().collect()) {
+            denials.push(Denial::new(
+                Rule::Conflict,
+                format!(
+                    "{prefix}securityContext.supplementalGroups: {v} differs from the identity's groups {gids:?} ({GROUPS_ANNOTATION}); remove it"
+                ),
+            ));
+        }
+    }
+    let wanted_volume = identity_volume(identity);
+    let mut has_identity_volume = false;
+    for (i, v) in volumes(b, spec) {
+        if name_of(&v) != IDENTITY_VOLUME {
+            continue;
+        }
+        if config_map_of(&v) == Some(identity.config_map_name().as_str())
+            && v["configMap"]["items"] == wanted_volume["configMap"]["items"]
+        {
+            has_identity_volume = true;
+        } else {
+            denials.push(Denial::new(
+                Rule::Conflict,
+                format!(
+                    "{prefix}volumes[{i}] is named {IDENTITY_VOLUME:?}, which is reserved for the identity's passwd and group files; rename it"
+                ),
+            ));
+        }
+    }
+    if denials.is_empty() {
+        Ok((existing, has_identity_volume))
+    } else {
+        Err(denials)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::{Value, json};
+
+    use super::{Rule, provenance_index};
+    use crate::mutate::{self, Error, Input, Outcome};
+    use crate::policy::Document;
+
+    const POLICY: &str = include_str!("../../tests/fixtures/provisioning/policy.yaml");
+    const HUB: &str = "system:serviceaccount:jupyterhub:hub";
+    const DIGEST: &str = "registry.example.com/unroot/provisioner@sha256:4f2c8a61d0e5b9a7c3f1e8d2b6a4c0e9f7d5b3a1c8e6f4d2b0a9c7e5f3d1b8a6";
+
+    fn policy() -> Document {
+        Document::from_yaml(POLICY).unwrap()
+    }
+
+    fn selected() -> BTreeMap<String, String> {
+        BTreeMap::from([("unroot.dev/provisioning".to_owned(), "enabled".to_owned())])
+    }
+
+    fn identity() -> Value {
+        json!({"unroot.dev/user": "alice", "unroot.dev/uid": "1001", "unroot.dev/gid": "1001",
+               "unroot.dev/groups": "research:2001,staff:2002"})
+    }
+
+    fn spawned(annotations: &Value, spec: &Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "jupyter-alice", "namespace": "hub-users", "annotations": annotations},
+               "spec": spec})
+    }
+
+    fn notebook() -> Value {
+        json!({"containers": [{"name": "notebook", "image": "jupyter/base-notebook"}]})
+    }
+
+    fn run(
+        object: &Value,
+        policy: &Document,
+        labels: &BTreeMap<String, String>,
+        requester: &str,
+    ) -> mutate::Result<Outcome> {
+        let input = Input {
+            policy,
+            namespace_labels: labels,
+            requester,
+        };
+        mutate::pod(object, &input)
+    }
+
+    /// Mutates as the hub in a selected namespace, checks the patch applies
+    /// and that re-mutation adds nothing.
+    fn admit(object: &Value) -> Outcome {
+        let policy = policy();
+        let outcome = run(object, &policy, &selected(), HUB).unwrap();
+        let mut applied = object.clone();
+        json_patch::patch(&mut applied, &outcome.patch).unwrap();
+        assert_eq!(applied, outcome.object);
+        let again = run(&outcome.object, &policy, &selected(), HUB).unwrap();
+        assert!(
+            again.patch.0.is_empty(),
+            "re-mutation patched {:?}",
+            again.patch
+        );
+        assert_eq!(again.identity, outcome.identity);
+        outcome
+    }
+
+    #[test]
+    fn an_honoured_identity_runs_the_pod_as_the_user() {
+        let outcome = admit(&spawned(&identity(), &notebook()));
+        let pod = &outcome.object;
+        assert_eq!(
+            pod["spec"]["initContainers"][0],
+            json!({
+                "name": "unroot-provision",
+                "image": DIGEST,
+                "command": ["/bin/sh", "/provision.sh"],
+                "env": [
+                    {"name": "UNROOT_USER", "value": "alice"},
+                    {"name": "UNROOT_UID", "value": "1001"},
+                    {"name": "UNROOT_GID", "value": "1001"},
+                    {"name": "UNROOT_GROUPS", "value": "research:2001,staff:2002"},
+                    {"name": "UNROOT_HOME", "value": "/home/alice"},
+                ],
+                "securityContext": {
+                    "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "volumeMounts": [{"name": "home", "mountPath": "/home"}],
+            })
+        );
+        assert_eq!(
+            pod["spec"]["securityContext"],
+            json!({"runAsUser": 1001, "runAsGroup": 1001, "fsGroup": 1001, "supplementalGroups": [2001, 2002],
+                   "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        assert_eq!(
+            pod["spec"]["volumes"],
+            json!([
+                {"name": "unroot-identity", "configMap": {"name": "unroot-identity-alice",
+                    "items": [{"key": "passwd", "path": "passwd"}, {"key": "group", "path": "group"}]}},
+                {"name": "home", "nfs": {"server": "nfs.example.com", "path": "/export/home"}},
+            ])
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"],
+            json!([
+                {"name": "unroot-identity", "mountPath": "/etc/passwd", "subPath": "passwd", "readOnly": true},
+                {"name": "unroot-identity", "mountPath": "/etc/group", "subPath": "group", "readOnly": true},
+                {"name": "home", "mountPath": "/home"},
+            ])
+        );
+        // The provisioning container is neither hardened nor warned about.
+        assert_eq!(outcome.warnings, Vec::<String>::new());
+        let cm = outcome.identity.unwrap();
+        assert_eq!(cm.metadata.name.as_deref(), Some("unroot-identity-alice"));
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("hub-users"));
+        let data = cm.data.unwrap();
+        assert_eq!(
+            data["passwd"],
+            "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nalice:x:1001:1001::/home/alice:/bin/sh\n"
+        );
+        assert_eq!(
+            data["group"],
+            "root:x:0:\nnobody:x:65534:\nalice:x:1001:\nresearch:x:2001:alice\nstaff:x:2002:alice\n"
+        );
+    }
+
+    #[test]
+    fn existing_init_containers_run_after_the_provisioning_one_and_get_passwd() {
+        let spec = json!({"initContainers": [{"name": "fetch", "image": "x"}], "containers": [
+            {"name": "notebook", "image": "x"}, {"name": "proxy", "image": "y"}]});
+        let mut annotations = identity();
+        annotations["unroot.dev/groups"] = json!("alice-g:1001,research:2001");
+        annotations["unroot.dev/home"] = json!("/home/users/alice");
+        let outcome = admit(&spawned(&annotations, &spec));
+        let pod = &outcome.object;
+        assert_eq!(pod["spec"]["initContainers"][0]["name"], "unroot-provision");
+        assert_eq!(pod["spec"]["initContainers"][1]["name"], "fetch");
+        assert_eq!(
+            pod["spec"]["initContainers"][1]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2,
+            "passwd and group, no home"
+        );
+        assert_eq!(
+            pod["spec"]["containers"][1]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            pod["spec"]["securityContext"]["supplementalGroups"],
+            json!([2001])
+        );
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["env"][4],
+            json!({"name": "UNROOT_HOME", "value": "/home/users/alice"})
+        );
+        let data = outcome.identity.unwrap().data.unwrap();
+        assert!(
+            data["group"].ends_with("alice-g:x:1001:\nresearch:x:2001:alice\n"),
+            "{}",
+            data["group"]
+        );
+        assert!(data["passwd"].ends_with("alice:x:1001:1001::/home/users/alice:/bin/sh\n"));
+    }
+
+    #[test]
+    fn the_spawners_own_home_volume_and_mounts_are_kept() {
+        let spec = json!({
+            "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "claim-alice"}}],
+            "containers": [
+                {"name": "notebook", "image": "x", "volumeMounts": [{"name": "home", "mountPath": "/home"}]},
+                {"name": "side", "image": "x", "volumeMounts": [{"name": "scratch", "mountPath": "/home/"}]}]});
+        let mut annotations = identity();
+        annotations["unroot.dev/groups"] = json!("");
+        let outcome = admit(&spawned(&annotations, &spec));
+        let pod = &outcome.object;
+        assert_eq!(
+            pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "claim-alice"
+        );
+        assert_eq!(
+            pod["spec"]["volumes"].as_array().unwrap().len(),
+            2,
+            "identity volume added, home kept"
+        );
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            outcome.warnings,
+            [
+                "unroot: spec.containers[1].volumeMounts[0] (container \"side\") mounts volume \"scratch\" at /home: the home volume \"home\" is not mounted in this container"
+            ]
+        );
+        assert!(
+            pod["spec"]["securityContext"]
+                .get("supplementalGroups")
+                .is_none()
+        );
+        // An empty value is dropped, as the API server drops it.
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["env"][3],
+            json!({"name": "UNROOT_GROUPS"})
+        );
+    }
+
+    #[test]
+    fn explicit_values_equal_to_the_identity_are_accepted() {
+        let spec = json!({"securityContext": {"runAsUser": 1001, "supplementalGroups": [2002, 2001]},
+            "containers": [{"name": "notebook", "image": "x", "securityContext": {"runAsGroup": 1001}}]});
+        let outcome = admit(&spawned(&identity(), &spec));
+        assert_eq!(
+            outcome.object["spec"]["securityContext"]["supplementalGroups"],
+            json!([2002, 2001])
+        );
+    }
+
+    struct Forged {
+        name: &'static str,
+        annotations: Value,
+        spec: Value,
+        requester: &'static str,
+        selected: bool,
+        policy: fn(&mut Document),
+        /// (rule, exact message), in order.
+        denials: Vec<(Rule, &'static str)>,
+    }
+
+    fn with(edits: &[(&str, &str)]) -> Value {
+        let mut a = identity();
+        for (k, v) in edits {
+            if v.is_empty() {
+                a.as_object_mut().unwrap().remove(*k);
+            } else {
+                a[*k] = json!(v);
+            }
+        }
+        a
+    }
+
+    fn keep(_: &mut Document) {}
+
+    #[allow(clippy::too_many_lines)] // one table, one row per rule
+    fn forged() -> Vec<Forged> {
+        let row = |name, annotations, denials| Forged {
+            name,
+            annotations,
+            spec: notebook(),
+            requester: HUB,
+            selected: true,
+            policy: keep,
+            denials,
+        };
+        vec![
+            Forged {
+                requester: "alice",
+                ..row(
+                    "a tenant cannot claim an identity",
+                    identity(),
+                    vec![(
+                        Rule::RequesterNotTrusted,
+                        "requester \"alice\" is not in provisioning.trustedRequesters: only the platform's spawner may set unroot.dev/user, unroot.dev/uid, unroot.dev/gid, unroot.dev/groups",
+                    )],
+                )
+            },
+            Forged {
+                requester: "alice",
+                ..row(
+                    "one annotation is a claim",
+                    json!({"unroot.dev/home": "/home/bob"}),
+                    vec![(
+                        Rule::RequesterNotTrusted,
+                        "requester \"alice\" is not in provisioning.trustedRequesters: only the platform's spawner may set unroot.dev/home",
+                    )],
+                )
+            },
+            Forged {
+                selected: false,
+                ..row(
+                    "unselected namespace",
+                    identity(),
+                    vec![(
+                        Rule::NamespaceNotSelected,
+                        "the pod sets unroot.dev/user, unroot.dev/uid, unroot.dev/gid, unroot.dev/groups, but its namespace is not selected by provisioning.namespaceSelector",
+                    )],
+                )
+            },
+            Forged {
+                policy: |p| p.provisioning.enabled = false,
+                ..row(
+                    "provisioning disabled",
+                    with(&[("unroot.dev/groups", "")]),
+                    vec![(
+                        Rule::Disabled,
+                        "the pod sets unroot.dev/user, unroot.dev/uid, unroot.dev/gid, but identity provisioning is disabled (provisioning.enabled: false); remove the annotations",
+                    )],
+                )
+            },
+            row(
+                "uid 0",
+                with(&[("unroot.dev/uid", "0")]),
+                vec![(
+                    Rule::UidNotAllowed,
+                    "unroot.dev/uid: 0 is root and can never be claimed",
+                )],
+            ),
+            row(
+                "gid 0",
+                with(&[("unroot.dev/gid", "0")]),
+                vec![(
+                    Rule::GidNotAllowed,
+                    "unroot.dev/gid: 0 is root and can never be claimed",
+                )],
+            ),
+            row(
+                "uid outside the range",
+                with(&[("unroot.dev/uid", "70000")]),
+                vec![(
+                    Rule::UidNotAllowed,
+                    "unroot.dev/uid: 70000 is outside provisioning.uidRange (1000-60000)",
+                )],
+            ),
+            row(
+                "gid below the range",
+                with(&[("unroot.dev/gid", "999")]),
+                vec![(
+                    Rule::GidNotAllowed,
+                    "unroot.dev/gid: 999 is outside provisioning.gidRange (1000-60000)",
+                )],
+            ),
+            row(
+                "uid not a number",
+                with(&[("unroot.dev/uid", "-1")]),
+                vec![(
+                    Rule::UidNotAllowed,
+                    "unroot.dev/uid: \"-1\" is not a decimal id",
+                )],
+            ),
+            row(
+                "supplementary gid 0",
+                with(&[("unroot.dev/groups", "wheel:0")]),
+                vec![(
+                    Rule::GidNotAllowed,
+                    "unroot.dev/groups: 0 is root and can never be claimed",
+                )],
+            ),
+            row(
+                "supplementary gid of a base entry",
+                with(&[("unroot.dev/groups", "research:2001, nogroup:65534")]),
+                vec![(
+                    Rule::GidNotAllowed,
+                    "unroot.dev/groups: 65534 is outside provisioning.gidRange (1000-60000)",
+                )],
+            ),
+            row(
+                "non-portable user name",
+                with(&[("unroot.dev/user", "Alice")]),
+                vec![(
+                    Rule::InvalidUser,
+                    "unroot.dev/user: \"Alice\" is not a portable user name ([a-z_][a-z0-9_-]*[$]?, at most 32 characters)",
+                )],
+            ),
+            row(
+                "user name with a colon",
+                with(&[("unroot.dev/user", "a:0:0")]),
+                vec![(
+                    Rule::InvalidUser,
+                    "unroot.dev/user: \"a:0:0\" is not a portable user name ([a-z_][a-z0-9_-]*[$]?, at most 32 characters)",
+                )],
+            ),
+            row(
+                "portable name that cannot name a ConfigMap",
+                with(&[("unroot.dev/user", "al_ice")]),
+                vec![(
+                    Rule::InvalidUser,
+                    "unroot.dev/user: \"al_ice\" cannot name the ConfigMap \"unroot-identity-al_ice\" (a DNS-1123 subdomain: lower-case letters, digits and '-', ending with a letter or digit)",
+                )],
+            ),
+            row(
+                "machine account name",
+                with(&[("unroot.dev/user", "host$")]),
+                vec![(
+                    Rule::InvalidUser,
+                    "unroot.dev/user: \"host$\" cannot name the ConfigMap \"unroot-identity-host$\" (a DNS-1123 subdomain: lower-case letters, digits and '-', ending with a letter or digit)",
+                )],
+            ),
+            row(
+                "base user name",
+                with(&[("unroot.dev/user", "nobody")]),
+                vec![(
+                    Rule::InvalidUser,
+                    "unroot.dev/user: \"nobody\" is a base entry of provisioning.baseEntries.passwd and cannot be claimed",
+                )],
+            ),
+            row(
+                "missing gid",
+                with(&[("unroot.dev/gid", "")]),
+                vec![(
+                    Rule::Incomplete,
+                    "unroot.dev/gid is missing: an identity needs unroot.dev/user, unroot.dev/uid and unroot.dev/gid",
+                )],
+            ),
+            row(
+                "malformed groups",
+                with(&[("unroot.dev/groups", "research")]),
+                vec![(
+                    Rule::InvalidGroups,
+                    "unroot.dev/groups: \"research\" is not name:gid (e.g. research:2001,staff:2002)",
+                )],
+            ),
+            row(
+                "repeated group",
+                with(&[("unroot.dev/groups", "research:2001,research:2003")]),
+                vec![(
+                    Rule::InvalidGroups,
+                    "unroot.dev/groups: \"research:2003\" repeats a group name or gid",
+                )],
+            ),
+            row(
+                "user's own group with another gid",
+                with(&[("unroot.dev/groups", "alice:2001")]),
+                vec![(
+                    Rule::InvalidGroups,
+                    "unroot.dev/groups: group \"alice\" is the user's own group, but has gid 2001, not unroot.dev/gid 1001",
+                )],
+            ),
+            row(
+                "base group name",
+                with(&[("unroot.dev/groups", "root:2001")]),
+                vec![(
+                    Rule::InvalidGroups,
+                    "unroot.dev/groups: \"root\" is a base entry of provisioning.baseEntries.group and cannot be claimed",
+                )],
+            ),
+            row(
+                "home outside the volume",
+                with(&[("unroot.dev/home", "/etc")]),
+                vec![(
+                    Rule::InvalidHome,
+                    "unroot.dev/home: \"/etc\" must be a clean absolute path below provisioning.homeVolume.mountPath (/home), without ':'",
+                )],
+            ),
+            row(
+                "home escaping with ..",
+                with(&[("unroot.dev/home", "/home/../root")]),
+                vec![(
+                    Rule::InvalidHome,
+                    "unroot.dev/home: \"/home/../root\" must be a clean absolute path below provisioning.homeVolume.mountPath (/home), without ':'",
+                )],
+            ),
+            row(
+                "every broken rule is named",
+                with(&[("unroot.dev/user", "Root"), ("unroot.dev/uid", "0")]),
+                vec![
+                    (
+                        Rule::InvalidUser,
+                        "unroot.dev/user: \"Root\" is not a portable user name ([a-z_][a-z0-9_-]*[$]?, at most 32 characters)",
+                    ),
+                    (
+                        Rule::UidNotAllowed,
+                        "unroot.dev/uid: 0 is root and can never be claimed",
+                    ),
+                ],
+            ),
+            Forged {
+                spec: json!({"securityContext": {"runAsUser": 0, "fsGroup": 5}, "containers": [{"name": "notebook", "image": "x"}]}),
+                ..row(
+                    "explicit pod ids that differ",
+                    identity(),
+                    vec![
+                        (
+                            Rule::Conflict,
+                            "spec.securityContext.runAsUser: 0 conflicts with the identity (unroot.dev/uid: 1001); remove it or set it to 1001",
+                        ),
+                        (
+                            Rule::Conflict,
+                            "spec.securityContext.fsGroup: 5 conflicts with the identity (unroot.dev/gid: 1001); remove it or set it to 1001",
+                        ),
+                    ],
+                )
+            },
+            Forged {
+                spec: json!({"containers": [{"name": "notebook", "image": "x", "securityContext": {"runAsUser": 1002}}]}),
+                ..row(
+                    "explicit container uid that differs",
+                    identity(),
+                    vec![(
+                        Rule::Conflict,
+                        "spec.containers[0].securityContext.runAsUser (container \"notebook\"): 1002 conflicts with the identity (unroot.dev/uid: 1001); remove it or set it to 1001",
+                    )],
+                )
+            },
+            Forged {
+                spec: json!({"securityContext": {"supplementalGroups": [2001, 0]}, "containers": [{"name": "notebook", "image": "x"}]}),
+                ..row(
+                    "extra supplemental groups",
+                    identity(),
+                    vec![(
+                        Rule::Conflict,
+                        "spec.securityContext.supplementalGroups: [2001,0] differs from the identity's groups [2001, 2002] (unroot.dev/groups); remove it",
+                    )],
+                )
+            },
+            Forged {
+                spec: json!({"initContainers": [{"name": "unroot-provision", "image": "busybox", "securityContext": {"privileged": true}}],
+                    "containers": [{"name": "notebook", "image": "x"}]}),
+                ..row(
+                    "a look-alike provisioning container",
+                    identity(),
+                    vec![(
+                        Rule::Conflict,
+                        "spec.initContainers[0]: the name \"unroot-provision\" is reserved for the provisioning init container, and this container is not the one the policy injects (name, image, command, args, env, securityContext and volumeMounts must all match); rename it",
+                    )],
+                )
+            },
+            Forged {
+                spec: json!({"volumes": [{"name": "unroot-identity", "configMap": {"name": "unroot-identity-bob"}}],
+                    "containers": [{"name": "notebook", "image": "x"}]}),
+                ..row(
+                    "someone else's identity volume",
+                    identity(),
+                    vec![(
+                        Rule::Conflict,
+                        "spec.volumes[0] is named \"unroot-identity\", which is reserved for the identity's passwd and group files; rename it",
+                    )],
+                )
+            },
+            Forged {
+                spec: json!({"volumes": [{"name": "etc", "configMap": {"name": "mine"}}],
+                    "containers": [{"name": "notebook", "image": "x", "volumeMounts": [{"name": "etc", "mountPath": "/etc/passwd", "subPath": "passwd"}]}]}),
+                ..row(
+                    "a passwd of the pod's own",
+                    identity(),
+                    vec![(
+                        Rule::Conflict,
+                        "spec.containers[0].volumeMounts[0] (container \"notebook\") mounts volume \"etc\" at /etc/passwd, where unroot mounts the identity's passwd file; remove that mount",
+                    )],
+                )
+            },
+            Forged {
+                spec: json!({"os": {"name": "windows"}, "containers": [{"name": "notebook", "image": "x"}]}),
+                ..row(
+                    "windows pods",
+                    identity(),
+                    vec![(
+                        Rule::Unsupported,
+                        "spec.os.name is windows: identity provisioning (passwd, group, uid) needs a Linux pod",
+                    )],
+                )
+            },
+        ]
+    }
+
+    #[test]
+    fn forged_or_conflicting_identities_are_denied_naming_the_rule() {
+        for case in forged() {
+            let mut policy = policy();
+            (case.policy)(&mut policy);
+            let labels = if case.selected {
+                selected()
+            } else {
+                BTreeMap::new()
+            };
+            let object = spawned(&case.annotations, &case.spec);
+            let Err(Error::Forbidden(denials)) = run(&object, &policy, &labels, case.requester)
+            else {
+                panic!("{}: not denied", case.name);
+            };
+            let got: Vec<(Rule, &str)> = denials
+                .iter()
+                .map(|d| (d.rule, d.message.as_str()))
+                .collect();
+            assert_eq!(got, case.denials, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn pods_without_identity_annotations_are_not_provisioned() {
+        let policy = policy();
+        let object = spawned(&json!({"team": "a"}), &notebook());
+        let outcome = run(&object, &policy, &selected(), "alice").unwrap();
+        assert!(outcome.identity.is_none());
+        assert!(outcome.object["spec"].get("initContainers").is_none());
+        assert_eq!(
+            outcome.object["spec"]["securityContext"]["runAsUser"],
+            65532
+        );
+    }
+
+    #[test]
+    fn the_deny_message_lists_every_rule() {
+        let policy = policy();
+        let object = spawned(
+            &with(&[("unroot.dev/uid", "0"), ("unroot.dev/gid", "0")]),
+            &notebook(),
+        );
+        let err = run(&object, &policy, &selected(), HUB)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "identity claim denied: unroot.dev/uid: 0 is root and can never be claimed; unroot.dev/gid: 0 is root and can never be claimed"
+        );
+    }
+
+    type Edit = fn(&mut Value);
+
+    #[test]
+    #[allow(clippy::too_many_lines)] // one table, one row per difference
+    fn provenance_is_exact_not_by_name() {
+        let mutated = admit(&spawned(&identity(), &notebook())).object;
+        let cases: Vec<(&str, Edit, &str, Option<usize>)> = vec![
+            ("the injected container", |_| {}, HUB, Some(0)),
+            (
+                "after the API server's defaults and a LimitRange",
+                |p| {
+                    let c = &mut p["spec"]["initContainers"][0];
+                    c["imagePullPolicy"] = json!("IfNotPresent");
+                    c["terminationMessagePath"] = json!("/dev/termination-log");
+                    c["terminationMessagePolicy"] = json!("File");
+                    c["resources"] = json!({"limits": {"memory": "64Mi"}});
+                },
+                HUB,
+                Some(0),
+            ),
+            (
+                "another init container put first",
+                |p| {
+                    p["spec"]["initContainers"]
+                        .as_array_mut()
+                        .unwrap()
+                        .insert(0, json!({"name": "first", "image": "x"}));
+                },
+                HUB,
+                Some(1),
+            ),
+            (
+                "a tag instead of the digest",
+                |p| {
+                    p["spec"]["initContainers"][0]["image"] =
+                        json!("registry.example.com/unroot/provisioner:1.0");
+                },
+                HUB,
+                None,
+            ),
+            (
+                "an extra capability",
+                |p| {
+                    p["spec"]["initContainers"][0]["securityContext"]["capabilities"]["add"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!("SYS_ADMIN"));
+                },
+                HUB,
+                None,
+            ),
+            (
+                "privilege escalation",
+                |p| {
+                    p["spec"]["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"] =
+                        json!(true);
+                },
+                HUB,
+                None,
+            ),
+            (
+                "another command",
+                |p| {
+                    p["spec"]["initContainers"][0]["command"] =
+                        json!(["/bin/sh", "-c", "chown -R 0 /home"]);
+                },
+                HUB,
+                None,
+            ),
+            (
+                "an extra mount",
+                |p| {
+                    p["spec"]["initContainers"][0]["volumeMounts"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"name": "unroot-identity", "mountPath": "/x"}));
+                },
+                HUB,
+                None,
+            ),
+            (
+                "another user's env",
+                |p| p["spec"]["initContainers"][0]["env"][1]["value"] = json!("1002"),
+                HUB,
+                None,
+            ),
+            (
+                "a user-added container with the same name",
+                |p| p["spec"]["initContainers"][0] = json!({"name": "unroot-provision", "image": "busybox", "securityContext": {"runAsUser": 0}}),
+                HUB,
+                None,
+            ),
+            (
+                "a forged identity (untrusted requester)",
+                |_| {},
+                "alice",
+                None,
+            ),
+            (
+                "identity annotations removed",
+                |p| p["metadata"]["annotations"] = json!({}),
+                HUB,
+                None,
+            ),
+        ];
+        let policy = policy();
+        let labels = selected();
+        for (name, edit, requester, want) in cases {
+            let mut value = mutated.clone();
+            edit(&mut value);
+            let pod: Pod = serde_json::from_value(value).unwrap();
+            let input = Input {
+                policy: &policy,
+                namespace_labels: &labels,
+                requester,
+            };
+            assert_eq!(provenance_index(&pod, &input), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! User provisioning over real TLS: the spawner's pod gets the identity, the
+//! init container and the mounts, the identity ConfigMap is applied (not on
+//! dry-run), and forged identities are denied with the rule they break.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{RecordingStore, apply, fixture, golden, labels, patch_of, review_as};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+use unroot::mutate::{Input, provenance_index};
+use unroot::policy::Document;
+use unroot::server::IdentityStore;
+
+const POLICY: &str = "tests/fixtures/provisioning/policy.yaml";
+const NOTEBOOK: &str = "tests/fixtures/provisioning/notebook.yaml";
+const HUB: &str = "system:serviceaccount:jupyterhub:hub";
+
+fn policy() -> Document {
+    Document::from_file(std::path::Path::new(POLICY)).unwrap()
+}
+
+async fn start(store: Option<Arc<RecordingStore>>) -> common::Server {
+    common::start_with(common::Options {
+        policy: policy(),
+        namespace_labels: BTreeMap::from([
+            (
+                "hub-users".to_owned(),
+                labels(&[("unroot.dev/provisioning", "enabled")]),
+            ),
+            ("team-a".to_owned(), labels(&[])),
+        ]),
+        identity_store: store.map(|s| s as Arc<dyn IdentityStore>),
+        ..Default::default()
+    })
+    .await
+}
+
+fn message(response: &Value) -> (u64, &str) {
+    (
+        response["status"]["code"].as_u64().unwrap(),
+        response["status"]["message"].as_str().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_spawners_pod_is_provisioned_and_its_configmap_applied() {
+    let store = Arc::new(RecordingStore::default());
+    let server = start(Some(Arc::clone(&store))).await;
+    let object = fixture(NOTEBOOK);
+    let response = server
+        .admit("/mutate", &review_as("CREATE", "hub-users", &object, HUB))
+        .await;
+    assert_eq!(response["allowed"], true, "{response:#}");
+    golden(
+        "tests/fixtures/provisioning/notebook.patch.json",
+        &serde_json::to_value(patch_of(&response)).unwrap(),
+    );
+    let mutated = apply(&object, &response);
+    assert_eq!(
+        mutated["spec"]["initContainers"][0]["name"],
+        "unroot-provision"
+    );
+    assert_eq!(mutated["spec"]["securityContext"]["runAsUser"], 1001);
+    assert_eq!(mutated["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert!(response.get("warnings").is_none(), "{response:#}");
+
+    let applied = store.applied();
+    assert_eq!(applied.len(), 1);
+    let cm = &applied[0];
+    assert_eq!(cm.metadata.name.as_deref(), Some("unroot-identity-alice"));
+    assert_eq!(cm.metadata.namespace.as_deref(), Some("hub-users"));
+    let data = cm.data.as_ref().unwrap();
+    assert!(data["passwd"].ends_with("alice:x:1001:1001::/home/alice:/bin/sh\n"));
+    assert!(data["group"].ends_with("research:x:2001:alice\nstaff:x:2002:alice\n"));
+
+    // The validating webhook will find the injected container by provenance.
+    let typed: Pod = serde_json::from_value(mutated.clone()).unwrap();
+    let (policy, ns) = (policy(), labels(&[("unroot.dev/provisioning", "enabled")]));
+    let input = Input {
+        policy: &policy,
+        namespace_labels: &ns,
+        requester: HUB,
+    };
+    assert_eq!(provenance_index(&typed, &input), Some(0));
+
+    // Reinvocation: no new patch; the ConfigMap is applied again (SSA is
+    // idempotent).
+    let again = server
+        .admit("/mutate", &review_as("CREATE", "hub-users", &mutated, HUB))
+        .await;
+    assert!(again.get("patch").is_none(), "{again:#}");
+    assert_eq!(store.applied().len(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn dry_run_patches_but_writes_no_configmap() {
+    let store = Arc::new(RecordingStore::default());
+    let server = start(Some(Arc::clone(&store))).await;
+    let mut review = review_as("CREATE", "hub-users", &fixture(NOTEBOOK), HUB);
+    review["request"]["dryRun"] = json!(true);
+    let response = server.admit("/mutate", &review).await;
+    assert_eq!(response["allowed"], true);
+    assert!(response["patch"].is_string());
+    assert!(store.applied().is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn forged_identities_are_denied_naming_the_rule() {
+    let store = Arc::new(RecordingStore::default());
+    let server = start(Some(Arc::clone(&store))).await;
+    let notebook = fixture(NOTEBOOK);
+    let mut root = notebook.clone();
+    root["metadata"]["annotations"]["unroot.dev/uid"] = json!("0");
+    let mut outside = notebook.clone();
+    outside["metadata"]["annotations"]["unroot.dev/gid"] = json!("65534");
+    let mut dotted = notebook.clone();
+    dotted["metadata"]["annotations"]["unroot.dev/user"] = json!("Alice.Smith");
+    let cases = [
+        (
+            "tenant claiming alice",
+            review_as("CREATE", "hub-users", &notebook, "bob"),
+            "identity claim denied: requester \"bob\" is not in provisioning.trustedRequesters: only the platform's spawner may set unroot.dev/user, unroot.dev/uid, unroot.dev/gid, unroot.dev/groups",
+        ),
+        (
+            "namespace not selected",
+            review_as("CREATE", "team-a", &notebook, HUB),
+            "identity claim denied: the pod sets unroot.dev/user, unroot.dev/uid, unroot.dev/gid, unroot.dev/groups, but its namespace is not selected by provisioning.namespaceSelector",
+        ),
+        (
+            "uid 0",
+            review_as("CREATE", "hub-users", &root, HUB),
+            "identity claim denied: unroot.dev/uid: 0 is root and can never be claimed",
+        ),
+        (
+            "gid outside the range",
+            review_as("CREATE", "hub-users", &outside, HUB),
+            "identity claim denied: unroot.dev/gid: 65534 is outside provisioning.gidRange (1000-60000)",
+        ),
+        (
+            "non-portable name",
+            review_as("CREATE", "hub-users", &dotted, HUB),
+            "identity claim denied: unroot.dev/user: \"Alice.Smith\" is not a portable user name ([a-z_][a-z0-9_-]*[$]?, at most 32 characters)",
+        ),
+    ];
+    for (what, review, want) in cases {
+        let response = server.admit("/mutate", &review).await;
+        assert_eq!(response["allowed"], false, "{what}");
+        assert_eq!(message(&response), (403, want), "{what}");
+        assert_eq!(response["status"]["reason"], "Forbidden", "{what}");
+        assert!(response.get("patch").is_none(), "{what}");
+    }
+    assert!(store.applied().is_empty());
+    let denied =
+        r#"unroot_admission_requests_total{operation="CREATE",outcome="denied",webhook="mutate"}"#;
+    assert_eq!(server.metric(denied).await, Some(5.0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_store_or_when_the_apply_fails_the_pod_is_refused() {
+    let review = review_as("CREATE", "hub-users", &fixture(NOTEBOOK), HUB);
+
+    let server = start(None).await;
+    let response = server.admit("/mutate", &review).await;
+    assert_eq!(
+        message(&response),
+        (
+            500,
+            "unroot cannot provision this pod: writing the identity ConfigMap hub-users/unroot-identity-alice needs a Kubernetes client, and this unroot runs without one (run it in the cluster, or remove the unroot.dev/ identity annotations)"
+        )
+    );
+    server.shutdown().await;
+
+    let failing = Arc::new(RecordingStore {
+        fail: Some("configmaps \"unroot-identity-alice\" is forbidden".to_owned()),
+        ..Default::default()
+    });
+    let server = start(Some(failing)).await;
+    let response = server.admit("/mutate", &review).await;
+    assert_eq!(
+        message(&response),
+        (
+            500,
+            "failed to apply the identity ConfigMap hub-users/unroot-identity-alice: configmaps \"unroot-identity-alice\" is forbidden"
+        )
+    );
+    assert!(response.get("patch").is_none());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn pods_without_identity_need_no_store() {
+    let server = start(None).await;
+    let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
+        "spec": {"containers": [{"name": "a", "image": "x"}]}});
+    let response = server
+        .admit("/mutate", &review_as("CREATE", "hub-users", &object, "bob"))
+        .await;
+    assert_eq!(response["allowed"], true);
+    assert_eq!(
+        apply(&object, &response)["spec"]["securityContext"]["runAsUser"],
+        65532
+    );
+    server.shutdown().await;
+}
