@@ -271,8 +271,9 @@ start_unroot() {
     UNROOT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/unroot-e2e-server.XXXXXX")
     UNROOT_LOG=$UNROOT_DIR/unroot.log
     UNROOT_CA=$UNROOT_DIR/ca.pem
+    # shellcheck disable=SC2086 # UNROOT_SERVE_ARGS is a list of flags
     "$binary" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
-        --ca-cert-out "$UNROOT_CA" --kubeconfig "$(e2e_kubeconfig)" >"$UNROOT_LOG" 2>&1 </dev/null &
+        --ca-cert-out "$UNROOT_CA" --kubeconfig "$(e2e_kubeconfig)" ${UNROOT_SERVE_ARGS:-} >"$UNROOT_LOG" 2>&1 </dev/null &
     UNROOT_PID=$!
     UNROOT_URL="https://127.0.0.1:$port"
     UNROOT_ADMIN_URL="127.0.0.1:$admin"
