@@ -335,7 +335,8 @@ async fn mirror_pods_other_kinds_updates_and_excluded_namespaces_are_untouched()
 #[tokio::test]
 async fn ephemeral_container_subresource_hardens_only_the_added_container() {
     let server = common::start().await;
-    // Kubernetes 1.20/1.21 send an EphemeralContainers object...
+    // Kubernetes 1.20/1.21 send an EphemeralContainers object, and forbid any
+    // securityContext on ephemeral containers: nothing is patched...
     let old = json!({"apiVersion": "v1", "kind": "EphemeralContainers", "metadata": {"name": "p"},
         "ephemeralContainers": [{"name": "old", "image": "x"}]});
     let new = json!({"apiVersion": "v1", "kind": "EphemeralContainers", "metadata": {"name": "p"},
@@ -345,16 +346,8 @@ async fn ephemeral_container_subresource_hardens_only_the_added_container() {
     review["request"]["resource"]["resource"] = json!("pods");
     review["request"]["oldObject"] = old;
     let response = server.admit("/mutate", &review).await;
-    let mutated = apply(&new, &response);
-    assert!(
-        mutated["ephemeralContainers"][0]
-            .get("securityContext")
-            .is_none()
-    );
-    assert_eq!(
-        mutated["ephemeralContainers"][1]["securityContext"],
-        json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
-    );
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("patch").is_none(), "{response:#}");
     // ...and 1.22+ the whole Pod.
     let old_pod = pod("p", json!({"containers": [app()]}));
     let new_pod = pod(
