@@ -19,6 +19,8 @@ out=$cache/images
 PAUSE_IMAGE=docker.io/unroot-e2e/pause:1
 ROOT_IMAGE=docker.io/unroot-e2e/busybox-root:1
 NONROOT_IMAGE=docker.io/unroot-e2e/busybox-nonroot:1
+PROVISIONER_IMAGE=docker.io/unroot-e2e/provisioner:1
+PROVISION_SCRIPT=$here/provisioner/provision.sh
 
 log() { echo "images.sh: $*" >&2; }
 
@@ -37,17 +39,17 @@ build() {
     mkdir -p "$out"
     # Rebuild only when an input changed (busybox or pause binary, or this script).
     local stamp
-    stamp=$(cat "$busybox" "$bindir/pause" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-64)
+    stamp=$(cat "$busybox" "$bindir/pause" "${BASH_SOURCE[0]}" "$PROVISION_SCRIPT" | sha256sum | cut -c1-64)
     if [[ -f $out/.stamp && $(cat "$out/.stamp") == "$stamp" ]] &&
-        [[ -f $out/pause.tar && -f $out/busybox-root.tar && -f $out/busybox-nonroot.tar ]]; then
+        [[ -f $out/pause.tar && -f $out/busybox-root.tar && -f $out/busybox-nonroot.tar && -f $out/provisioner.tar ]]; then
         echo "$out"
         return 0
     fi
     log "building image tarballs in $out"
-    python3 - "$out" "$busybox" "$bindir/pause" "$PAUSE_IMAGE" "$ROOT_IMAGE" "$NONROOT_IMAGE" <<'PY'
+    python3 - "$out" "$busybox" "$bindir/pause" "$PAUSE_IMAGE" "$ROOT_IMAGE" "$NONROOT_IMAGE" "$PROVISIONER_IMAGE" "$PROVISION_SCRIPT" <<'PY'
 import hashlib, io, json, os, subprocess, sys, tarfile
 
-out, busybox, pause, pause_ref, root_ref, nonroot_ref = sys.argv[1:]
+out, busybox, pause, pause_ref, root_ref, nonroot_ref, provisioner_ref, provision_script = sys.argv[1:]
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -155,7 +157,7 @@ bb = open(busybox, "rb").read()
 applets = subprocess.run([busybox, "--list-full"], check=True, capture_output=True, text=True).stdout.split()
 
 
-def busybox_layer(user=None):
+def busybox_layer(user=None, extra=()):
     """user: (name, uid, gid) of a non-root user to list in /etc/passwd and /etc/group."""
     layer = Layer()
     for d in ("dev", "proc", "sys", "etc", "root", "home", "var", "usr/bin", "usr/sbin", "sbin"):
@@ -173,6 +175,8 @@ def busybox_layer(user=None):
         group += f"{name}:x:{gid}:\n"
     layer.file("etc/passwd", passwd.encode())
     layer.file("etc/group", group.encode())
+    for path, data in extra:
+        layer.file(path, data, 0o755)
     return layer.bytes()
 
 
@@ -180,6 +184,10 @@ write_archive(os.path.join(out, "busybox-root.tar"), root_ref, busybox_layer(),
               image_config(None, None, ["sh"]))
 write_archive(os.path.join(out, "busybox-nonroot.tar"), nonroot_ref, busybox_layer(("e2e", 1000, 1000)),
               image_config("1000:1000", None, ["sh"]))
+# the reference provisioning init container: busybox plus e2e/provisioner/provision.sh
+write_archive(os.path.join(out, "provisioner.tar"), provisioner_ref,
+              busybox_layer(extra=(("provision.sh", open(provision_script, "rb").read()),)),
+              image_config(None, ["/bin/sh", "/provision.sh"], None))
 PY
     echo "$stamp" >"$out/.stamp"
     echo "$out"
@@ -199,11 +207,12 @@ import() {
     dir=$(build)
     local existing
     existing=$(ctr --address "$address" -n k8s.io images ls -q)
-    for name in pause busybox-root busybox-nonroot; do
+    for name in pause busybox-root busybox-nonroot provisioner; do
         case $name in
             pause) ref=$PAUSE_IMAGE ;;
             busybox-root) ref=$ROOT_IMAGE ;;
             busybox-nonroot) ref=$NONROOT_IMAGE ;;
+            provisioner) ref=$PROVISIONER_IMAGE ;;
         esac
         if grep -qxF "$ref" <<<"$existing"; then
             continue
@@ -214,9 +223,17 @@ import() {
                 return 1
             }
     done
+    # Pods pin the provisioner by digest (unroot requires it); an imported
+    # archive has no registry digest, so name the image by its digest too.
+    local digest
+    digest=$(ctr --address "$address" -n k8s.io images ls | awk -v ref="$PROVISIONER_IMAGE" '$1 == ref {print $3}')
+    if [[ -n $digest ]] && ! grep -qxF "${PROVISIONER_IMAGE%:*}@$digest" <<<"$existing"; then
+        ctr --address "$address" -n k8s.io images tag "$PROVISIONER_IMAGE" "${PROVISIONER_IMAGE%:*}@$digest" >/dev/null ||
+            log "tagging $PROVISIONER_IMAGE by its digest failed"
+    fi
     local missing=0
     existing=$(ctr --address "$address" -n k8s.io images ls -q)
-    for ref in "$PAUSE_IMAGE" "$ROOT_IMAGE" "$NONROOT_IMAGE"; do
+    for ref in "$PAUSE_IMAGE" "$ROOT_IMAGE" "$NONROOT_IMAGE" "$PROVISIONER_IMAGE"; do
         grep -qxF "$ref" <<<"$existing" || {
             log "$ref is not in containerd after import"
             missing=1

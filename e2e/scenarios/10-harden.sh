@@ -5,7 +5,7 @@
 # runAsUser yields a pod the kubelet refuses; controllers' pods are hardened;
 # a server-side dry run returns the mutated pod and stores nothing.
 set -euo pipefail
-# shellcheck source=../lib.sh source-path=SCRIPTDIR/..
+# shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 ns=unroot-e2e-harden

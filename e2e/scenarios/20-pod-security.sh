@@ -4,7 +4,7 @@
 # privileged ephemeral container is refused, and with unroot down pods in
 # covered namespaces fail closed while kube-system keeps working.
 set -euo pipefail
-# shellcheck source=../lib.sh source-path=SCRIPTDIR/..
+# shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 strict=unroot-e2e-strict

@@ -3,7 +3,7 @@
 # the next pod runs as within seconds, an invalid policy is refused at apply
 # time with its errors, and deleting the ConfigMap keeps the last good policy.
 set -euo pipefail
-# shellcheck source=../lib.sh source-path=SCRIPTDIR/..
+# shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 ns=unroot-e2e-policy

@@ -577,15 +577,28 @@ pub fn injected_container(identity: &Identity, policy: &Provisioning) -> Option<
     Some(Value::Object(c))
 }
 
-/// Whether `container` is byte for byte `expected` in every provenance field.
+/// Where the ServiceAccount admission plugin mounts the pod's token.
+const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Whether `container` is byte for byte `expected` in every provenance field
+/// (the pod's service-account token mount aside).
 #[must_use]
 pub fn is_injected(container: &Value, expected: &Value) -> bool {
     // Absent, null and empty lists are the same thing once the API server
     // has stored the pod.
+    // The ServiceAccount admission plugin adds the token mount to every
+    // container, also on reinvocation after unroot injected this one; it is
+    // the pod's own token, no privilege the policy did not vet.
     let field = |v: &Value, f: &str| {
-        v.get(f)
-            .filter(|x| !x.is_null() && x.as_array().is_none_or(|a| !a.is_empty()))
-            .cloned()
+        let mut value = v.get(f).cloned()?;
+        if f == "volumeMounts"
+            && let Value::Array(mounts) = &mut value
+        {
+            mounts.retain(|m| {
+                m.get("mountPath").and_then(Value::as_str) != Some(SERVICE_ACCOUNT_MOUNT)
+            });
+        }
+        Some(value).filter(|x| !x.is_null() && x.as_array().is_none_or(|a| !a.is_empty()))
     };
     PROVENANCE_FIELDS
         .iter()

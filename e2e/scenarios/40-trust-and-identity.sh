@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# The trust bundle and user provisioning on running pods: a non-root pod reads
+# the cluster CA at /etc/ssl/certs; a spawner-created pod runs as its user,
+# with passwd/group from the identity ConfigMap and a home directory made by
+# the vetted init container, which held only the capabilities the policy
+# grants; a dry run writes no ConfigMap; a tenant forging an identity is
+# denied; under enforce=restricted the provisioned pod is admitted (its init
+# container exempt by provenance) and a look-alike with a tagged image is not.
+set -euo pipefail
+# shellcheck source=e2e/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+trust=unroot-e2e-trust
+hub=unroot-e2e-hub
+strict=unroot-e2e-hub-strict
+work=$(mktemp -d)
+cleanup() {
+    unregister_webhooks || true
+    stop_unroot
+    delete_namespace "$trust" "$hub" "$strict"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+create_namespace "$trust" unroot.dev/trust-bundle=enabled unroot.dev/enforce=restricted
+create_namespace "$hub" unroot.dev/provisioning=enabled unroot.dev/enforce=baseline
+create_namespace "$strict" unroot.dev/provisioning=enabled unroot.dev/enforce=restricted
+
+# The provisioner image, pinned by the digest containerd recorded at import.
+digest=$(e2e_kubectl get node localhost -o jsonpath='{range .status.images[*]}{.names[*]}{"\n"}{end}' |
+    tr ' ' '\n' | grep -m1 '^docker.io/unroot-e2e/provisioner@sha256:' || true)
+if [[ -z $digest ]]; then
+    # The kubelet reports images lazily; containerd has the digest already.
+    eval "$("$E2E_DIR/cluster.sh" env)"
+    digest="docker.io/unroot-e2e/provisioner@$(ctr --address "$E2E_CONTAINERD_ADDRESS" -n k8s.io images ls |
+        awk '$1 == "docker.io/unroot-e2e/provisioner:1" {print $3}')"
+fi
+assert_contains "the provisioner image is pinned by digest" "$digest" "@sha256:"
+python3 - "$E2E_ROOT/webhook-config/policy.yaml" "$work/policy.yaml" "$digest" <<'PY'
+import re, sys
+src, dst, image = sys.argv[1:]
+text = open(src).read()
+provisioning = f"""provisioning:
+  enabled: true
+  namespaceSelector:
+    matchLabels:
+      unroot.dev/provisioning: enabled
+  trustedRequesters: [unroot-e2e-admin]
+  uidRange: {{min: 1000, max: 60000}}
+  gidRange: {{min: 1000, max: 60000}}
+  initContainer:
+    name: unroot-provision
+    image: {image}
+    command: ["/bin/sh", "-c", "grep CapEff /proc/self/status; exec /bin/sh /provision.sh"]
+  capabilities: [CHOWN, DAC_OVERRIDE, FOWNER]
+  homeVolume:
+    name: home
+    mountPath: /home
+    emptyDir: {{}}
+"""
+text = re.sub(r"(?ms)^provisioning:\n.*?(?=^webhook:)", provisioning + "\n", text)
+open(dst, "w").write(text)
+PY
+assert_ok "the e2e policy is valid" "$E2E_ROOT/target/debug/unroot" policy validate "$work/policy.yaml"
+UNROOT_SERVE_ARGS="--policy $work/policy.yaml" start_unroot
+register_webhooks "$UNROOT_CA" "$UNROOT_URL"
+sleep 1
+
+# --- trust bundle --------------------------------------------------------------
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/ca.key" -out "$work/ca.crt" -days 1 \
+    -subj "/CN=unroot e2e proxy CA" >/dev/null 2>&1
+e2e_kubectl create configmap trust-bundle -n "$trust" --from-file=ca-certificates.crt="$work/ca.crt" >/dev/null
+e2e_kubectl apply -n "$trust" -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: model-server}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: $E2E_IMAGE_ROOT
+    imagePullPolicy: Never
+    command: ["sh", "-c", "id -u; echo \$SSL_CERT_FILE; cat /etc/ssl/certs/ca-bundle.crt; exec sleep 600"]
+YAML
+if wait_pod_phase model-server "$trust" Running 60; then
+    sleep 1
+    logs=$(pod_logs model-server "$trust")
+    assert_eq "the model server runs as non-root" 65532 "$(head -n 1 <<<"$logs")"
+    assert_eq "SSL_CERT_FILE points into the bundle" /etc/ssl/certs/ca-certificates.crt "$(sed -n 2p <<<"$logs")"
+    assert_contains "the non-root user reads the cluster CA at /etc/ssl/certs" "$logs" "$(sed -n 2p "$work/ca.crt")"
+else
+    fail "the trust-bundle pod did not run"
+fi
+
+# --- provisioning --------------------------------------------------------------
+notebook() { # NAME USER UID
+    cat <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  annotations:
+    unroot.dev/user: "$2"
+    unroot.dev/uid: "$3"
+    unroot.dev/gid: "$3"
+    unroot.dev/groups: "research:3001"
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: notebook
+    image: $E2E_IMAGE_ROOT
+    imagePullPolicy: Never
+    command: ["sh", "-c", "whoami; id; stat -c '%u:%g %a' /home/$2; exec sleep 600"]
+YAML
+}
+notebook jupyter-alice alice 2001 | e2e_kubectl apply -n "$hub" -f - >/dev/null
+if wait_pod_phase jupyter-alice "$hub" Running 90; then
+    sleep 1
+    logs=$(pod_logs jupyter-alice "$hub" notebook)
+    assert_eq "whoami prints the user's name" alice "$(sed -n 1p <<<"$logs")"
+    assert_contains "id prints the user and its groups" "$(sed -n 2p <<<"$logs")" "uid=2001(alice) gid=2001(alice) groups="
+    assert_contains "including the supplementary group" "$(sed -n 2p <<<"$logs")" "3001(research)"
+    assert_eq "the home directory was made by the init container, owned by the user, mode 0700" "2001:2001 700" "$(sed -n 3p <<<"$logs")"
+    # CHOWN (bit 0), DAC_OVERRIDE (bit 1), FOWNER (bit 3): 0xb, nothing more.
+    assert_contains "the init container held only CHOWN, DAC_OVERRIDE and FOWNER" \
+        "$(pod_logs jupyter-alice "$hub" unroot-provision)" "CapEff:	000000000000000b"
+else
+    fail "the provisioned pod did not run"
+fi
+cm=$(e2e_kubectl get configmap unroot-identity-alice -n "$hub" -o jsonpath='{.data.passwd}{"|"}{.data.group}' 2>&1)
+assert_contains "the identity ConfigMap holds the user's passwd line" "$cm" "alice:x:2001:2001:"
+assert_contains "and its groups with members" "$cm" "research:x:3001:alice"
+
+out=$(notebook jupyter-bob bob 2002 | e2e_kubectl apply -n "$hub" --dry-run=server -f - 2>&1)
+assert_contains "a server-side dry run is admitted" "$out" "created (server dry run)"
+assert_fails "and writes no identity ConfigMap" e2e_kubectl get configmap unroot-identity-bob -n "$hub"
+
+e2e_kubectl create rolebinding tenant-edit -n "$hub" --clusterrole=edit --user=tenant >/dev/null
+out=$(notebook forged root-wannabe 2003 | e2e_kubectl apply -n "$hub" --as=tenant -f - 2>&1 || true)
+assert_contains "a tenant claiming an identity is denied" "$out" 'identity claim denied: requester "tenant" is not in provisioning.trustedRequesters'
+
+notebook jupyter-carol carol 2004 | e2e_kubectl apply -n "$strict" -f - >/dev/null 2>"$work/err" ||
+    fail "the provisioned pod was not admitted under enforce=restricted: $(cat "$work/err")"
+assert_ok "under enforce=restricted the provisioned pod runs, its init container exempt by provenance" \
+    wait_pod_phase jupyter-carol "$strict" Running 90
+e2e_kubectl get pod jupyter-carol -n "$strict" -o json | python3 -c '
+import json, sys
+pod = json.load(sys.stdin)
+for key in ("uid", "resourceVersion", "creationTimestamp", "selfLink", "managedFields"):
+    pod["metadata"].pop(key, None)
+pod.pop("status", None)
+pod["metadata"]["name"] = "look-alike"
+pod["spec"].pop("nodeName", None)
+pod["spec"]["initContainers"][0]["image"] = "docker.io/unroot-e2e/provisioner:1"
+json.dump(pod, sys.stdout)' >"$work/look-alike.json"
+out=$(e2e_kubectl create -n "$strict" -f "$work/look-alike.json" 2>&1 || true)
+assert_contains "the same pod with the init container's image as a tag is denied" "$out" "denied the request"
+assert_contains "naming that container" "$out" 'unroot-provision'
+
+e2e_summary
