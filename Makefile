@@ -11,7 +11,7 @@ run:
 
 ## test: formatting, lints, unit and integration tests, then the end-to-end
 ## suite on a real one-node cluster.
-test: lint unit
+test: lint unit e2e
 
 lint:
 	$(CARGO) fmt --check
@@ -22,6 +22,13 @@ unit:
 
 build:
 	$(CARGO) build --bin unroot
+
+## e2e: the end-to-end scenarios on a real one-node Kubernetes 1.20 cluster
+## (built from Debian's source once, cached in ~/.cache/unroot-e2e; installs
+## its Debian packages itself). E2E_KUBECONFIG=... runs them against another
+## cluster instead (see e2e/README.md).
+e2e: build
+	e2e/run.sh
 
 release:
 	$(CARGO) build --release --bin unroot
