@@ -278,23 +278,24 @@ pub fn lookup<'v>(doc: &'v Value, path: &[Seg<'_>]) -> Option<&'v Value> {
     lookup_raw(doc, path).filter(|v| !v.is_null())
 }
 
+/// The value at an owned path, for changing it.
+fn walk_mut<'v>(doc: &'v mut Value, path: &[OwnedSeg]) -> Option<&'v mut Value> {
+    path.iter()
+        .try_fold(doc, |cursor, seg| match (cursor, seg) {
+            (Value::Object(map), OwnedSeg::Key(k)) => map.get_mut(k),
+            (Value::Array(items), OwnedSeg::Index(i)) => items.get_mut(*i),
+            _ => None,
+        })
+}
+
 fn insert_at(doc: &mut Value, path: &[OwnedSeg], value: Value) {
     let Some((last, parents)) = path.split_last() else {
         *doc = value;
         return;
     };
-    let mut cursor = doc;
-    for seg in parents {
-        let next = match (cursor, seg) {
-            (Value::Object(map), OwnedSeg::Key(k)) => map.get_mut(k),
-            (Value::Array(items), OwnedSeg::Index(i)) => items.get_mut(*i),
-            _ => None,
-        };
-        match next {
-            Some(v) => cursor = v,
-            None => return,
-        }
-    }
+    let Some(cursor) = walk_mut(doc, parents) else {
+        return;
+    };
     match (cursor, last) {
         (Value::Object(map), OwnedSeg::Key(k)) => {
             map.insert(k.clone(), value);
@@ -310,18 +311,9 @@ fn remove_at(doc: &mut Value, path: &[OwnedSeg]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
-    let mut cursor = doc;
-    for seg in parents {
-        let next = match (cursor, seg) {
-            (Value::Object(map), OwnedSeg::Key(k)) => map.get_mut(k),
-            (Value::Array(items), OwnedSeg::Index(i)) => items.get_mut(*i),
-            _ => None,
-        };
-        match next {
-            Some(v) => cursor = v,
-            None => return,
-        }
-    }
+    let Some(cursor) = walk_mut(doc, parents) else {
+        return;
+    };
     match (cursor, last) {
         (Value::Object(map), OwnedSeg::Key(k)) => {
             map.remove(k);
