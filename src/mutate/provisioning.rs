@@ -616,6 +616,16 @@ pub fn is_injected(container: &Value, expected: &Value) -> bool {
 /// evaluated like any other container.
 #[must_use]
 pub fn provenance_index(pod: &Pod, input: &Input<'_>) -> Option<usize> {
+    // Runs for every pod /validate sees: most claim no identity, so check
+    // that before turning the pod into JSON.
+    if !pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(USER_ANNOTATION))
+    {
+        return None;
+    }
     let value = serde_json::to_value(pod).ok()?;
     if value.pointer("/spec/os/name").and_then(Value::as_str) == Some("windows") {
         return None;
