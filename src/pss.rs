@@ -40,6 +40,7 @@ mod seccomp_profile_restricted;
 mod sysctls;
 mod windows_host_process;
 
+pub use capabilities_baseline::ALLOWED as BASELINE_CAPABILITIES;
 pub use message::{deny_message, deny_reason, go_quote, violation_message};
 
 /// Errors from parsing levels and versions. The texts are upstream's, byte for

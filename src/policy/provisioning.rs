@@ -23,21 +23,7 @@ pub const MAX_ID: i64 = 2_147_483_647;
 
 /// The capabilities the Pod Security baseline level allows a container to
 /// add; the provisioning container may add only from these.
-pub const BASELINE_CAPABILITIES: [&str; 13] = [
-    "AUDIT_WRITE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "MKNOD",
-    "NET_BIND_SERVICE",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYS_CHROOT",
-];
+pub use crate::pss::BASELINE_CAPABILITIES;
 
 /// Volume names unroot uses itself; the home volume may not take them.
 pub const RESERVED_VOLUME_NAMES: [&str; 2] = ["unroot-identity", "unroot-trust-bundle"];

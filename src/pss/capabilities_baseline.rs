@@ -15,7 +15,8 @@ use std::collections::BTreeSet;
 use super::message::{push_containers, push_quoted};
 use super::{Check, Failure, Input, Level, VersionedCheck, v};
 
-const ALLOWED: &[&str] = &[
+/// The capabilities a baseline container may add (exact names).
+pub const ALLOWED: &[&str] = &[
     "AUDIT_WRITE",
     "CHOWN",
     "DAC_OVERRIDE",
