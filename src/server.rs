@@ -565,18 +565,19 @@ async fn validate(State(state): State<AppState>, request: Request) -> Response {
         } else {
             None
         };
+        let none = BTreeMap::new();
         let labels = match &namespace {
-            NamespaceLabels::Found(labels) => labels.clone(),
-            _ => BTreeMap::new(),
+            NamespaceLabels::Found(labels) => labels,
+            _ => &none,
         };
         let input = crate::mutate::Input {
             policy: &policy,
-            namespace_labels: &labels,
+            namespace_labels: labels,
             requester: &req.user_info.username,
         };
         let provenance =
             |pod: &k8s_openapi::api::core::v1::Pod| crate::mutate::provenance_index(pod, &input);
-        validate::evaluate(req, &policy, namespace, pod, provenance, metrics)
+        validate::evaluate(req, &policy, &namespace, pod, provenance, metrics)
     })
     .await
 }

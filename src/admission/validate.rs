@@ -141,7 +141,7 @@ pub enum NamespaceLabels {
 pub fn evaluate(
     request: &Request,
     policy: &Snapshot,
-    namespace: NamespaceLabels,
+    namespace: &NamespaceLabels,
     pod_override: Option<Pod>,
     skip_init: impl Fn(&Pod) -> Option<usize>,
     metrics: &PodSecurityMetrics,
@@ -175,7 +175,7 @@ pub fn evaluate(
         }
     };
     let (ns_policy, label_errors) =
-        namespace_policy::policy_from_labels(labels.as_ref(), policy.pod_security_defaults);
+        namespace_policy::policy_from_labels(labels, policy.pod_security_defaults);
     if label_errors.is_empty()
         && let Some(answer) = privileged_short_cut(request, ns_policy, metrics)
     {
@@ -184,14 +184,11 @@ pub fn evaluate(
 
     // Decode what is to be evaluated.
     let subject = match target {
-        Target::Pod => decode_pod(request, pod_override),
+        Target::Pod => decode_pod(request, pod_override, skip_init),
         Target::Workload => decode_template(request),
     };
-    let (meta, spec, skip) = match subject {
-        Ok(Subject::Evaluate(e)) => {
-            let skip = e.pod.as_ref().and_then(&skip_init);
-            (e.meta, e.spec, skip)
-        }
+    let evaluation = match subject {
+        Ok(Subject::Evaluate(e)) => e,
         Ok(Subject::Allow) => return Response::allow(uid),
         Err((message, detail)) => {
             let mut response = match target {
@@ -208,7 +205,11 @@ pub fn evaluate(
     };
 
     // §4.7 common evaluation.
-    if let Some(class) = spec.runtime_class_name.as_deref().filter(|c| !c.is_empty())
+    if let Some(class) = evaluation
+        .spec
+        .runtime_class_name
+        .as_deref()
+        .filter(|c| !c.is_empty())
         && policy
             .pod_security
             .exemptions
@@ -218,19 +219,7 @@ pub fn evaluate(
     {
         return exempt_response(request, "runtimeClass", metrics);
     }
-    let evaluation = Evaluation {
-        meta,
-        spec,
-        pod: None,
-    };
-    evaluate_modes(
-        request,
-        &evaluation,
-        skip,
-        ns_policy,
-        &label_errors,
-        metrics,
-    )
+    evaluate_modes(request, &evaluation, ns_policy, &label_errors, metrics)
 }
 
 /// A namespace with nothing to evaluate: fully privileged for pods, warn and
@@ -276,7 +265,6 @@ fn privileged_short_cut(
 fn evaluate_modes(
     request: &Request,
     subject: &Evaluation,
-    skip: Option<usize>,
     ns_policy: namespace_policy::Policy,
     label_errors: &[namespace_policy::LabelError],
     metrics: &PodSecurityMetrics,
@@ -303,7 +291,7 @@ fn evaluate_modes(
         if let Some((_, v)) = cache.iter().find(|(l, _)| *l == lv) {
             return v.clone();
         }
-        let v = pss::evaluate_excluding_init(meta, spec, lv, skip);
+        let v = pss::evaluate_excluding_init(meta, spec, lv, subject.skip);
         cache.push((lv, v.clone()));
         v
     };
@@ -398,8 +386,8 @@ enum Subject {
 struct Evaluation {
     meta: ObjectMeta,
     spec: PodSpec,
-    /// The whole pod, for the provenance exemption.
-    pod: Option<Pod>,
+    /// The init container exempt by provenance, if any.
+    skip: Option<usize>,
 }
 
 type DecodeFailure = (String, Option<String>);
@@ -425,7 +413,11 @@ fn decode_pod_value(value: Option<&Value>, old: &str) -> Result<Pod, DecodeFailu
         .map_err(|e| (format!("failed to decode {old}object"), Some(e.to_string())))
 }
 
-fn decode_pod(request: &Request, pod_override: Option<Pod>) -> Result<Subject, DecodeFailure> {
+fn decode_pod(
+    request: &Request,
+    pod_override: Option<Pod>,
+    skip_init: impl Fn(&Pod) -> Option<usize>,
+) -> Result<Subject, DecodeFailure> {
     let pod: Pod = match pod_override {
         Some(pod) => pod,
         None => decode_pod_value(request.object.as_ref(), "")?,
@@ -445,12 +437,11 @@ fn decode_pod(request: &Request, pod_override: Option<Pod>) -> Result<Subject, D
             return Ok(Subject::Allow);
         }
     }
-    let meta = pod.metadata.clone();
-    let spec = pod.spec.clone().unwrap_or_default();
+    let skip = skip_init(&pod);
     Ok(Subject::Evaluate(Box::new(Evaluation {
-        meta,
-        spec,
-        pod: Some(pod),
+        meta: pod.metadata,
+        spec: pod.spec.unwrap_or_default(),
+        skip,
     })))
 }
 
@@ -488,7 +479,7 @@ fn decode_template(request: &Request) -> Result<Subject, DecodeFailure> {
     Ok(Subject::Evaluate(Box::new(Evaluation {
         meta: template.metadata.unwrap_or_default(),
         spec: template.spec.unwrap_or_default(),
-        pod: None,
+        skip: None,
     })))
 }
 
