@@ -222,27 +222,12 @@ impl Server {
 
     /// POSTs `body` to `path` over TLS with the given content type.
     pub async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
-        let tls = self.connect().await;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
         let request = hyper::Request::post(path)
             .header("host", "localhost")
             .header("content-type", content_type)
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Reply { status, body }
+        exchange(self.connect().await, request).await
     }
 
     /// POSTs an AdmissionReview to `path` and returns the HTTP reply.
@@ -274,26 +259,11 @@ impl Server {
 
     /// GETs a path on the admin listener.
     pub async fn admin_get(&self, path: &str) -> Reply {
-        let tcp = TcpStream::connect(self.admin_addr).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
         let request = hyper::Request::get(path)
             .header("host", "localhost")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Reply { status, body }
+        exchange(TcpStream::connect(self.admin_addr).await.unwrap(), request).await
     }
 
     /// The value of one Prometheus sample, e.g.
@@ -322,6 +292,28 @@ impl Server {
             r.shutdown().await;
         }
     }
+}
+
+/// Sends one HTTP/1.1 request over `io` and reads the whole reply.
+async fn exchange<IO>(io: IO, request: hyper::Request<Full<Bytes>>) -> Reply
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply { status, body }
 }
 
 /// An AdmissionReview for `object` (a Pod unless `kind` says otherwise),
