@@ -13,6 +13,7 @@
 
 use serde_json::{Value, json};
 
+use super::mounts::with;
 use super::patch::{Builder, Seg};
 use crate::policy::Document;
 
@@ -71,12 +72,6 @@ pub fn containers<'p>(
         }
     }
     found
-}
-
-fn with<'p>(base: &[Seg<'p>], rest: &[&'p str]) -> Vec<Seg<'p>> {
-    let mut p = base.to_vec();
-    p.extend(rest.iter().map(|k| Seg::Key(k)));
-    p
 }
 
 impl Context<'_> {
