@@ -216,7 +216,7 @@ pub fn ephemeral_containers(
     })
 }
 
-fn is_windows(object: &Value, pod: &[Seg<'_>]) -> bool {
+pub(crate) fn is_windows(object: &Value, pod: &[Seg<'_>]) -> bool {
     let mut path = pod.to_vec();
     path.extend([Seg::Key("spec"), Seg::Key("os"), Seg::Key("name")]);
     patch::lookup(object, &path).and_then(Value::as_str) == Some("windows")

@@ -627,7 +627,7 @@ pub fn provenance_index(pod: &Pod, input: &Input<'_>) -> Option<usize> {
         return None;
     }
     let value = serde_json::to_value(pod).ok()?;
-    if value.pointer("/spec/os/name").and_then(Value::as_str) == Some("windows") {
+    if super::is_windows(&value, &[]) {
         return None;
     }
     let identity = claimed_identity(value.pointer("/metadata/annotations"), input).ok()??;
