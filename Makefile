@@ -7,7 +7,7 @@ CARGO ?= cargo
 ## run: serve the webhook on 127.0.0.1:8443 (admin on :8080) with the embedded
 ## default policy and a self-issued certificate; the CA goes to certs/ca.crt.
 run:
-	$(CARGO) run --bin unroot -- serve
+	$(CARGO) run --bin unroot -- serve --standalone
 
 ## test: formatting, lints, unit and integration tests, then the end-to-end
 ## suite on a real one-node cluster.

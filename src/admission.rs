@@ -1,21 +1,40 @@
-//! AdmissionReview in and out, and routing of requests to the mutations.
+//! AdmissionReview in and out, and what each webhook decides.
+//!
+//! This is the pure core of the admission path: it decodes a review, decides,
+//! and encodes the answer, and it does no I/O. What a decision found (the
+//! mutations applied, the Pod Security results, exemptions) comes back as
+//! [`Facts`] for the shell to count and log.
 //!
 //! Decoding is in two steps so that every failure gets the clearest answer
 //! possible: a body that is not an AdmissionReview with a request uid cannot
 //! be answered with a review and gets an HTTP error; anything after that is
-//! answered with a review whose `status.message` says what is wrong.
+//! answered with a review whose `status.message` says what is wrong. The
+//! object and old object are kept as raw JSON borrowed from the body, so each
+//! handler decodes them once, into the type it works on.
+//!
+//! unroot uses its own request and response types rather than
+//! `kube::core::admission`: kube's `AdmissionRequest<T>` decodes the object
+//! into one `Resource` type for every request, before the kind is known,
+//! which would cost a second decode (or a `Value` tree) on every review.
+
+pub mod mutate;
+pub mod policy_configmap;
+pub mod validate;
 
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::ConfigMap;
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-pub mod validate;
+use crate::pss::LevelVersion;
+use crate::workload;
 
-use crate::mutate::{self, Input};
-use crate::policy::Document;
+pub use self::mutate::{Mutation, mutate};
+pub use self::policy_configmap::validate_policy_configmap;
+pub use crate::mutate::Applied;
 
 /// The AdmissionReview versions unroot answers; the response echoes the
 /// request's version.
@@ -36,6 +55,26 @@ pub enum DecodeError {
     /// A request without the uid the response must echo.
     #[error("AdmissionReview request has no uid")]
     NoUid,
+}
+
+/// The AdmissionReview version of a request, echoed in its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    /// `admission.k8s.io/v1`.
+    V1,
+    /// `admission.k8s.io/v1beta1`.
+    V1Beta1,
+}
+
+impl ApiVersion {
+    /// The `apiVersion` string.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => VERSIONS[0],
+            Self::V1Beta1 => VERSIONS[1],
+        }
+    }
 }
 
 /// Group, version and kind, as the API server sends them.
@@ -77,10 +116,94 @@ pub struct UserInfo {
     pub groups: Vec<String>,
 }
 
-/// An admission request (the `request` of an AdmissionReview).
+/// The operation of an admission request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Operation {
+    /// CREATE.
+    Create,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+    /// CONNECT.
+    Connect,
+    /// Anything else, or none: never acted upon.
+    #[default]
+    Other,
+}
+
+impl Operation {
+    /// The Kubernetes spelling (`other` for anything unknown): a bounded
+    /// label value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Operation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Operation;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an operation string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Operation, E> {
+                Ok(match s {
+                    "CREATE" => Operation::Create,
+                    "UPDATE" => Operation::Update,
+                    "DELETE" => Operation::Delete,
+                    "CONNECT" => Operation::Connect,
+                    _ => Operation::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// What a request is about, by its resource: the handlers dispatch on this,
+/// never on strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Core `pods` (any subresource).
+    Pod,
+    /// A workload with a pod template.
+    Workload(workload::Kind),
+    /// Core `namespaces`.
+    Namespace,
+    /// Core `configmaps`.
+    ConfigMap,
+    /// Anything else.
+    Other,
+}
+
+impl Target {
+    /// The kind name for metrics and logs (bounded: `other` for the rest).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pod => "Pod",
+            Self::Workload(kind) => kind.as_str(),
+            Self::Namespace => "Namespace",
+            Self::ConfigMap => "ConfigMap",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// An admission request (the `request` of an AdmissionReview), borrowing the
+/// object and old object as raw JSON from the request body.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Request {
+pub struct Request<'a> {
     /// Echoed in the response.
     pub uid: String,
     /// The kind of the object.
@@ -100,22 +223,22 @@ pub struct Request {
     pub namespace: Option<String>,
     /// CREATE, UPDATE, DELETE or CONNECT.
     #[serde(default)]
-    pub operation: String,
+    pub operation: Operation,
     /// The requesting user.
     #[serde(default)]
     pub user_info: UserInfo,
-    /// The object as it would be stored.
-    #[serde(default)]
-    pub object: Option<Value>,
+    /// The object as it would be stored (`None` when absent or null).
+    #[serde(default, borrow)]
+    pub object: Option<&'a RawValue>,
     /// The object before an UPDATE.
-    #[serde(default)]
-    pub old_object: Option<Value>,
+    #[serde(default, borrow)]
+    pub old_object: Option<&'a RawValue>,
     /// Whether this is a dry run (no side effects allowed).
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
 
-impl Request {
+impl Request<'_> {
     /// The namespace, or empty for cluster-scoped objects.
     #[must_use]
     pub fn namespace(&self) -> &str {
@@ -137,59 +260,137 @@ impl Request {
     /// Whether the request is for core `pods` (any subresource).
     #[must_use]
     pub fn is_pod(&self) -> bool {
-        self.resource.group.is_empty() && self.resource.resource == "pods"
+        self.target() == Target::Pod
+    }
+
+    /// What the request is about.
+    #[must_use]
+    pub fn target(&self) -> Target {
+        let GroupVersionResource {
+            group, resource, ..
+        } = &self.resource;
+        match (group.as_str(), resource.as_str()) {
+            ("", "pods") => Target::Pod,
+            ("", "namespaces") => Target::Namespace,
+            ("", "configmaps") => Target::ConfigMap,
+            (group, resource) => workload::Kind::from_resource(group, resource)
+                .map_or(Target::Other, Target::Workload),
+        }
+    }
+
+    /// Whether this is a dry run.
+    #[must_use]
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run == Some(true)
     }
 }
 
 /// A decoded review: its apiVersion (echoed back) and its request.
 #[derive(Debug, Clone)]
-pub struct Review {
+pub struct Review<'a> {
     /// `admission.k8s.io/v1` or `v1beta1`.
-    pub api_version: String,
+    pub api_version: ApiVersion,
     /// The request.
-    pub request: Request,
+    pub request: Request<'a>,
 }
 
-/// Decodes a body. `Err((uid, message))` for a review whose request is
-/// malformed but carries a uid: answer it with a review, not an HTTP error.
-pub fn decode(body: &[u8]) -> Result<Result<Review, (String, String)>, DecodeError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    let Value::Object(mut map) = value else {
-        return Err(DecodeError::NotReview("expected a JSON object".to_owned()));
-    };
-    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+/// What a body that is an AdmissionReview decodes to.
+// Decoded once per request and matched at once: boxing the review would cost
+// an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// A review whose request could be read.
+    Review(Review<'a>),
+    /// A review with a uid whose request is malformed: answer it with a
+    /// review that says so.
+    Malformed {
+        /// The review's version.
+        api_version: ApiVersion,
+        /// The request's uid.
+        uid: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The envelope, read without decoding the request.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    api_version: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    request: Option<&'a RawValue>,
+}
+
+/// Just the uid, to answer a request that is otherwise malformed.
+#[derive(Deserialize)]
+struct UidOnly {
+    #[serde(default)]
+    uid: Option<Value>,
+}
+
+/// Decodes a body.
+pub fn decode(body: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    // serde reads a struct from a JSON array too; a review is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<de::IgnoredAny>(body) {
+            Ok(_) => DecodeError::NotReview("expected a JSON object".to_owned()),
+            Err(e) => DecodeError::NotJson(e.to_string()),
+        });
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            DecodeError::NotReview(e.to_string())
+        } else {
+            DecodeError::NotJson(e.to_string())
+        }
+    })?;
+    let kind = envelope.kind.as_deref().unwrap_or_default();
     if kind != "AdmissionReview" {
         return Err(DecodeError::NotReview(format!(
             "kind is {kind:?}, expected \"AdmissionReview\""
         )));
     }
-    let api_version = map
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if !VERSIONS.contains(&api_version.as_str()) {
-        return Err(DecodeError::NotReview(format!(
-            "apiVersion is {api_version:?}, expected one of {}",
-            VERSIONS.join(", ")
-        )));
-    }
-    let request = match map.remove("request") {
-        None | Some(Value::Null) => return Err(DecodeError::NoRequest),
-        Some(r) => r,
+    let api_version = match envelope.api_version.as_deref().unwrap_or_default() {
+        "admission.k8s.io/v1" => ApiVersion::V1,
+        "admission.k8s.io/v1beta1" => ApiVersion::V1Beta1,
+        other => {
+            return Err(DecodeError::NotReview(format!(
+                "apiVersion is {other:?}, expected one of {}",
+                VERSIONS.join(", ")
+            )));
+        }
     };
-    let uid = match request.get("uid") {
-        Some(Value::String(uid)) if !uid.is_empty() => uid.clone(),
-        _ => return Err(DecodeError::NoUid),
+    let raw = match envelope.request {
+        None => return Err(DecodeError::NoRequest),
+        Some(raw) if raw.get() == "null" => return Err(DecodeError::NoRequest),
+        Some(raw) => raw,
     };
-    Ok(match serde_json::from_value::<Request>(request) {
-        Ok(request) => Ok(Review {
+    match serde_json::from_str::<Request<'_>>(raw.get()) {
+        Ok(request) if request.uid.is_empty() => Err(DecodeError::NoUid),
+        Ok(request) => Ok(Decoded::Review(Review {
             api_version,
             request,
-        }),
-        Err(e) => Err((uid, format!("malformed AdmissionReview request: {e}"))),
-    })
+        })),
+        Err(e) => {
+            let uid = serde_json::from_str::<UidOnly>(raw.get())
+                .ok()
+                .and_then(|u| match u.uid {
+                    Some(Value::String(uid)) if !uid.is_empty() => Some(uid),
+                    _ => None,
+                })
+                .ok_or(DecodeError::NoUid)?;
+            Ok(Decoded::Malformed {
+                api_version,
+                uid,
+                message: format!("malformed AdmissionReview request: {e}"),
+            })
+        }
+    }
 }
 
 /// A response `status`.
@@ -290,139 +491,94 @@ impl Response {
     }
 }
 
-/// Wraps a response in an AdmissionReview of the given apiVersion.
+/// The AdmissionReview that carries a response.
+#[derive(Serialize)]
+struct ReviewOut<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: &'a Response,
+}
+
+/// Encodes the AdmissionReview that answers with `response`.
 #[must_use]
-pub fn review(api_version: &str, response: &Response) -> Value {
-    serde_json::json!({
-        "apiVersion": api_version,
-        "kind": "AdmissionReview",
-        "response": response,
+pub fn encode(api_version: ApiVersion, response: &Response) -> Vec<u8> {
+    // Serializing plain strings, bools and maps of strings cannot fail.
+    serde_json::to_vec(&ReviewOut {
+        api_version: api_version.as_str(),
+        kind: "AdmissionReview",
+        response,
     })
+    .unwrap_or_default()
 }
 
-/// The answer to a `/mutate` request, and the side effect the shell must
-/// carry out before sending an admitting answer.
-#[derive(Debug)]
-pub struct Mutation {
-    /// The admission response.
+/// A Pod Security mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Violations deny.
+    Enforce,
+    /// Violations are recorded in audit annotations.
+    Audit,
+    /// Violations are returned as warnings.
+    Warn,
+}
+
+impl Mode {
+    /// The mode's name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Audit => "audit",
+            Self::Warn => "warn",
+        }
+    }
+}
+
+/// One Pod Security evaluation that counted towards a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PssResult {
+    /// The mode it was evaluated for.
+    pub mode: Mode,
+    /// The level and version, as the namespace asked for them.
+    pub policy: LevelVersion,
+    /// Whether the pod or template passed.
+    pub allowed: bool,
+    /// The IDs of the checks that failed, in upstream order.
+    pub checks: Vec<&'static str>,
+}
+
+/// What a decision found, for the shell to count, log and audit. The core
+/// never touches metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The mutations applied.
+    pub mutations: Vec<Applied>,
+    /// Pod Security evaluations that counted, in order enforce, audit, warn.
+    pub pss: Vec<PssResult>,
+    /// Why Pod Security did not evaluate: `namespace`, `user`, `runtimeClass`.
+    pub exempt: Option<&'static str>,
+    /// A Pod Security evaluation error; `Some(true)` when it decided the
+    /// request.
+    pub pss_error: Option<bool>,
+}
+
+/// A response and the facts behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The answer.
     pub response: Response,
-    /// The identity ConfigMap to server-side-apply (namespace set), when the
-    /// pod is provisioned. Skipped on dry-run; if it cannot be applied the
-    /// pod must be denied, since it would not start without it.
-    pub identity: Option<ConfigMap>,
+    /// What was found.
+    pub facts: Facts,
 }
 
-impl From<Response> for Mutation {
+impl From<Response> for Decision {
     fn from(response: Response) -> Self {
         Self {
             response,
-            identity: None,
+            facts: Facts::default(),
         }
     }
-}
-
-/// Answers a `/mutate` request. `namespace_labels` are the labels of the
-/// request's namespace.
-#[must_use]
-pub fn mutate(
-    request: &Request,
-    policy: &Document,
-    namespace_labels: &BTreeMap<String, String>,
-) -> Mutation {
-    let uid = &request.uid;
-    if !request.is_pod() || policy.is_excluded_namespace(request.namespace()) {
-        return Response::allow(uid).into();
-    }
-    let input = Input {
-        policy,
-        namespace_labels,
-        requester: &request.user_info.username,
-    };
-    let outcome = match (request.operation.as_str(), request.sub_resource()) {
-        ("CREATE", "") => {
-            let Some(object) = &request.object else {
-                return Response::deny(uid, 400, "BadRequest", "pod CREATE request has no object")
-                    .into();
-            };
-            mutate::pod(object, &input)
-        }
-        ("UPDATE", "ephemeralcontainers") => {
-            let Some(object) = &request.object else {
-                return Response::deny(
-                    uid,
-                    400,
-                    "BadRequest",
-                    "ephemeralcontainers UPDATE request has no object",
-                )
-                .into();
-            };
-            mutate::ephemeral_containers(object, request.old_object.as_ref(), policy)
-        }
-        _ => return Response::allow(uid).into(),
-    };
-    match outcome {
-        Ok(outcome) => {
-            let mut response = Response::allow(uid).with_patch(&outcome.patch);
-            response.warnings = outcome.warnings;
-            let identity = outcome.identity.map(|mut cm| {
-                // On CREATE the object often has no namespace yet; the
-                // request always does.
-                cm.metadata.namespace = Some(request.namespace().to_owned());
-                cm
-            });
-            Mutation { response, identity }
-        }
-        Err(e @ mutate::Error::Forbidden(_)) => {
-            Response::deny(uid, 403, "Forbidden", e.to_string()).into()
-        }
-        Err(e @ mutate::Error::Decode { .. }) => {
-            Response::deny(uid, 400, "BadRequest", e.to_string()).into()
-        }
-    }
-}
-
-/// Answers a CREATE/UPDATE of a ConfigMap labelled as an unroot policy:
-/// an invalid policy is refused before it is stored, with every error.
-#[must_use]
-pub fn validate_policy_configmap(request: &Request) -> Response {
-    let uid = &request.uid;
-    let Some(object) = &request.object else {
-        return Response::allow(uid);
-    };
-    let labelled = object
-        .pointer("/metadata/labels")
-        .and_then(|l| l.get(crate::policy::watch::CONFIGMAP_LABEL))
-        .and_then(Value::as_str)
-        == Some("true");
-    if !labelled || !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
-        return Response::allow(uid);
-    }
-    let key = crate::policy::watch::CONFIGMAP_KEY;
-    let what = format!("ConfigMap {}/{}", request.namespace(), request.name());
-    let message = match object
-        .pointer("/data")
-        .and_then(|d| d.get(key))
-        .and_then(Value::as_str)
-    {
-        None => format!(
-            "{what} is labelled {}=true but has no data.{key}",
-            crate::policy::watch::CONFIGMAP_LABEL
-        ),
-        Some(text) => match crate::policy::Document::from_yaml(text) {
-            Ok(_) => return Response::allow(uid),
-            Err(crate::policy::Error::Invalid(errors)) => format!(
-                "{what}: invalid unroot policy in data.{key}, {} error(s): {}",
-                errors.len(),
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-            Err(e) => format!("{what}: invalid unroot policy in data.{key}: {e}"),
-        },
-    };
-    Response::deny(uid, 422, "Invalid", message)
 }
 
 #[cfg(test)]
@@ -432,12 +588,13 @@ mod tests {
 
     #[test]
     fn decode_rejects_what_cannot_be_answered() {
-        let cases: [(&[u8], DecodeError); 6] = [
+        let cases: [(&[u8], DecodeError); 7] = [
             (b"nope", DecodeError::NotJson("expected ident at line 1 column 2".to_owned())),
             (b"[]", DecodeError::NotReview("expected a JSON object".to_owned())),
             (br#"{"kind":"Pod"}"#, DecodeError::NotReview(r#"kind is "Pod", expected "AdmissionReview""#.to_owned())),
             (br#"{"kind":"AdmissionReview","apiVersion":"v1"}"#, DecodeError::NotReview(r#"apiVersion is "v1", expected one of admission.k8s.io/v1, admission.k8s.io/v1beta1"#.to_owned())),
             (br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#, DecodeError::NoRequest),
+            (br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":null}"#, DecodeError::NoRequest),
             (br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":""}}"#, DecodeError::NoUid),
         ];
         for (body, want) in cases {
@@ -452,9 +609,16 @@ mod tests {
 
     #[test]
     fn malformed_request_with_uid_is_answered_by_review() {
-        let body = json!({"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u1","operation":7}});
-        let (uid, message) = decode(body.to_string().as_bytes()).unwrap().unwrap_err();
-        assert_eq!(uid, "u1");
+        let body = json!({"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{"uid":"u1","operation":7}}).to_string();
+        let Decoded::Malformed {
+            api_version,
+            uid,
+            message,
+        } = decode(body.as_bytes()).unwrap()
+        else {
+            panic!("expected a malformed review");
+        };
+        assert_eq!((api_version, uid.as_str()), (ApiVersion::V1Beta1, "u1"));
         assert!(
             message.starts_with("malformed AdmissionReview request: invalid type: integer `7`"),
             "{message}"
@@ -462,42 +626,36 @@ mod tests {
     }
 
     #[test]
-    fn forged_identities_are_denied_with_403_and_honoured_ones_carry_the_configmap() {
-        let policy =
-            Document::from_yaml(include_str!("../tests/fixtures/provisioning/policy.yaml"))
-                .unwrap();
-        let labels = BTreeMap::from([("unroot.dev/provisioning".to_owned(), "enabled".to_owned())]);
-        let request = |username: &str| -> Request {
-            serde_json::from_value(json!({
-                "uid": "u1", "operation": "CREATE", "namespace": "hub-users",
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "userInfo": {"username": username},
-                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {
-                    "unroot.dev/user": "alice", "unroot.dev/uid": "1001", "unroot.dev/gid": "1001"}},
-                    "spec": {"containers": [{"name": "c", "image": "x"}]}},
-            }))
-            .unwrap()
+    fn requests_borrow_their_objects_and_dispatch_on_the_resource() {
+        let body = json!({"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{
+            "uid":"u1","operation":"PATCH","resource":{"group":"apps","version":"v1","resource":"deployments"},
+            "object":{"kind":"Deployment"},"oldObject":null}})
+        .to_string();
+        let Decoded::Review(review) = decode(body.as_bytes()).unwrap() else {
+            panic!("expected a review");
         };
-        let denied = mutate(&request("alice"), &policy, &labels);
-        assert!(denied.identity.is_none());
-        let status = denied.response.status.unwrap();
+        let request = review.request;
+        assert_eq!(request.operation, Operation::Other);
         assert_eq!(
-            (status.code, status.reason.as_str()),
-            (Some(403), "Forbidden")
+            request.target(),
+            Target::Workload(workload::Kind::Deployment)
         );
+        assert_eq!(request.object.unwrap().get(), r#"{"kind":"Deployment"}"#);
+        assert!(request.old_object.is_none());
+    }
+
+    #[test]
+    fn encoded_reviews_echo_the_version() {
+        let bytes = encode(
+            ApiVersion::V1Beta1,
+            &Response::deny("u", 403, "Forbidden", "no"),
+        );
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
-            status.message,
-            "identity claim denied: requester \"alice\" is not in provisioning.trustedRequesters: only the platform's spawner may set unroot.dev/user, unroot.dev/uid, unroot.dev/gid"
+            value,
+            json!({"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","response":{
+                "uid":"u","allowed":false,"status":{"status":"Failure","message":"no","reason":"Forbidden","code":403}}})
         );
-        let admitted = mutate(
-            &request("system:serviceaccount:jupyterhub:hub"),
-            &policy,
-            &labels,
-        );
-        assert!(admitted.response.allowed);
-        assert!(admitted.response.patch.is_some());
-        let cm = admitted.identity.unwrap();
-        assert_eq!(cm.metadata.namespace.as_deref(), Some("hub-users"));
     }
 
     #[test]

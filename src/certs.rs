@@ -225,6 +225,20 @@ impl Resolver {
     }
 }
 
+/// The webhook listener's TLS configuration: TLS 1.3 and 1.2, HTTP/2 and
+/// HTTP/1.1, certificates from `resolver`.
+#[must_use]
+pub fn server_config(resolver: Arc<Resolver>) -> rustls::ServerConfig {
+    let mut tls = rustls::ServerConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS13,
+        &rustls::version::TLS12,
+    ])
+    .with_no_client_auth()
+    .with_cert_resolver(resolver);
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls
+}
+
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())

@@ -50,28 +50,10 @@ pub enum Command {
     Check(check::Args),
 }
 
-/// Parses durations such as `500ms`, `10s`, `2m`.
+/// Parses durations such as `500ms`, `10s`, `2m`, `90d`, `1y` (humantime).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (use e.g. 500ms, 10s, 2m)"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" | "" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => {
-            return Err(format!(
-                "{text:?} has unknown unit {unit:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration ({e}; use e.g. 500ms, 10s, 2m, 90d)"))
 }
 
 #[cfg(test)]
@@ -83,12 +65,20 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(
+            parse_duration("90d"),
+            Ok(Duration::from_secs(90 * 24 * 3600))
+        );
         assert!(
             parse_duration("ten")
                 .unwrap_err()
                 .contains("not a duration")
         );
-        assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("3 fortnights")
+                .unwrap_err()
+                .contains("not a duration")
+        );
     }
 
     #[test]

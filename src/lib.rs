@@ -13,6 +13,7 @@ pub mod mutate;
 pub mod namespaces;
 pub mod policy;
 pub mod pss;
+pub mod readiness;
 pub mod server;
 pub mod telemetry;
 pub mod workload;

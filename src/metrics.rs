@@ -1,14 +1,28 @@
 //! Prometheus metrics: one registry, typed handles, no global statics.
+//!
+//! The admission core returns [`Facts`]; [`Metrics::record`] is the one place
+//! that turns them into counters. Every label set is bounded: no pod names,
+//! users or raw request strings.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+use crate::admission::validate::metric_version;
+use crate::admission::{Applied, Decision, Operation, Request, Target};
+
+/// Latency buckets: 50 µs to 10 s (the API server's webhook timeout).
+pub const DURATION_BUCKETS: [f64; 18] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Every metric unroot exports, registered in its own registry.
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// AdmissionReviews answered, by webhook, operation and outcome
+    /// AdmissionReviews answered, by webhook, kind, operation and outcome
     /// (`allowed`, `patched`, `denied`, `error`).
     pub admission_requests: IntCounterVec,
     /// Time from a review's arrival to its answer, by webhook.
@@ -16,16 +30,22 @@ pub struct Metrics {
     /// Requests refused before they were a review (`malformed`, `too_large`,
     /// `unsupported_media_type`, `body_timeout`), by webhook.
     pub rejected_requests: IntCounterVec,
-    /// Warnings returned to clients about insecure explicit choices, by webhook.
+    /// Warnings returned to clients, by webhook.
     pub warnings: IntCounterVec,
     /// Reviews being handled right now.
     pub in_flight: IntGauge,
+    /// Mutations applied, by kind.
+    pub mutations: IntCounterVec,
+    /// Pod Security evaluations, by mode, level, version and decision.
+    pub pss_evaluations: IntCounterVec,
+    /// Pod Security check failures, by mode, level and check ID.
+    pub pss_violations: IntCounterVec,
     /// Pod Security Admission's own counters.
     pub pod_security: PodSecurityMetrics,
 }
 
-/// The counters of upstream Pod Security Admission (same labels), under
-/// unroot's prefix so both can run side by side.
+/// The counters of upstream Pod Security Admission (same labels, bounded
+/// values), under unroot's prefix so both can run side by side.
 #[derive(Clone, Debug)]
 pub struct PodSecurityMetrics {
     /// `decision`, `policy_level`, `policy_version`, `mode`,
@@ -44,7 +64,7 @@ impl Metrics {
     /// Never: names and label sets are constants, registered once into a
     /// fresh registry (a unit test covers it).
     #[must_use]
-    #[allow(clippy::missing_panics_doc)]
+    #[allow(clippy::missing_panics_doc, clippy::too_many_lines)]
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
@@ -56,8 +76,8 @@ impl Metrics {
         };
         let admission_requests = counter(
             "unroot_admission_requests_total",
-            "AdmissionReviews answered, by webhook, operation and outcome.",
-            &["webhook", "operation", "outcome"],
+            "AdmissionReviews answered, by webhook, kind, operation and outcome.",
+            &["webhook", "kind", "operation", "outcome"],
         );
         let rejected_requests = counter(
             "unroot_rejected_requests_total",
@@ -69,15 +89,27 @@ impl Metrics {
             "Warnings returned to clients, by webhook.",
             &["webhook"],
         );
+        let mutations = counter(
+            "unroot_mutations_total",
+            "Mutations applied to admitted objects, by mutation.",
+            &["mutation"],
+        );
+        let pss_evaluations = counter(
+            "unroot_pss_evaluations_total",
+            "Pod Security evaluations that counted towards a decision, by mode, level, version and decision.",
+            &["mode", "level", "version", "decision"],
+        );
+        let pss_violations = counter(
+            "unroot_pss_violations_total",
+            "Pod Security check failures, by mode, level and check.",
+            &["mode", "level", "check"],
+        );
         let admission_duration = HistogramVec::new(
             HistogramOpts::new(
                 "unroot_admission_duration_seconds",
                 "Time to answer an AdmissionReview, from the full body read to the answer.",
             )
-            .buckets(vec![
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-                0.1, 0.25, 0.5, 1.0,
-            ]),
+            .buckets(DURATION_BUCKETS.to_vec()),
             &["webhook"],
         )
         .expect("valid metric");
@@ -92,11 +124,32 @@ impl Metrics {
         registry
             .register(Box::new(in_flight.clone()))
             .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "unroot_build_info",
+                "The running unroot version (always 1).",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry
+            .register(Box::new(build_info))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        {
+            // Best effort: a platform without /proc simply has no process_*.
+            let _ = registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+        }
         let request = ["request_operation", "resource", "subresource"];
         let pod_security = PodSecurityMetrics {
             evaluations: counter(
                 "unroot_pod_security_evaluations_total",
-                "Pod Security policy evaluations, by decision, level, version and mode.",
+                "Pod Security policy evaluations, by decision, level, version and mode (upstream's labels).",
                 &[
                     &["decision", "policy_level", "policy_version", "mode"][..],
                     &request[..],
@@ -114,6 +167,17 @@ impl Metrics {
                 &[&["fatal"][..], &request[..]].concat(),
             ),
         };
+        // Series that exist from the start, so rates and alerts see zeros.
+        for applied in Applied::ALL {
+            mutations.with_label_values(&[applied.as_str()]);
+        }
+        for webhook in ["mutate", "validate"] {
+            admission_duration.with_label_values(&[webhook]);
+            warnings.with_label_values(&[webhook]);
+            for outcome in ["allowed", "patched", "denied", "error"] {
+                admission_requests.with_label_values(&[webhook, "Pod", "CREATE", outcome]);
+            }
+        }
         Self {
             registry,
             admission_requests,
@@ -121,6 +185,9 @@ impl Metrics {
             rejected_requests,
             warnings,
             in_flight,
+            mutations,
+            pss_evaluations,
+            pss_violations,
             pod_security,
         }
     }
@@ -129,6 +196,61 @@ impl Metrics {
     #[must_use]
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Counts an answered review: its outcome, warnings, mutations and Pod
+    /// Security results.
+    pub fn record(&self, webhook: &str, request: &Request<'_>, decision: &Decision) {
+        let response = &decision.response;
+        let facts = &decision.facts;
+        self.admission_requests
+            .with_label_values(&[
+                webhook,
+                request.target().as_str(),
+                request.operation.as_str(),
+                response.outcome(),
+            ])
+            .inc();
+        if !response.warnings.is_empty() {
+            self.warnings
+                .with_label_values(&[webhook])
+                .inc_by(response.warnings.len() as u64);
+        }
+        for applied in &facts.mutations {
+            self.mutations.with_label_values(&[applied.as_str()]).inc();
+        }
+        let upstream = upstream_labels(request);
+        let [op, resource, sub] = &upstream;
+        if facts.exempt.is_some() {
+            self.pod_security
+                .exemptions
+                .with_label_values(&[op, resource, sub])
+                .inc();
+        }
+        if let Some(fatal) = facts.pss_error {
+            self.pod_security
+                .errors
+                .with_label_values(&[if fatal { "true" } else { "false" }, op, resource, sub])
+                .inc();
+        }
+        for result in &facts.pss {
+            let decision = if result.allowed { "allow" } else { "deny" };
+            let level = result.policy.level.as_str();
+            let version = metric_version(result.policy);
+            let mode = result.mode.as_str();
+            self.pss_evaluations
+                .with_label_values(&[mode, level, &version, decision])
+                .inc();
+            self.pod_security
+                .evaluations
+                .with_label_values(&[decision, level, &version, mode, op, resource, sub])
+                .inc();
+            for check in &result.checks {
+                self.pss_violations
+                    .with_label_values(&[mode, level, check])
+                    .inc();
+            }
+        }
     }
 
     /// Every metric in the Prometheus text format.
@@ -147,17 +269,81 @@ impl Default for Metrics {
     }
 }
 
+/// Upstream Pod Security Admission's request labels (§4.9), with every value
+/// bounded: operation, resource (`pod`, `namespace`, `controller`) and
+/// subresource (a known one, or `other`).
+fn upstream_labels(request: &Request<'_>) -> [&'static str; 3] {
+    let operation = match request.operation {
+        Operation::Create => "create",
+        Operation::Update => "update",
+        Operation::Delete => "delete",
+        Operation::Connect => "connect",
+        Operation::Other => "other",
+    };
+    let resource = match request.target() {
+        Target::Pod => "pod",
+        Target::Namespace => "namespace",
+        _ => "controller",
+    };
+    let sub = match request.sub_resource() {
+        "" => "",
+        "ephemeralcontainers" => "ephemeralcontainers",
+        "resize" => "resize",
+        "status" => "status",
+        "binding" => "binding",
+        "eviction" => "eviction",
+        "exec" => "exec",
+        "attach" => "attach",
+        "log" => "log",
+        "portforward" => "portforward",
+        "proxy" => "proxy",
+        "scale" => "scale",
+        _ => "other",
+    };
+    [operation, resource, sub]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::{Facts, Mode, PssResult, Response};
+    use crate::pss::{Level, LevelVersion, Version};
 
     #[test]
-    fn metrics_register_and_render() {
+    fn decisions_are_counted_with_bounded_labels() {
         let m = Metrics::new();
-        m.admission_requests
-            .with_label_values(&["mutate", "CREATE", "patched"])
-            .inc();
+        let text = r#"{"uid":"u","operation":"UPDATE","subResource":"nonsense",
+            "resource":{"group":"","version":"v1","resource":"pods"}}"#;
+        let request: Request<'_> = serde_json::from_str(text).unwrap();
+        let decision = Decision {
+            response: Response::deny("u", 403, "Forbidden", "no"),
+            facts: Facts {
+                mutations: vec![],
+                pss: vec![PssResult {
+                    mode: Mode::Enforce,
+                    policy: LevelVersion {
+                        level: Level::Restricted,
+                        version: Version::Latest,
+                    },
+                    allowed: false,
+                    checks: vec!["runAsNonRoot", "privileged"],
+                }],
+                exempt: None,
+                pss_error: None,
+            },
+        };
+        m.record("validate", &request, &decision);
         let text = m.render();
-        assert!(text.contains(r#"unroot_admission_requests_total{operation="CREATE",outcome="patched",webhook="mutate"} 1"#), "{text}");
+        for line in [
+            r#"unroot_admission_requests_total{kind="Pod",operation="UPDATE",outcome="denied",webhook="validate"} 1"#,
+            r#"unroot_pss_evaluations_total{decision="deny",level="restricted",mode="enforce",version="latest"} 1"#,
+            r#"unroot_pss_violations_total{check="runAsNonRoot",level="restricted",mode="enforce"} 1"#,
+            r#"unroot_pod_security_evaluations_total{decision="deny",mode="enforce",policy_level="restricted",policy_version="latest",request_operation="update",resource="pod",subresource="other"} 1"#,
+            r#"unroot_mutations_total{mutation="security_context"} 0"#,
+            r#"unroot_build_info{version=""#,
+            r#"unroot_admission_duration_seconds_bucket{webhook="mutate",le="10"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
     }
 }

@@ -54,6 +54,40 @@ pub enum Error {
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A mutation unroot applied (a bounded metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// securityContext hardening (pod or containers).
+    SecurityContext,
+    /// The trust bundle volume and mounts.
+    TrustBundle,
+    /// The provisioning init container and identity.
+    Provisioning,
+    /// The identity ConfigMap was written (recorded by the shell).
+    IdentityConfigMap,
+}
+
+impl Applied {
+    /// Every mutation kind.
+    pub const ALL: [Applied; 4] = [
+        Applied::SecurityContext,
+        Applied::TrustBundle,
+        Applied::Provisioning,
+        Applied::IdentityConfigMap,
+    ];
+
+    /// The label value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SecurityContext => "security_context",
+            Self::TrustBundle => "trust_bundle",
+            Self::Provisioning => "provisioning",
+            Self::IdentityConfigMap => "identity_configmap",
+        }
+    }
+}
+
 /// What a mutation produced.
 #[derive(Debug)]
 pub struct Outcome {
@@ -67,6 +101,8 @@ pub struct Outcome {
     /// server-side-apply it before admitting the pod (unless dry-run). Its
     /// namespace is the object's `metadata.namespace`, when it has one.
     pub identity: Option<ConfigMap>,
+    /// Which mutations changed the object.
+    pub applied: Vec<Applied>,
 }
 
 impl Outcome {
@@ -76,6 +112,7 @@ impl Outcome {
             object: object.clone(),
             warnings: Vec::new(),
             identity: None,
+            applied: Vec::new(),
         }
     }
 }
@@ -207,12 +244,18 @@ pub fn ephemeral_containers(
     for c in &added {
         ctx.harden_container(c, windows);
     }
+    let applied = if builder.is_empty() {
+        Vec::new()
+    } else {
+        vec![Applied::SecurityContext]
+    };
     let (patch, object) = builder.finish();
     Ok(Outcome {
         patch,
         object,
         warnings,
         identity: None,
+        applied,
     })
 }
 
@@ -220,6 +263,25 @@ pub(crate) fn is_windows(object: &Value, pod: &[Seg<'_>]) -> bool {
     let mut path = pod.to_vec();
     path.extend([Seg::Key("spec"), Seg::Key("os"), Seg::Key("name")]);
     patch::lookup(object, &path).and_then(Value::as_str) == Some("windows")
+}
+
+/// Mounts the trust bundle when the namespace is selected; `true` when that
+/// changed the pod.
+fn mount_trust_bundle(
+    builder: &mut Builder,
+    spec: &[Seg<'_>],
+    display: &str,
+    input: &Input<'_>,
+    skip: Option<&[Seg<'_>]>,
+    warnings: &mut Vec<String>,
+) -> bool {
+    let bundle = &input.policy.trust_bundle;
+    if !bundle.enabled || !selector_matches(&bundle.namespace_selector, input.namespace_labels) {
+        return false;
+    }
+    let before = builder.changes();
+    trust_bundle::add_trust_bundle(builder, spec, display, bundle, skip, warnings);
+    builder.changes() != before
 }
 
 /// Runs every pod mutation on the pod object at `pod` inside `object`.
@@ -242,6 +304,7 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> 
         .map_err(Error::Forbidden)?;
     let mut skip = None;
     let mut identity = None;
+    let mut applied = Vec::new();
     if let Some(id) = claimed {
         if windows {
             return Err(Error::Forbidden(vec![Denial {
@@ -271,21 +334,20 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> 
             &policy.provisioning,
             namespace,
         ));
+        applied.push(Applied::Provisioning);
     }
 
-    let bundle = &policy.trust_bundle;
     if !windows
-        && bundle.enabled
-        && selector_matches(&bundle.namespace_selector, input.namespace_labels)
-    {
-        trust_bundle::add_trust_bundle(
+        && mount_trust_bundle(
             &mut builder,
             &spec,
             display,
-            bundle,
+            input,
             skip.as_deref(),
             &mut warnings,
-        );
+        )
+    {
+        applied.push(Applied::TrustBundle);
     }
 
     // The provisioning container is exactly what the policy pins: hardening
@@ -299,6 +361,7 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> 
     .into_iter()
     .filter(|c| Some(c.path.as_slice()) != skip.as_deref())
     .collect();
+    let before = builder.changes();
     let mut ctx = Context {
         builder: &mut builder,
         policy,
@@ -310,6 +373,9 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> 
         ctx.harden_container(c, windows);
     }
     ctx.harden_pod(pod, display, windows);
+    if builder.changes() != before {
+        applied.push(Applied::SecurityContext);
+    }
     if !builder.is_empty() {
         let mut marker = annotations;
         marker.push(Seg::Key(MUTATED_ANNOTATION));
@@ -321,5 +387,6 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> 
         object,
         warnings,
         identity,
+        applied,
     })
 }

@@ -13,7 +13,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use tracing::{Instrument as _, info, info_span, warn};
 
-use crate::server::Readiness;
+use crate::readiness::Readiness;
 
 /// Labels of one namespace.
 pub type Labels = BTreeMap<String, String>;
@@ -67,7 +67,7 @@ impl Namespaces {
                 futures::pin_mut!(stream);
                 while let Some(event) = stream.next().await {
                     if let Err(e) = event {
-                        warn!(error = %e, "namespace watch failed; retrying with backoff");
+                        warn!(error = %e, "namespace watch failed: namespace labels are unknown, so /readyz stays not ready until the cache syncs; retrying with backoff");
                     }
                 }
             }

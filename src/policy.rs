@@ -23,6 +23,12 @@ pub use self::provisioning::Provisioning;
 pub use self::selector::{LabelSelector, selector_matches};
 pub use self::trust_bundle::TrustBundle;
 
+/// The ConfigMap key that holds the policy document.
+pub const CONFIGMAP_KEY: &str = "policy.yaml";
+/// The label the policy ConfigMap carries; the validating webhook selects
+/// ConfigMaps by it to refuse invalid policies before they are stored.
+pub const CONFIGMAP_LABEL: &str = "unroot.dev/policy";
+
 /// The embedded default policy, byte for byte the shipped file.
 pub const DEFAULT_YAML: &str = include_str!("../webhook-config/policy.yaml");
 

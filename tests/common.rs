@@ -27,7 +27,8 @@ use unroot::certs::{self, Authority, Resolver};
 use unroot::metrics::Metrics;
 use unroot::namespaces::Namespaces;
 use unroot::policy::{Document, Snapshot};
-use unroot::server::{self, AppState, IdentityStore, Readiness, Running};
+use unroot::readiness::Readiness;
+use unroot::server::{self, AppState, IdentityStore, Running};
 
 /// Namespace name → labels.
 pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
@@ -149,9 +150,8 @@ pub async fn start_with(options: Options) -> Server {
         request_timeout: options.request_timeout,
         ..server::Config::default()
     };
-    let running = server::start(config, state.clone(), Arc::new(Resolver::new(key)))
-        .await
-        .unwrap();
+    let tls = Arc::new(certs::server_config(Arc::new(Resolver::new(key))));
+    let running = server::start(config, state.clone(), tls).await.unwrap();
     Server {
         addr: running.addr,
         admin_addr: running.admin_addr,
@@ -267,7 +267,7 @@ impl Server {
     }
 
     /// The value of one Prometheus sample, e.g.
-    /// `unroot_admission_requests_total{operation="CREATE",outcome="patched",webhook="mutate"}`.
+    /// `unroot_admission_requests_total{kind="Pod",operation="CREATE",outcome="patched",webhook="mutate"}`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let text = String::from_utf8(self.admin_get("/metrics").await.body).unwrap();
         text.lines()

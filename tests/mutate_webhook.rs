@@ -423,12 +423,22 @@ async fn metrics_count_reviews_by_outcome() {
     server
         .admit("/mutate", &review_for("UPDATE", "team-a", &plain))
         .await;
-    let patched =
-        r#"unroot_admission_requests_total{operation="CREATE",outcome="patched",webhook="mutate"}"#;
-    let allowed =
-        r#"unroot_admission_requests_total{operation="UPDATE",outcome="allowed",webhook="mutate"}"#;
+    let patched = r#"unroot_admission_requests_total{kind="Pod",operation="CREATE",outcome="patched",webhook="mutate"}"#;
+    let allowed = r#"unroot_admission_requests_total{kind="Pod",operation="UPDATE",outcome="allowed",webhook="mutate"}"#;
     assert_eq!(server.metric(patched).await, Some(1.0));
     assert_eq!(server.metric(allowed).await, Some(1.0));
+    assert_eq!(
+        server
+            .metric(r#"unroot_mutations_total{mutation="security_context"}"#)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        server
+            .metric(r#"unroot_mutations_total{mutation="trust_bundle"}"#)
+            .await,
+        Some(0.0)
+    );
     assert_eq!(
         server
             .metric(r#"unroot_admission_duration_seconds_count{webhook="mutate"}"#)

@@ -155,8 +155,7 @@ async fn forged_identities_are_denied_naming_the_rule() {
         assert!(response.get("patch").is_none(), "{what}");
     }
     assert!(store.applied().is_empty());
-    let denied =
-        r#"unroot_admission_requests_total{operation="CREATE",outcome="denied",webhook="mutate"}"#;
+    let denied = r#"unroot_admission_requests_total{kind="Pod",operation="CREATE",outcome="denied",webhook="mutate"}"#;
     assert_eq!(server.metric(denied).await, Some(5.0));
     server.shutdown().await;
 }
@@ -205,6 +204,59 @@ async fn pods_without_identity_need_no_store() {
     assert_eq!(
         apply(&object, &response)["spec"]["securityContext"]["runAsUser"],
         65532
+    );
+    server.shutdown().await;
+}
+
+/// A store that reloads the policy while the review is being decided.
+#[derive(Debug, Default)]
+struct ReloadingStore {
+    policy: std::sync::OnceLock<Arc<arc_swap::ArcSwap<unroot::policy::Snapshot>>>,
+}
+
+impl IdentityStore for ReloadingStore {
+    fn apply(
+        &self,
+        _config_map: k8s_openapi::api::core::v1::ConfigMap,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut reloaded = policy();
+            reloaded.security_context.run_as_user = 4242;
+            if let Some(current) = self.policy.get() {
+                current.store(Arc::new(unroot::policy::Snapshot::new(reloaded)));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_policy_hash_names_the_policy_that_decided_even_across_a_reload() {
+    let store = Arc::new(ReloadingStore::default());
+    let server = common::start_with(common::Options {
+        policy: policy(),
+        namespace_labels: BTreeMap::from([(
+            "hub-users".to_owned(),
+            labels(&[("unroot.dev/provisioning", "enabled")]),
+        )]),
+        identity_store: Some(Arc::clone(&store) as Arc<dyn IdentityStore>),
+        ..Default::default()
+    })
+    .await;
+    let state = server.state.clone().unwrap();
+    store.policy.set(Arc::clone(&state.policy)).unwrap();
+    let deciding = state.policy.load().hash.clone();
+    let response = server
+        .admit(
+            "/mutate",
+            &review_as("CREATE", "hub-users", &fixture(NOTEBOOK), HUB),
+        )
+        .await;
+    assert_eq!(response["allowed"], true, "{response:#}");
+    assert_ne!(state.policy.load().hash, deciding, "the store reloaded");
+    assert_eq!(
+        response["auditAnnotations"]["policy-hash"],
+        deciding.as_str()
     );
     server.shutdown().await;
 }

@@ -18,6 +18,8 @@ struct Process {
     child: Child,
     addr: SocketAddr,
     admin: SocketAddr,
+    /// The log lines up to "serving".
+    startup: Vec<Value>,
 }
 
 impl Drop for Process {
@@ -30,7 +32,16 @@ impl Drop for Process {
 /// Starts `unroot serve` on ephemeral ports and reads the bound addresses
 /// from its JSON log.
 fn spawn(ca_out: &std::path::Path) -> Process {
+    spawn_with(ca_out, &["--standalone"], &[])
+}
+
+/// Like [`spawn`], with extra arguments and environment (and without
+/// `--standalone` unless given).
+fn spawn_with(ca_out: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_unroot"))
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .envs(env.iter().copied())
         .args([
             "serve",
             "--listen",
@@ -42,24 +53,87 @@ fn spawn(ca_out: &std::path::Path) -> Process {
             "--ca-cert-out",
         ])
         .arg(ca_out)
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut startup = Vec::new();
     let serving = loop {
         let line = lines.next().expect("server logged 'serving'").unwrap();
         let event: Value = serde_json::from_str(&line).unwrap();
+        startup.push(event.clone());
         if event["message"] == "serving" {
             break event;
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    let field = |name: &str| serving[name].as_str().unwrap().parse().unwrap();
     Process {
         child,
-        addr: serving["addr"].as_str().unwrap().parse().unwrap(),
-        admin: serving["admin_addr"].as_str().unwrap().parse().unwrap(),
+        addr: field("addr"),
+        admin: field("admin_addr"),
+        startup,
     }
+}
+
+async fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut reply = String::new();
+    tcp.read_to_string(&mut reply).await.unwrap();
+    reply
+}
+
+#[tokio::test]
+async fn kubeconfig_from_the_environment_is_used_and_not_ready_until_namespaces_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cluster nobody answers for: a port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let env = kubeconfig.to_str().unwrap();
+    let server = spawn_with(&dir.path().join("ca.crt"), &[], &[("KUBECONFIG", env)]);
+    let connected = server
+        .startup
+        .iter()
+        .find(|e| e["from"].as_str().is_some())
+        .expect("the log names where the cluster came from");
+    assert_eq!(connected["from"], format!("KUBECONFIG={env}"));
+    assert_eq!(connected["server"], format!("https://127.0.0.1:{port}/"));
+    for _ in 0..3 {
+        let reply = admin_get(server.admin, "/readyz").await;
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        assert!(reply.contains("namespaces"), "{reply}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn standalone_runs_without_a_cluster_even_when_one_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn_with(
+        &dir.path().join("ca.crt"),
+        &["--standalone"],
+        &[("KUBECONFIG", "/nonexistent/kubeconfig")],
+    );
+    let reply = admin_get(server.admin, "/readyz").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
 
 #[tokio::test]

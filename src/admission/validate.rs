@@ -1,23 +1,25 @@
 //! `/validate`: Pod Security Admission semantics for pods and workload
 //! templates (pod-security-admission `admission/admission.go`).
 //!
-//! Pure and synchronous. The async shell calls [`before_lookup`] first (the
-//! steps that need no namespace), then gathers the namespace labels (and, for
-//! a Kubernetes 1.20/1.21 ephemeral-containers request, the pod) and calls
-//! [`evaluate`].
+//! Pure and synchronous, and free of metrics: every answer comes with the
+//! [`Facts`] the shell counts. The async shell calls [`before_lookup`] first
+//! (the steps that need no namespace), then gathers the namespace labels
+//! (and, for a Kubernetes 1.20/1.21 ephemeral-containers request, the pod)
+//! and calls [`evaluate`].
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
+use std::borrow::Cow;
+
+use k8s_openapi::api::core::v1::{EphemeralContainer, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 
-use super::{Request, Response};
-use crate::metrics::PodSecurityMetrics;
+use super::{Decision, Facts, Mode, Operation, PssResult, Request, Response, Target};
 use crate::namespaces::Labels;
 use crate::policy::Snapshot;
 use crate::pss::namespace_policy;
 use crate::pss::{self, Level, LevelVersion, Violation};
-use crate::workload;
 
 /// Audit annotation: the enforce level and version of a pod decision.
 pub const ENFORCE_POLICY: &str = "enforce-policy";
@@ -41,55 +43,23 @@ const IGNORED_SUBRESOURCES: [&str; 8] = [
     "status",
 ];
 
-/// What a request is, for Pod Security.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    Pod,
-    Workload,
-}
-
-fn target(request: &Request) -> Target {
-    if request.is_pod() {
-        Target::Pod
-    } else {
-        Target::Workload
-    }
-}
-
-/// The metric labels of a request (§4.9): operation, resource, subresource.
-fn labels(request: &Request) -> [String; 3] {
-    let operation = match request.operation.as_str() {
-        "CREATE" => "create".to_owned(),
-        "UPDATE" => "update".to_owned(),
-        other => other.to_lowercase(),
-    };
-    let resource = match target(request) {
-        Target::Pod => "pod",
-        Target::Workload => "controller",
-    };
-    [
-        operation,
-        resource.to_owned(),
-        request.sub_resource().to_owned(),
-    ]
+/// Whether the request is about a workload template rather than a pod.
+fn is_workload(request: &Request<'_>) -> bool {
+    request.target() != Target::Pod
 }
 
 /// The steps that need no namespace lookup: ignored subresources, excluded
 /// and exempt namespaces, exempt users. `Some` is the final answer.
 #[must_use]
-pub fn before_lookup(
-    request: &Request,
-    policy: &Snapshot,
-    metrics: &PodSecurityMetrics,
-) -> Option<Response> {
+pub fn before_lookup(request: &Request<'_>, policy: &Snapshot) -> Option<Decision> {
     let uid = &request.uid;
     let sub = request.sub_resource();
-    let workload = target(request) == Target::Workload;
+    let workload = is_workload(request);
     if (workload && !sub.is_empty()) || (!workload && IGNORED_SUBRESOURCES.contains(&sub)) {
-        return Some(Response::allow(uid));
+        return Some(Response::allow(uid).into());
     }
     if policy.is_excluded_namespace(request.namespace()) {
-        return Some(Response::allow(uid));
+        return Some(Response::allow(uid).into());
     }
     let exemptions = &policy.pod_security.exemptions;
     let exempt = if !request.namespace().is_empty()
@@ -106,20 +76,21 @@ pub fn before_lookup(
     } else {
         None
     };
-    exempt.map(|why| exempt_response(request, why, metrics))
+    exempt.map(|why| exempt_decision(request, why))
 }
 
-fn exempt_response(request: &Request, why: &str, metrics: &PodSecurityMetrics) -> Response {
-    let [op, resource, sub] = labels(request);
-    metrics
-        .exemptions
-        .with_label_values(&[&op, &resource, &sub])
-        .inc();
+fn exempt_decision(request: &Request<'_>, why: &'static str) -> Decision {
     let mut response = Response::allow(&request.uid);
     response
         .audit_annotations
         .insert(EXEMPT.to_owned(), why.to_owned());
-    response
+    Decision {
+        response,
+        facts: Facts {
+            exempt: Some(why),
+            ..Facts::default()
+        },
+    }
 }
 
 /// The namespace's labels as the shell learned them.
@@ -139,68 +110,71 @@ pub enum NamespaceLabels {
 /// the new list into it).
 #[must_use]
 pub fn evaluate(
-    request: &Request,
+    request: &Request<'_>,
     policy: &Snapshot,
     namespace: &NamespaceLabels,
     pod_override: Option<Pod>,
     skip_init: impl Fn(&Pod) -> Option<usize>,
-    metrics: &PodSecurityMetrics,
-) -> Response {
+) -> Decision {
     let uid = &request.uid;
-    let [op, resource, sub] = labels(request);
-    let fatal = |response: &mut Response, message: String| {
-        metrics
-            .errors
-            .with_label_values(&["true", &op, &resource, &sub])
-            .inc();
+    let fatal = |response: Response, message: String| {
+        let mut response = response;
         response.audit_annotations.insert(ERROR.to_owned(), message);
+        Decision {
+            response,
+            facts: Facts {
+                pss_error: Some(true),
+                ..Facts::default()
+            },
+        }
     };
-    let target = target(request);
+    let workload = is_workload(request);
     let labels = match namespace {
         NamespaceLabels::Found(labels) => Some(labels),
         NamespaceLabels::Unknown => None,
         NamespaceLabels::Failed(err) => {
             let message = format!("failed to lookup namespace {:?}", request.namespace());
-            let mut response = match target {
-                Target::Pod => Response::deny(
+            let response = if workload {
+                Response::allow(uid)
+            } else {
+                Response::deny(
                     uid,
                     500,
                     "InternalError",
                     format!("Internal error occurred: {message}"),
-                ),
-                Target::Workload => Response::allow(uid),
+                )
             };
-            fatal(&mut response, format!("{message}: {err}"));
-            return response;
+            return fatal(response, format!("{message}: {err}"));
         }
     };
     let (ns_policy, label_errors) =
         namespace_policy::policy_from_labels(labels, policy.pod_security_defaults);
     if label_errors.is_empty()
-        && let Some(answer) = privileged_short_cut(request, ns_policy, metrics)
+        && let Some(answer) = privileged_short_cut(request, ns_policy)
     {
         return answer;
     }
 
     // Decode what is to be evaluated.
-    let subject = match target {
-        Target::Pod => decode_pod(request, pod_override, skip_init),
-        Target::Workload => decode_template(request),
+    let subject = if workload {
+        decode_template(request)
+    } else {
+        decode_pod(request, pod_override, skip_init)
     };
     let evaluation = match subject {
         Ok(Subject::Evaluate(e)) => e,
-        Ok(Subject::Allow) => return Response::allow(uid),
+        Ok(Subject::Allow) => return Response::allow(uid).into(),
         Err((message, detail)) => {
-            let mut response = match target {
-                Target::Pod => Response::deny(uid, 400, "BadRequest", message.clone()),
-                Target::Workload => Response::allow(uid),
+            let response = if workload {
+                Response::allow(uid)
+            } else {
+                Response::deny(uid, 400, "BadRequest", message.clone())
             };
             let annotation = match detail {
                 Some(d) => format!("{message}: {d}"),
                 None => message,
             };
-            fatal(&mut response, annotation);
-            return response;
+            return fatal(response, annotation);
         }
     };
 
@@ -217,67 +191,60 @@ pub fn evaluate(
             .iter()
             .any(|r| r == class)
     {
-        return exempt_response(request, "runtimeClass", metrics);
+        return exempt_decision(request, "runtimeClass");
     }
-    evaluate_modes(request, &evaluation, ns_policy, &label_errors, metrics)
+    evaluate_modes(request, &evaluation, ns_policy, &label_errors)
 }
 
 /// A namespace with nothing to evaluate: fully privileged for pods, warn and
 /// audit privileged for workloads (whose enforce level does not matter).
 fn privileged_short_cut(
-    request: &Request,
+    request: &Request<'_>,
     ns_policy: namespace_policy::Policy,
-    metrics: &PodSecurityMetrics,
-) -> Option<Response> {
-    match target(request) {
-        Target::Pod if ns_policy.is_fully_privileged() => {
-            let [op, resource, sub] = labels(request);
-            metrics
-                .evaluations
-                .with_label_values(&[
-                    "allow",
-                    "privileged",
-                    "latest",
-                    "enforce",
-                    &op,
-                    &resource,
-                    &sub,
-                ])
-                .inc();
-            let mut response = Response::allow(&request.uid);
-            response
-                .audit_annotations
-                .insert(ENFORCE_POLICY.to_owned(), "privileged:latest".to_owned());
-            Some(response)
-        }
-        Target::Workload
-            if ns_policy.warn.level == Level::Privileged
-                && ns_policy.audit.level == Level::Privileged =>
-        {
-            Some(Response::allow(&request.uid))
-        }
-        _ => None,
+) -> Option<Decision> {
+    if is_workload(request) {
+        return (ns_policy.warn.level == Level::Privileged
+            && ns_policy.audit.level == Level::Privileged)
+            .then(|| Response::allow(&request.uid).into());
     }
+    if !ns_policy.is_fully_privileged() {
+        return None;
+    }
+    let privileged = LevelVersion {
+        level: Level::Privileged,
+        version: pss::Version::Latest,
+    };
+    let mut response = Response::allow(&request.uid);
+    response
+        .audit_annotations
+        .insert(ENFORCE_POLICY.to_owned(), privileged.to_string());
+    Some(Decision {
+        response,
+        facts: Facts {
+            pss: vec![PssResult {
+                mode: Mode::Enforce,
+                policy: privileged,
+                allowed: true,
+                checks: Vec::new(),
+            }],
+            ..Facts::default()
+        },
+    })
 }
 
 /// Enforce (pods only), audit, warn; results are reused between modes of
 /// the same level and version.
 fn evaluate_modes(
-    request: &Request,
+    request: &Request<'_>,
     subject: &Evaluation,
     ns_policy: namespace_policy::Policy,
     label_errors: &[namespace_policy::LabelError],
-    metrics: &PodSecurityMetrics,
-) -> Response {
-    let [op, resource, sub] = labels(request);
-    let target = target(request);
+) -> Decision {
     let (meta, spec) = (&subject.meta, &subject.spec);
     let mut response = Response::allow(&request.uid);
+    let mut facts = Facts::default();
     if !label_errors.is_empty() {
-        metrics
-            .errors
-            .with_label_values(&["false", &op, &resource, &sub])
-            .inc();
+        facts.pss_error = Some(false);
         response.audit_annotations.insert(
             ERROR.to_owned(),
             format!(
@@ -295,30 +262,22 @@ fn evaluate_modes(
         cache.push((lv, v.clone()));
         v
     };
-    let record = |decision: &str, lv: LevelVersion, mode: &str| {
-        metrics
-            .evaluations
-            .with_label_values(&[
-                decision,
-                lv.level.as_str(),
-                &metric_version(lv),
-                mode,
-                &op,
-                &resource,
-                &sub,
-            ])
-            .inc();
+    let mut record = |mode: Mode, policy: LevelVersion, violations: &[Violation]| {
+        facts.pss.push(PssResult {
+            mode,
+            policy,
+            allowed: violations.is_empty(),
+            checks: violations.iter().map(|v| v.check).collect(),
+        });
     };
-    if target == Target::Pod {
+    if !is_workload(request) {
         let enforce = ns_policy.enforce;
         response
             .audit_annotations
             .insert(ENFORCE_POLICY.to_owned(), enforce.to_string());
         let violations = run(enforce);
-        if violations.is_empty() {
-            record("allow", enforce, "enforce");
-        } else {
-            record("deny", enforce, "enforce");
+        record(Mode::Enforce, enforce, &violations);
+        if !violations.is_empty() {
             let annotations = std::mem::take(&mut response.audit_annotations);
             response = forbidden(request, enforce, &violations);
             response.audit_annotations = annotations;
@@ -327,7 +286,7 @@ fn evaluate_modes(
     let audit = ns_policy.audit;
     let violations = run(audit);
     if !violations.is_empty() {
-        record("deny", audit, "audit");
+        record(Mode::Audit, audit, &violations);
         response.audit_annotations.insert(
             AUDIT_VIOLATIONS.to_owned(),
             pss::violation_message(audit, &violations),
@@ -337,44 +296,28 @@ fn evaluate_modes(
         let warn = ns_policy.warn;
         let violations = run(warn);
         if !violations.is_empty() {
-            record("deny", warn, "warn");
+            record(Mode::Warn, warn, &violations);
             response
                 .warnings
                 .push(pss::violation_message(warn, &violations));
         }
     }
-    response
+    Decision { response, facts }
 }
 
 /// The 403 of an enforce violation (§3.2).
-fn forbidden(request: &Request, lv: LevelVersion, violations: &[Violation]) -> Response {
-    let name = pod_name(request);
+fn forbidden(request: &Request<'_>, lv: LevelVersion, violations: &[Violation]) -> Response {
+    let name = request.name();
     let mut response = Response::deny(
         &request.uid,
         403,
         "Forbidden",
-        pss::deny_message(&name, lv, violations),
+        pss::deny_message(name, lv, violations),
     );
     if let Some(status) = response.status.as_mut() {
         status.details = Some(json!({"name": name, "kind": "pods"}));
     }
     response
-}
-
-fn pod_name(request: &Request) -> String {
-    request.name().to_owned()
-}
-
-/// `latest` for latest or privileged, `v1.N` up to the newest known, else
-/// `future` — a bounded label set.
-fn metric_version(lv: LevelVersion) -> String {
-    if lv.level == Level::Privileged || lv.version == pss::Version::Latest {
-        "latest".to_owned()
-    } else if lv.version > pss::max_version() {
-        "future".to_owned()
-    } else {
-        lv.version.to_string()
-    }
 }
 
 enum Subject {
@@ -392,44 +335,52 @@ struct Evaluation {
 
 type DecodeFailure = (String, Option<String>);
 
+/// The `kind` of a raw object, read without decoding the rest.
+#[derive(Deserialize)]
+struct KindOnly<'a> {
+    #[serde(default, borrow)]
+    kind: Option<Cow<'a, str>>,
+}
+
+fn raw_kind(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<KindOnly<'_>>(raw.get())
+        .ok()
+        .and_then(|k| k.kind)
+}
+
 /// Decodes a Pod with upstream's messages: `failed to decode {old }object`
 /// (with the error) when it does not decode, `failed to decode {old }pod`
 /// when it is another kind.
-fn decode_pod_value(value: Option<&Value>, old: &str) -> Result<Pod, DecodeFailure> {
-    let Some(value) = value else {
+fn decode_pod_raw(raw: Option<&RawValue>, old: &str) -> Result<Pod, DecodeFailure> {
+    let Some(raw) = raw else {
         return Err((
             format!("failed to decode {old}object"),
             Some("no object in the request".to_owned()),
         ));
     };
-    let found = value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if !found.is_empty() && found != "Pod" {
-        return Err((format!("failed to decode {old}pod"), None));
-    }
-    Pod::deserialize(value)
-        .map_err(|e| (format!("failed to decode {old}object"), Some(e.to_string())))
+    serde_json::from_str::<Pod>(raw.get()).map_err(|e| {
+        match raw_kind(raw).filter(|k| !k.is_empty() && k != "Pod") {
+            Some(_) => (format!("failed to decode {old}pod"), None),
+            None => (format!("failed to decode {old}object"), Some(e.to_string())),
+        }
+    })
 }
 
 fn decode_pod(
-    request: &Request,
+    request: &Request<'_>,
     pod_override: Option<Pod>,
     skip_init: impl Fn(&Pod) -> Option<usize>,
 ) -> Result<Subject, DecodeFailure> {
     let pod: Pod = match pod_override {
         Some(pod) => pod,
-        None => decode_pod_value(request.object.as_ref(), "")?,
+        None => decode_pod_raw(request.object, "")?,
     };
-    if request.operation == "UPDATE" {
-        let old: Pod = match request.old_object.as_ref() {
+    if request.operation == Operation::Update {
+        let old: Pod = match request.old_object {
             // A 1.20/1.21 ephemeralcontainers request: the old object is an
             // EphemeralContainers list, and adding one is always significant.
-            Some(old) if old.get("kind").and_then(Value::as_str) == Some("EphemeralContainers") => {
-                Pod::default()
-            }
-            old => decode_pod_value(old, "old ")?,
+            Some(old) if raw_kind(old).as_deref() == Some("EphemeralContainers") => Pod::default(),
+            old => decode_pod_raw(old, "old ")?,
         };
         if request.sub_resource().is_empty()
             && !namespace_policy::is_significant_pod_update(&old, &pod)
@@ -445,15 +396,14 @@ fn decode_pod(
     })))
 }
 
-fn decode_template(request: &Request) -> Result<Subject, DecodeFailure> {
-    let Some(object) = request.object.as_ref() else {
+fn decode_template(request: &Request<'_>) -> Result<Subject, DecodeFailure> {
+    let Some(raw) = request.object else {
         return Err((
             "failed to decode object".to_owned(),
             Some("no object in the request".to_owned()),
         ));
     };
-    let kind = request.kind.kind.as_str();
-    let Some(path) = workload::template_path(kind) else {
+    let Target::Workload(kind) = request.target() else {
         let gvk = &request.kind;
         return Err((
             "failed to extract pod template".to_owned(),
@@ -463,54 +413,66 @@ fn decode_template(request: &Request) -> Result<Subject, DecodeFailure> {
             )),
         ));
     };
-    let mut cursor = object;
-    for key in path {
-        match cursor.get(key) {
-            Some(v) if !v.is_null() => cursor = v,
-            _ => return Ok(Subject::Allow),
+    match crate::workload::template(kind, raw) {
+        Ok(Some(template)) => Ok(Subject::Evaluate(Box::new(Evaluation {
+            meta: template.metadata.unwrap_or_default(),
+            spec: template.spec.unwrap_or_default(),
+            skip: None,
+        }))),
+        Ok(None) => Ok(Subject::Allow),
+        Err(crate::workload::Error::Decode(e)) => {
+            Err(("failed to decode object".to_owned(), Some(e.to_string())))
         }
-    }
-    let template = PodTemplateSpec::deserialize(cursor).map_err(|e| {
-        (
+        Err(crate::workload::Error::Template(e)) => Err((
             "failed to extract pod template".to_owned(),
             Some(e.to_string()),
-        )
-    })?;
-    Ok(Subject::Evaluate(Box::new(Evaluation {
-        meta: template.metadata.unwrap_or_default(),
-        spec: template.spec.unwrap_or_default(),
-        skip: None,
-    })))
+        )),
+    }
+}
+
+/// The ephemeral containers of a 1.20/1.21 `EphemeralContainers` object.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EphemeralContainersList {
+    #[serde(default)]
+    ephemeral_containers: Vec<EphemeralContainer>,
 }
 
 /// Puts the ephemeral containers of a 1.20/1.21 `EphemeralContainers` object
 /// into `pod`. `None` when `object` is not such an object.
 #[must_use]
-pub fn merge_ephemeral_containers(mut pod: Pod, object: &Value) -> Option<Pod> {
-    if object.get("kind").and_then(Value::as_str) != Some("EphemeralContainers") {
+pub fn merge_ephemeral_containers(mut pod: Pod, object: &RawValue) -> Option<Pod> {
+    if raw_kind(object).as_deref() != Some("EphemeralContainers") {
         return None;
     }
-    let list = object
-        .get("ephemeralContainers")
-        .cloned()
-        .unwrap_or(Value::Array(Vec::new()));
-    let containers = Vec::deserialize(&list).ok()?;
+    let list: EphemeralContainersList = serde_json::from_str(object.get()).ok()?;
     pod.spec
         .get_or_insert_with(PodSpec::default)
-        .ephemeral_containers = Some(containers);
+        .ephemeral_containers = Some(list.ephemeral_containers);
     Some(pod)
 }
 
 /// Whether `request` is a 1.20/1.21 ephemeral-containers request whose object
 /// is not a whole pod (the shell must then read the pod).
 #[must_use]
-pub fn needs_pod(request: &Request) -> bool {
+pub fn needs_pod(request: &Request<'_>) -> bool {
     request.is_pod()
         && request.sub_resource() == "ephemeralcontainers"
         && request
             .object
-            .as_ref()
-            .and_then(|o| o.get("kind"))
-            .and_then(Value::as_str)
-            == Some("EphemeralContainers")
+            .and_then(raw_kind)
+            .is_some_and(|k| k == "EphemeralContainers")
+}
+
+/// `latest` for latest or privileged, `v1.N` up to the newest known, else
+/// `future` — a bounded label set.
+#[must_use]
+pub fn metric_version(lv: LevelVersion) -> Cow<'static, str> {
+    if lv.level == Level::Privileged || lv.version == pss::Version::Latest {
+        Cow::Borrowed("latest")
+    } else if lv.version > pss::max_version() {
+        Cow::Borrowed("future")
+    } else {
+        Cow::Owned(lv.version.to_string())
+    }
 }

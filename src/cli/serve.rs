@@ -13,7 +13,8 @@ use crate::certs::{self, Authority, Resolver};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::policy::{Document, Snapshot, watch};
-use crate::server::{self, AppState, IdentityStore, KubeStore, Readiness};
+use crate::readiness::Readiness;
+use crate::server::{self, AppState, IdentityStore, KubeStore};
 
 /// Arguments of `unroot serve`.
 #[derive(Debug, clap::Args)]
@@ -37,11 +38,17 @@ pub struct Args {
     /// Where to write the self-issued CA certificate, for clients to trust.
     #[arg(long, env = "UNROOT_CA_CERT_OUT", default_value = "certs/ca.crt")]
     pub ca_cert_out: PathBuf,
-    /// Kubeconfig of the cluster to read namespaces (and later the policy)
-    /// from. Inside a cluster the pod's service account is used; with
-    /// neither, unroot runs without a cluster.
-    #[arg(long, env = "UNROOT_KUBECONFIG")]
+    /// Kubeconfig of the cluster to read namespaces and the policy from.
+    /// Without it, unroot looks where kubectl does: the KUBECONFIG
+    /// environment variable, then the in-cluster service account.
+    #[arg(long, env = "UNROOT_KUBECONFIG", conflicts_with = "standalone")]
     pub kubeconfig: Option<PathBuf>,
+    /// Run without a cluster, even if one could be found: namespace labels
+    /// are unknown, so the policy's podSecurity defaults apply everywhere,
+    /// and pods that need the API server (provisioning, 1.20/1.21 ephemeral
+    /// containers) are denied.
+    #[arg(long, env = "UNROOT_STANDALONE")]
+    pub standalone: bool,
     /// Policy file, watched for changes. Without it (and without
     /// --policy-configmap) the embedded default policy applies.
     #[arg(long, env = "UNROOT_POLICY", conflicts_with = "policy_configmap")]
@@ -106,7 +113,7 @@ async fn serve(args: &Args) -> Result<(), String> {
 
     let resolver = Arc::new(Resolver::new(serving_key(args)?));
     let metrics = Metrics::new();
-    let readiness = Arc::new(Readiness::new(&["serving", watch::READY_CONDITION]));
+    let readiness = Arc::new(Readiness::new(&[server::SERVING, watch::READY_CONDITION]));
     let current = Arc::new(ArcSwap::from_pointee(Snapshot::new(policy)));
     let reloader = watch::Reloader::new(
         Arc::clone(&current),
@@ -156,12 +163,13 @@ async fn serve(args: &Args) -> Result<(), String> {
         drain_timeout: args.drain_timeout,
         ..server::Config::default()
     };
-    let running = server::start(config, state, resolver)
+    let tls = Arc::new(certs::server_config(resolver));
+    let running = server::start(config, state, tls)
         .await
         .map_err(|e| e.to_string())?;
     let stop = running.shutdown_handle();
     wait_for_signal().await;
-    readiness.set("serving", false);
+    readiness.set(server::SERVING, false);
     if !args.shutdown_delay.is_zero() {
         info!(delay = ?args.shutdown_delay, "shutdown requested: not ready, still serving");
         tokio::time::sleep(args.shutdown_delay).await;
@@ -190,7 +198,7 @@ fn policy_source(args: &Args, have_cluster: bool) -> Result<PolicySource, String
         // In a cluster (service account mounted), default to our namespace.
         None => std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
             .ok()
-            .filter(|_| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())
+            .filter(|_| have_cluster && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())
             .map(|ns| format!("{}/{DEFAULT_POLICY_CONFIGMAP}", ns.trim())),
     };
     let Some(reference) = named else {
@@ -206,7 +214,7 @@ fn policy_source(args: &Args, have_cluster: bool) -> Result<PolicySource, String
     };
     if !have_cluster {
         return Err(format!(
-            "--policy-configmap {reference}: no cluster to read it from (give --kubeconfig, or run inside a cluster)"
+            "--policy-configmap {reference}: no cluster to read it from (give --kubeconfig or KUBECONFIG, run inside a cluster, or drop --standalone)"
         ));
     }
     Ok(PolicySource::ConfigMap {
@@ -215,26 +223,85 @@ fn policy_source(args: &Args, have_cluster: bool) -> Result<PolicySource, String
     })
 }
 
-/// A client for `--kubeconfig`, or the in-cluster service account, or none.
+/// Where the cluster connection came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ClusterSource {
+    /// `--kubeconfig` (or `UNROOT_KUBECONFIG`).
+    Flag(PathBuf),
+    /// The `KUBECONFIG` environment variable (one path or several).
+    Env(String),
+    /// The pod's service account.
+    InCluster,
+}
+
+/// Finds the cluster the way kubectl does: `--kubeconfig`, then
+/// `KUBECONFIG`, then the in-cluster service account. `None` runs without a
+/// cluster (`--standalone`, or nothing found).
+fn cluster_source(
+    args: &Args,
+    kubeconfig_env: Option<String>,
+    in_cluster: bool,
+) -> Option<ClusterSource> {
+    if args.standalone {
+        return None;
+    }
+    if let Some(path) = &args.kubeconfig {
+        return Some(ClusterSource::Flag(path.clone()));
+    }
+    if let Some(paths) = kubeconfig_env.filter(|p| !p.trim().is_empty()) {
+        return Some(ClusterSource::Env(paths));
+    }
+    in_cluster.then_some(ClusterSource::InCluster)
+}
+
+/// A client for the cluster unroot finds, or none.
 async fn kube_client(args: &Args) -> Result<Option<kube::Client>, String> {
-    let config = if let Some(path) = &args.kubeconfig {
-        let kubeconfig = kube::config::Kubeconfig::read_from(path)
-            .map_err(|e| format!("failed to read kubeconfig {}: {e}", path.display()))?;
-        kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|e| format!("failed to load kubeconfig {}: {e}", path.display()))?
-    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        kube::Config::incluster()
-            .map_err(|e| format!("failed to load the in-cluster configuration: {e}"))?
-    } else {
-        return Ok(None);
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let source = cluster_source(args, std::env::var("KUBECONFIG").ok(), in_cluster);
+    let (config, from) = match &source {
+        None if args.standalone => {
+            info!("standalone (--standalone): no cluster is read");
+            return Ok(None);
+        }
+        None => {
+            warn!(
+                "no cluster found (no --kubeconfig, no KUBECONFIG, not in a pod): running standalone; pass --standalone to say so"
+            );
+            return Ok(None);
+        }
+        Some(ClusterSource::Flag(path)) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("failed to read kubeconfig {}: {e}", path.display()))?;
+            let config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| format!("failed to load kubeconfig {}: {e}", path.display()))?;
+            (config, format!("--kubeconfig {}", path.display()))
+        }
+        Some(ClusterSource::Env(paths)) => {
+            let kubeconfig = kube::config::Kubeconfig::from_env()
+                .map_err(|e| format!("failed to read KUBECONFIG={paths}: {e}"))?
+                .ok_or_else(|| format!("KUBECONFIG={paths} names no kubeconfig"))?;
+            let config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| format!("failed to load KUBECONFIG={paths}: {e}"))?;
+            (config, format!("KUBECONFIG={paths}"))
+        }
+        Some(ClusterSource::InCluster) => (
+            kube::Config::incluster()
+                .map_err(|e| format!("failed to load the in-cluster configuration: {e}"))?,
+            "the in-cluster service account".to_owned(),
+        ),
     };
+    let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config)
         .map_err(|e| format!("failed to create the Kubernetes client: {e}"))?;
-    info!("reading the cluster through the API server");
+    info!(from = %from, %server, "reading the cluster through the API server; not ready until the namespace cache has synced");
     Ok(Some(client))
 }
 
@@ -276,5 +343,52 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn args(extra: &[&str]) -> Args {
+        let cli = crate::cli::Cli::try_parse_from(["unroot", "serve"].iter().chain(extra).copied())
+            .unwrap();
+        match cli.command {
+            crate::cli::Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_cluster_is_found_the_way_kubectl_finds_it() {
+        let env = || Some("/env/config".to_owned());
+        let flag = args(&["--kubeconfig", "/flag/config"]);
+        assert_eq!(
+            cluster_source(&flag, env(), true),
+            Some(ClusterSource::Flag("/flag/config".into()))
+        );
+        let none = args(&[]);
+        assert_eq!(
+            cluster_source(&none, env(), true),
+            Some(ClusterSource::Env("/env/config".to_owned()))
+        );
+        assert_eq!(
+            cluster_source(&none, Some(String::new()), true),
+            Some(ClusterSource::InCluster)
+        );
+        assert_eq!(cluster_source(&none, None, false), None);
+        let standalone = args(&["--standalone"]);
+        assert_eq!(cluster_source(&standalone, env(), true), None);
+        assert!(
+            crate::cli::Cli::try_parse_from([
+                "unroot",
+                "serve",
+                "--standalone",
+                "--kubeconfig",
+                "x"
+            ])
+            .is_err()
+        );
     }
 }

@@ -63,6 +63,9 @@ impl OwnedSeg {
 pub struct Builder {
     doc: Value,
     ops: Vec<(OwnedPath, Op)>,
+    /// Changes made so far (folded ones included): tells a step whether it
+    /// changed anything.
+    changes: usize,
 }
 
 #[derive(Debug)]
@@ -79,6 +82,7 @@ impl Builder {
         Self {
             doc,
             ops: Vec::new(),
+            changes: 0,
         }
     }
 
@@ -157,6 +161,7 @@ impl Builder {
         }
         let owned: OwnedPath = path.iter().copied().map(OwnedSeg::from_seg).collect();
         remove_at(&mut self.doc, &owned);
+        self.changes += 1;
         // An element removed from inside a value this patch added is dropped
         // from that value; anything else becomes an operation.
         if let Some((op_path, Op::Add(v) | Op::Replace(v))) = self
@@ -215,6 +220,7 @@ impl Builder {
         }
         let target: OwnedPath = owned[..split].to_vec();
         insert_at(&mut self.doc, &target, nested.clone());
+        self.changes += 1;
 
         // Fold into an operation of ours that created a parent of `target`.
         if let Some((op_path, Op::Add(v) | Op::Replace(v))) = self
@@ -233,6 +239,13 @@ impl Builder {
         };
         self.ops.push((target, op));
         true
+    }
+
+    /// How many changes were made so far; compare before and after a step
+    /// to tell whether it changed the document.
+    #[must_use]
+    pub fn changes(&self) -> usize {
+        self.changes
     }
 
     /// Whether no operation was recorded.

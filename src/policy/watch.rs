@@ -17,13 +17,9 @@ use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
 use tracing::{Instrument as _, error, info, info_span, warn};
 
 use super::{Document, Error, Snapshot};
-use crate::server::Readiness;
+use crate::readiness::Readiness;
 
-/// The ConfigMap key that holds the policy document.
-pub const CONFIGMAP_KEY: &str = "policy.yaml";
-/// The label the policy ConfigMap carries; the validating webhook selects
-/// ConfigMaps by it to refuse invalid policies before they are stored.
-pub const CONFIGMAP_LABEL: &str = "unroot.dev/policy";
+pub use super::{CONFIGMAP_KEY, CONFIGMAP_LABEL};
 /// Readiness condition: a valid policy was loaded from the configured source.
 pub const READY_CONDITION: &str = "policy";
 

@@ -30,10 +30,14 @@ impl Readiness {
         }
     }
 
-    /// `None` when ready, else the names of the unmet conditions.
+    /// `None` when ready, else the names of the unmet conditions. A lock
+    /// poisoned by a panic elsewhere reports not ready: the state behind it
+    /// can no longer be trusted.
     #[must_use]
     pub fn unready(&self) -> Option<String> {
-        let c = self.conditions.lock().ok()?;
+        let Ok(c) = self.conditions.lock() else {
+            return Some("internal error (readiness state poisoned by a panic)".to_owned());
+        };
         let unmet: Vec<&str> = c.iter().filter(|(_, ok)| !**ok).map(|(n, _)| *n).collect();
         (!unmet.is_empty()).then(|| unmet.join(", "))
     }
@@ -51,5 +55,18 @@ mod tests {
         assert_eq!(r.unready().as_deref(), Some("policy"));
         r.set("policy", true);
         assert_eq!(r.unready(), None);
+    }
+
+    #[test]
+    fn a_poisoned_lock_is_not_ready() {
+        let r = std::sync::Arc::new(Readiness::new(&["serving"]));
+        r.set("serving", true);
+        let poisoner = std::sync::Arc::clone(&r);
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.conditions.lock().unwrap();
+            panic!("poison the readiness lock");
+        })
+        .join();
+        assert!(r.unready().unwrap().contains("poisoned"));
     }
 }

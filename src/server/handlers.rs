@@ -1,0 +1,59 @@
+//! One handler per webhook: the async steps each needs around the pure core.
+
+mod mutate;
+mod validate;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use tracing::field::Empty;
+
+use super::AppState;
+use super::review;
+use crate::admission::{self, Decision};
+use crate::policy::Snapshot;
+
+/// The webhooks unroot serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Webhook {
+    /// `/mutate`: pods hardened on CREATE, ephemeral containers on add.
+    Mutate,
+    /// `/validate`: Pod Security for pods and workloads, the policy
+    /// ConfigMap check.
+    Validate,
+}
+
+impl Webhook {
+    /// The metric label and span field.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutate => "mutate",
+            Self::Validate => "validate",
+        }
+    }
+
+    /// Decides one request with `policy`.
+    pub(super) async fn decide(
+        self,
+        state: &AppState,
+        policy: &Snapshot,
+        request: &admission::Request<'_>,
+    ) -> Decision {
+        match self {
+            Self::Mutate => mutate::decide(state, policy, request).await,
+            Self::Validate => validate::decide(state, policy, request).await,
+        }
+    }
+}
+
+/// `POST /mutate`.
+#[tracing::instrument(name = "review", skip_all, fields(webhook = "mutate", uid = Empty, kind = Empty, namespace = Empty, name = Empty, operation = Empty, outcome = Empty))]
+pub(super) async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+    review::answer(Webhook::Mutate, &state, request).await
+}
+
+/// `POST /validate`.
+#[tracing::instrument(name = "review", skip_all, fields(webhook = "validate", uid = Empty, kind = Empty, namespace = Empty, name = Empty, operation = Empty, outcome = Empty))]
+pub(super) async fn validate(State(state): State<AppState>, request: Request) -> Response {
+    review::answer(Webhook::Validate, &state, request).await
+}

@@ -1,0 +1,81 @@
+//! `/mutate`: the namespace's labels in, the identity ConfigMap out.
+
+use tracing::{info, warn};
+
+use crate::admission::{self, Applied, Decision, Response};
+use crate::policy::Snapshot;
+use crate::server::AppState;
+
+pub(super) async fn decide(
+    state: &AppState,
+    policy: &Snapshot,
+    req: &admission::Request<'_>,
+) -> Decision {
+    let labels = match state.namespaces.labels(req.namespace()).await {
+        Ok(labels) => labels.unwrap_or_default(),
+        Err(e) => {
+            return Response::deny(
+                &req.uid,
+                500,
+                "InternalError",
+                format!(
+                    "Internal error occurred: failed to lookup namespace {:?}: {e}",
+                    req.namespace()
+                ),
+            )
+            .into();
+        }
+    };
+    let mutation = admission::mutate(req, policy, &labels);
+    store_identity(req, state, mutation).await
+}
+
+/// Applies the identity ConfigMap a mutation needs, then answers; a pod whose
+/// ConfigMap cannot be written is denied (it could not start without it).
+async fn store_identity(
+    req: &admission::Request<'_>,
+    state: &AppState,
+    mutation: admission::Mutation,
+) -> Decision {
+    let admission::Mutation {
+        mut decision,
+        identity,
+    } = mutation;
+    let Some(config_map) = identity.filter(|_| decision.response.allowed) else {
+        return decision;
+    };
+    let name = config_map.metadata.name.clone().unwrap_or_default();
+    let namespace = req.namespace();
+    let Some(store) = &state.identity_store else {
+        return Response::deny(
+            &req.uid,
+            500,
+            "InternalError",
+            format!(
+                "unroot cannot provision this pod: writing the identity ConfigMap {namespace}/{name} needs a Kubernetes client, and this unroot runs without one (run it in the cluster, or remove the unroot.dev/ identity annotations)"
+            ),
+        )
+        .into();
+    };
+    if req.is_dry_run() {
+        info!(configmap = %name, "dry run: identity ConfigMap not written");
+        return decision;
+    }
+    match store.apply(config_map).await {
+        Ok(()) => {
+            info!(configmap = %name, "identity ConfigMap applied");
+            decision.facts.mutations.push(Applied::IdentityConfigMap);
+            decision
+        }
+        Err(e) => {
+            warn!(configmap = %name, error = %e, "failed to apply the identity ConfigMap");
+            Response::deny(
+                &req.uid,
+                500,
+                "InternalError",
+                format!("failed to apply the identity ConfigMap {namespace}/{name}: {e}"),
+            )
+            .into()
+        }
+    }
+}

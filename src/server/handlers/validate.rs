@@ -1,0 +1,89 @@
+//! `/validate`: dispatch on what the request is about; for Pod Security,
+//! the namespace's labels and (1.20/1.21 ephemeral containers) the stored
+//! pod in.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::admission::validate::{self, NamespaceLabels};
+use crate::admission::{self, Decision, Response, Target};
+use crate::policy::Snapshot;
+use crate::server::AppState;
+
+pub(super) async fn decide(
+    state: &AppState,
+    policy: &Snapshot,
+    req: &admission::Request<'_>,
+) -> Decision {
+    match req.target() {
+        Target::ConfigMap => admission::validate_policy_configmap(req).into(),
+        Target::Pod | Target::Workload(_) => pod_security(state, policy, req).await,
+        Target::Namespace | Target::Other => Response::allow(&req.uid).into(),
+    }
+}
+
+async fn pod_security(
+    state: &AppState,
+    policy: &Snapshot,
+    req: &admission::Request<'_>,
+) -> Decision {
+    if let Some(answer) = validate::before_lookup(req, policy) {
+        return answer;
+    }
+    let namespace = match state.namespaces.labels(req.namespace()).await {
+        Ok(Some(labels)) => NamespaceLabels::Found(labels),
+        Ok(None) => NamespaceLabels::Unknown,
+        Err(e) => NamespaceLabels::Failed(e),
+    };
+    let pod = if validate::needs_pod(req) {
+        match read_pod_with_ephemeral_containers(state, req).await {
+            Ok(pod) => Some(pod),
+            Err(message) => {
+                return Response::deny(&req.uid, 500, "InternalError", message).into();
+            }
+        }
+    } else {
+        None
+    };
+    let none = BTreeMap::new();
+    let labels = match &namespace {
+        NamespaceLabels::Found(labels) => labels,
+        _ => &none,
+    };
+    let input = crate::mutate::Input {
+        policy,
+        namespace_labels: labels,
+        requester: &req.user_info.username,
+    };
+    let provenance = |pod: &Pod| crate::mutate::provenance_index(pod, &input);
+    validate::evaluate(req, policy, &namespace, pod, provenance)
+}
+
+/// For a 1.20/1.21 `pods/ephemeralcontainers` request: the stored pod with
+/// the requested ephemeral containers in it.
+async fn read_pod_with_ephemeral_containers(
+    state: &AppState,
+    req: &admission::Request<'_>,
+) -> Result<Pod, String> {
+    let failed = |why: String| {
+        format!(
+            "Internal error occurred: failed to read pod {:?} to evaluate its ephemeral containers: {why}",
+            req.name()
+        )
+    };
+    let client = state
+        .kube
+        .clone()
+        .ok_or_else(|| failed("no cluster access".to_owned()))?;
+    let api: kube::Api<Pod> = kube::Api::namespaced(client, req.namespace());
+    let pod = api
+        .get(req.name())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let object = req
+        .object
+        .ok_or_else(|| failed("no object in the request".to_owned()))?;
+    validate::merge_ephemeral_containers(pod, object)
+        .ok_or_else(|| failed("the object is not an EphemeralContainers list".to_owned()))
+}

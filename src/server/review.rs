@@ -1,0 +1,111 @@
+//! The review wrapper every webhook goes through: read and decode the
+//! review, let the webhook's handler decide, then record the answer once
+//! (metrics, the request's span, the policy hash) and encode it.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::{Span, info, warn};
+
+use super::handlers::Webhook;
+use super::{AppState, POLICY_HASH, body, error_body};
+use crate::admission::{self, Decoded};
+
+/// Answers one webhook call.
+pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request) -> Response {
+    let name = webhook.as_str();
+    let _in_flight = InFlight::new(&state.metrics);
+    let (parts, body) = request.into_parts();
+    let bytes = match body::read(&parts.headers, body, state.request_timeout).await {
+        Ok(b) => b,
+        Err(rejection) => {
+            state
+                .metrics
+                .rejected_requests
+                .with_label_values(&[name, rejection.label])
+                .inc();
+            return error_body(rejection.status, rejection.reason, &rejection.message);
+        }
+    };
+    let started = Instant::now();
+    let span = Span::current();
+    let review = match admission::decode(&bytes) {
+        Err(e) => {
+            state
+                .metrics
+                .rejected_requests
+                .with_label_values(&[name, "malformed"])
+                .inc();
+            warn!(error = %e, "refused a request that is not an AdmissionReview");
+            return error_body(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string());
+        }
+        Ok(Decoded::Malformed {
+            api_version,
+            uid,
+            message,
+        }) => {
+            span.record("uid", uid.as_str());
+            span.record("outcome", "error");
+            warn!(%message, "malformed review");
+            state
+                .metrics
+                .rejected_requests
+                .with_label_values(&[name, "malformed"])
+                .inc();
+            let response = admission::Response::deny(&uid, 400, "BadRequest", message);
+            return encoded(admission::encode(api_version, &response));
+        }
+        Ok(Decoded::Review(review)) => review,
+    };
+    let req = &review.request;
+    span.record("uid", req.uid.as_str());
+    span.record("namespace", req.namespace());
+    span.record("name", req.name());
+    span.record("operation", req.operation.as_str());
+    span.record("kind", req.target().as_str());
+    // The snapshot that decides is the one whose hash the answer carries,
+    // even if a reload lands while the handler runs.
+    let policy = state.policy.load_full();
+    let mut decision = webhook.decide(state, &policy, req).await;
+    decision
+        .response
+        .audit_annotations
+        .insert(POLICY_HASH.to_owned(), policy.hash.clone());
+    let response = &decision.response;
+    let outcome = response.outcome();
+    span.record("outcome", outcome);
+    state.metrics.record(name, req, &decision);
+    state
+        .metrics
+        .admission_duration
+        .with_label_values(&[name])
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(status) = response.status.as_ref() {
+        info!(outcome, message = %status.message, "answered");
+    } else {
+        info!(outcome, warnings = response.warnings.len(), "answered");
+    }
+    encoded(admission::encode(review.api_version, response))
+}
+
+fn encoded(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// Counts a review in `unroot_admission_in_flight` while it lives.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn new(metrics: &crate::metrics::Metrics) -> Self {
+        metrics.in_flight.inc();
+        Self(metrics.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
