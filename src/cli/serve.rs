@@ -97,7 +97,7 @@ pub fn run(args: &Args) -> ExitCode {
 async fn serve(args: &Args) -> Result<(), String> {
     crate::pss::validate_registry()
         .map_err(|e| format!("invalid Pod Security check registry: {e}"))?;
-    let client = kube_client(args).await?;
+    let client = crate::cluster::connect(args.kubeconfig.as_deref(), args.standalone).await?;
     let source = policy_source(args, client.is_some())?;
     let (policy, policy_text) = match &source {
         PolicySource::File(path) => {
@@ -223,88 +223,6 @@ fn policy_source(args: &Args, have_cluster: bool) -> Result<PolicySource, String
     })
 }
 
-/// Where the cluster connection came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ClusterSource {
-    /// `--kubeconfig` (or `UNROOT_KUBECONFIG`).
-    Flag(PathBuf),
-    /// The `KUBECONFIG` environment variable (one path or several).
-    Env(String),
-    /// The pod's service account.
-    InCluster,
-}
-
-/// Finds the cluster the way kubectl does: `--kubeconfig`, then
-/// `KUBECONFIG`, then the in-cluster service account. `None` runs without a
-/// cluster (`--standalone`, or nothing found).
-fn cluster_source(
-    args: &Args,
-    kubeconfig_env: Option<String>,
-    in_cluster: bool,
-) -> Option<ClusterSource> {
-    if args.standalone {
-        return None;
-    }
-    if let Some(path) = &args.kubeconfig {
-        return Some(ClusterSource::Flag(path.clone()));
-    }
-    if let Some(paths) = kubeconfig_env.filter(|p| !p.trim().is_empty()) {
-        return Some(ClusterSource::Env(paths));
-    }
-    in_cluster.then_some(ClusterSource::InCluster)
-}
-
-/// A client for the cluster unroot finds, or none.
-async fn kube_client(args: &Args) -> Result<Option<kube::Client>, String> {
-    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let source = cluster_source(args, std::env::var("KUBECONFIG").ok(), in_cluster);
-    let (config, from) = match &source {
-        None if args.standalone => {
-            info!("standalone (--standalone): no cluster is read");
-            return Ok(None);
-        }
-        None => {
-            warn!(
-                "no cluster found (no --kubeconfig, no KUBECONFIG, not in a pod): running standalone; pass --standalone to say so"
-            );
-            return Ok(None);
-        }
-        Some(ClusterSource::Flag(path)) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("failed to read kubeconfig {}: {e}", path.display()))?;
-            let config = kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|e| format!("failed to load kubeconfig {}: {e}", path.display()))?;
-            (config, format!("--kubeconfig {}", path.display()))
-        }
-        Some(ClusterSource::Env(paths)) => {
-            let kubeconfig = kube::config::Kubeconfig::from_env()
-                .map_err(|e| format!("failed to read KUBECONFIG={paths}: {e}"))?
-                .ok_or_else(|| format!("KUBECONFIG={paths} names no kubeconfig"))?;
-            let config = kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|e| format!("failed to load KUBECONFIG={paths}: {e}"))?;
-            (config, format!("KUBECONFIG={paths}"))
-        }
-        Some(ClusterSource::InCluster) => (
-            kube::Config::incluster()
-                .map_err(|e| format!("failed to load the in-cluster configuration: {e}"))?,
-            "the in-cluster service account".to_owned(),
-        ),
-    };
-    let server = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config)
-        .map_err(|e| format!("failed to create the Kubernetes client: {e}"))?;
-    info!(from = %from, %server, "reading the cluster through the API server; not ready until the namespace cache has synced");
-    Ok(Some(client))
-}
-
 fn serving_key(args: &Args) -> Result<rustls::sign::CertifiedKey, String> {
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         info!(cert = %cert.display(), "serving certificate from files");
@@ -343,52 +261,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser as _;
-
-    fn args(extra: &[&str]) -> Args {
-        let cli = crate::cli::Cli::try_parse_from(["unroot", "serve"].iter().chain(extra).copied())
-            .unwrap();
-        match cli.command {
-            crate::cli::Command::Serve(args) => args,
-            other => panic!("not serve: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_cluster_is_found_the_way_kubectl_finds_it() {
-        let env = || Some("/env/config".to_owned());
-        let flag = args(&["--kubeconfig", "/flag/config"]);
-        assert_eq!(
-            cluster_source(&flag, env(), true),
-            Some(ClusterSource::Flag("/flag/config".into()))
-        );
-        let none = args(&[]);
-        assert_eq!(
-            cluster_source(&none, env(), true),
-            Some(ClusterSource::Env("/env/config".to_owned()))
-        );
-        assert_eq!(
-            cluster_source(&none, Some(String::new()), true),
-            Some(ClusterSource::InCluster)
-        );
-        assert_eq!(cluster_source(&none, None, false), None);
-        let standalone = args(&["--standalone"]);
-        assert_eq!(cluster_source(&standalone, env(), true), None);
-        assert!(
-            crate::cli::Cli::try_parse_from([
-                "unroot",
-                "serve",
-                "--standalone",
-                "--kubeconfig",
-                "x"
-            ])
-            .is_err()
-        );
     }
 }
