@@ -3,6 +3,7 @@
 //! The embedded default is `webhook-config/policy.yaml`, compiled in, so the
 //! shipped file and the default in force cannot drift.
 
+mod load;
 pub mod names;
 pub mod provisioning;
 pub mod selector;
@@ -224,15 +225,17 @@ pub struct Webhook {
 }
 
 impl Document {
-    /// Parses and validates a policy from YAML (or JSON) text.
+    /// Parses and validates a policy from YAML (or JSON) text. Omitted
+    /// fields take the embedded default; every error is reported, each with
+    /// its field path (see [`load`]).
     pub fn from_yaml(text: &str) -> Result<Self> {
-        let doc: Self = serde_saphyr::from_str(text).map_err(|e| Error::Parse(e.to_string()))?;
-        let errors = doc.validate();
-        if errors.is_empty() {
-            Ok(doc)
-        } else {
-            Err(Error::Invalid(errors))
-        }
+        load::from_yaml(text)
+    }
+
+    /// The effective policy as YAML, every default filled in.
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_saphyr::to_string(self)
+            .map_err(|e| Error::Parse(format!("failed to print the policy: {e}")))
     }
 
     /// Reads, parses and validates a policy file; errors name the file.
@@ -798,9 +801,9 @@ mod tests {
     fn section_shapes_are_checked_when_parsing() {
         for (from, to, want) in [
             (
-                "key: ca-certificates.crt",
-                "key: ca-certificates.crt\n  containers: some",
-                "invalid value: string \"some\", expected \"all\" or a list of container names",
+                "  containers: all",
+                "  containers: some",
+                "trustBundle.containers: invalid value: string \"some\", expected \"all\" or a list of container names",
             ),
             (
                 "  enabled: false",
@@ -816,6 +819,55 @@ mod tests {
         assert_eq!(
             Document::from_yaml(&text).unwrap().trust_bundle.containers,
             trust_bundle::Containers::Names(vec!["model".to_owned(), "server".to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_policy_states_only_what_it_changes() {
+        let doc = Document::from_yaml(
+            "apiVersion: unroot.dev/v1\nkind: Policy\nsecurityContext: {runAsUser: 10001}\n",
+        )
+        .unwrap();
+        let mut want = Document::embedded();
+        want.security_context.run_as_user = 10001;
+        assert_eq!(doc, want);
+        let doc = Document::from_yaml(
+            "apiVersion: unroot.dev/v1\nkind: Policy\npodSecurity: {defaults: {enforce: restricted}}\n",
+        )
+        .unwrap();
+        assert_eq!(doc.pod_security.defaults.enforce, "restricted");
+        assert_eq!(doc.pod_security.defaults.audit, "restricted");
+        assert_eq!(doc.pod_security.defaults.warn_version, "latest");
+        // A selector replaces the default one whole.
+        let doc = Document::from_yaml(
+            "apiVersion: unroot.dev/v1\nkind: Policy\ntrustBundle:\n  namespaceSelector: {matchExpressions: [{key: team, operator: Exists}]}\n",
+        )
+        .unwrap();
+        assert!(doc.trust_bundle.namespace_selector.match_labels.is_empty());
+        assert_eq!(
+            doc.trust_bundle.namespace_selector.match_expressions.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn every_structural_and_value_error_is_reported_at_once() {
+        let text = "kind: Policy\nsecurityContext:\n  runAsUser: 0\n  overide: true\n  allowedCapabilities: [NET_RAW, 7, {a: b}, SYS_ADMIN]\npodSecurity:\n  defaults: {enforce: strict}\n";
+        let Err(Error::Invalid(errors)) = Document::from_yaml(text) else {
+            panic!("expected invalid");
+        };
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "apiVersion: is required: set it to \"unroot.dev/v1\"",
+                "securityContext.allowedCapabilities[1]: invalid type: integer `7`, expected a string",
+                "securityContext.allowedCapabilities[2]: invalid type: map, expected a string",
+                "securityContext.overide: unknown field \"overide\" (expected one of runAsUser, runAsGroup, fsGroup, seccompProfileType, readOnlyRootFilesystem, override, allowedCapabilities)",
+                "securityContext.runAsUser: 0 is not allowed: must be a non-root id between 1 and 4294967294",
+                "securityContext.allowedCapabilities[3]: \"SYS_ADMIN\" would grant root-equivalent power and cannot be allowed",
+                "podSecurity.defaults.enforce: \"strict\" is not one of privileged, baseline, restricted",
+            ]
         );
     }
 

@@ -220,6 +220,22 @@ async fn validate_refuses_an_invalid_policy_configmap_with_every_error() {
         response["status"]["message"],
         "ConfigMap unroot/unroot-policy: invalid unroot policy in data.policy.yaml, 2 error(s): securityContext.runAsGroup: 0 is not allowed: must be a non-root id between 1 and 4294967294; podSecurity.defaults.auditVersion: \"v2.0\" is not \"latest\" or \"v1.x\""
     );
+    // A partial policy is laid over the default, and every structural and
+    // value error comes back in the same answer.
+    let partial = configmap(
+        "apiVersion: unroot.dev/v1\nkind: Policy\nsecurityContext:\n  runAsUser: 0\n  overide: true\n  fsGroup: lots\npodSecurity:\n  defaults:\n    enforce: strict\n",
+    );
+    let response = server.admit("/validate", &review(&partial)).await;
+    assert_eq!(
+        response["status"]["message"],
+        "ConfigMap unroot/unroot-policy: invalid unroot policy in data.policy.yaml, 4 error(s): securityContext.fsGroup: invalid type: string \"lots\", expected i64; securityContext.overide: unknown field \"overide\" (expected one of runAsUser, runAsGroup, fsGroup, seccompProfileType, readOnlyRootFilesystem, override, allowedCapabilities); securityContext.runAsUser: 0 is not allowed: must be a non-root id between 1 and 4294967294; podSecurity.defaults.enforce: \"strict\" is not one of privileged, baseline, restricted"
+    );
+    let three_lines =
+        configmap("apiVersion: unroot.dev/v1\nkind: Policy\nsecurityContext: {runAsUser: 10001}\n");
+    assert_eq!(
+        server.admit("/validate", &review(&three_lines)).await["allowed"],
+        true
+    );
     let mut unlabelled = bad.clone();
     unlabelled["metadata"]["labels"] = json!({});
     assert_eq!(
