@@ -23,7 +23,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use self::patch::{Builder, Seg};
-pub use self::provisioning::{Denial, Rule, provenance_index};
+pub use self::provisioning::{
+    Denial, Requester, Rule, identity_annotations_changed, provenance_index,
+};
 use self::security_context::{CONTAINER_LISTS, Context, containers};
 use crate::policy::{Document, selector_matches};
 use crate::workload;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::{RecordingStore, apply, fixture, golden, labels, patch_of, review_as};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
-use unroot::mutate::{Input, provenance_index};
+use unroot::mutate::{Input, Requester, provenance_index};
 use unroot::policy::Document;
 use unroot::server::IdentityStore;
 
@@ -84,7 +84,10 @@ async fn the_spawners_pod_is_provisioned_and_its_configmap_applied() {
         namespace_labels: &ns,
         requester: HUB,
     };
-    assert_eq!(provenance_index(&typed, &input), Some(0));
+    assert_eq!(
+        provenance_index(&typed, &input, Requester::MustBeTrusted),
+        Some(0)
+    );
 
     // Reinvocation: no new patch; the ConfigMap is applied again (SSA is
     // idempotent).
@@ -258,5 +261,130 @@ async fn the_policy_hash_names_the_policy_that_decided_even_across_a_reload() {
         response["auditAnnotations"]["policy-hash"],
         deciding.as_str()
     );
+    server.shutdown().await;
+}
+
+/// A server whose `hub-users` namespace enforces restricted (homes on a
+/// PersistentVolumeClaim: restricted does not allow nfs volumes).
+async fn start_restricted() -> common::Server {
+    let mut policy = policy();
+    policy.provisioning.home_volume.as_mut().unwrap().source =
+        serde_json::from_value(json!({"persistentVolumeClaim": {"claimName": "homes"}})).unwrap();
+    common::start_with(common::Options {
+        policy,
+        namespace_labels: BTreeMap::from([(
+            "hub-users".to_owned(),
+            labels(&[
+                ("unroot.dev/provisioning", "enabled"),
+                ("unroot.dev/enforce", "restricted"),
+            ]),
+        )]),
+        identity_store: Some(Arc::new(RecordingStore::default()) as Arc<dyn IdentityStore>),
+        ..Default::default()
+    })
+    .await
+}
+
+/// The notebook as the spawner's CREATE stores it.
+async fn stored_notebook(server: &common::Server) -> Value {
+    let object = fixture(NOTEBOOK);
+    let response = server
+        .admit("/mutate", &review_as("CREATE", "hub-users", &object, HUB))
+        .await;
+    assert_eq!(response["allowed"], true, "{response:#}");
+    let stored = apply(&object, &response);
+    let created = server
+        .admit("/validate", &review_as("CREATE", "hub-users", &stored, HUB))
+        .await;
+    assert_eq!(
+        created["allowed"], true,
+        "the spawner's pod is admitted: {created:#}"
+    );
+    stored
+}
+
+fn update_as(old: &Value, new: &Value, sub_resource: Option<&str>, user: &str) -> Value {
+    let mut review = review_as("UPDATE", "hub-users", new, user);
+    review["request"]["oldObject"] = old.clone();
+    if let Some(sub) = sub_resource {
+        review["request"]["subResource"] = json!(sub);
+    }
+    review
+}
+
+#[tokio::test]
+async fn anyone_may_debug_a_provisioned_pod_under_restricted() {
+    let server = start_restricted().await;
+    let stored = stored_notebook(&server).await;
+    let mut debugged = stored.clone();
+    debugged["spec"]["ephemeralContainers"] = json!([{
+        "name": "debugger", "image": "busybox",
+        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+    }]);
+    // `kubectl debug` by an operator who is not the spawner: the stored pod
+    // vouches for its provisioning container, so only the new container is
+    // judged, and it complies.
+    let response = server
+        .admit(
+            "/validate",
+            &update_as(&stored, &debugged, Some("ephemeralcontainers"), "operator"),
+        )
+        .await;
+    assert_eq!(response["allowed"], true, "{response:#}");
+    // A root debug container is still denied, naming only that container.
+    debugged["spec"]["ephemeralContainers"][0]["securityContext"] = json!({"runAsUser": 0});
+    let response = server
+        .admit(
+            "/validate",
+            &update_as(&stored, &debugged, Some("ephemeralcontainers"), "operator"),
+        )
+        .await;
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("container \"debugger\""), "{message}");
+    assert!(!message.contains("unroot-provision"), "{message}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn identity_annotations_cannot_be_added_or_changed_after_creation() {
+    let server = start_restricted().await;
+    let stored = stored_notebook(&server).await;
+    // The spawner itself cannot rewrite an identity in place...
+    let mut changed = stored.clone();
+    changed["metadata"]["annotations"]["unroot.dev/uid"] = json!("1002");
+    let response = server
+        .admit("/validate", &update_as(&stored, &changed, None, HUB))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    assert_eq!(
+        response["status"]["message"],
+        "pods \"jupyter-alice\" is forbidden: unroot.dev/uid cannot change after the pod is created: they name the identity unroot provisioned for it (delete and recreate the pod to change them)"
+    );
+    // ... and a tenant cannot make a look-alike pod claim one after the fact.
+    let mut plain = fixture(NOTEBOOK);
+    plain["metadata"]["annotations"] = json!({});
+    plain["spec"]["initContainers"] = stored["spec"]["initContainers"].clone();
+    let mut claimed = plain.clone();
+    claimed["metadata"]["annotations"] = stored["metadata"]["annotations"].clone();
+    let response = server
+        .admit("/validate", &update_as(&plain, &claimed, None, "tenant"))
+        .await;
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "unroot.dev/user, unroot.dev/uid, unroot.dev/gid, unroot.dev/groups cannot change"
+        ),
+        "{message}"
+    );
+    // Other annotation changes stay free.
+    let mut labelled = stored.clone();
+    labelled["metadata"]["annotations"]["note"] = json!("x");
+    let response = server
+        .admit("/validate", &update_as(&stored, &labelled, None, "tenant"))
+        .await;
+    assert_eq!(response["allowed"], true, "{response:#}");
     server.shutdown().await;
 }

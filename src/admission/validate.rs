@@ -61,6 +61,9 @@ pub fn before_lookup(request: &Request<'_>, policy: &Snapshot) -> Option<Decisio
     if policy.is_excluded_namespace(request.namespace()) {
         return Some(Response::allow(uid).into());
     }
+    if !workload && let Some(denied) = identity_annotations_changed(request) {
+        return Some(denied.into());
+    }
     let exemptions = &policy.pod_security.exemptions;
     let exempt = if !request.namespace().is_empty()
         && exemptions
@@ -77,6 +80,58 @@ pub fn before_lookup(request: &Request<'_>, policy: &Snapshot) -> Option<Decisio
         None
     };
     exempt.map(|why| exempt_decision(request, why))
+}
+
+/// Just the annotations of a raw object.
+#[derive(Deserialize, Default)]
+struct AnnotationsOnly {
+    #[serde(default)]
+    metadata: Option<MetadataAnnotations>,
+}
+
+#[derive(Deserialize, Default)]
+struct MetadataAnnotations {
+    #[serde(default)]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+fn annotations_of(raw: &RawValue) -> Option<std::collections::BTreeMap<String, String>> {
+    serde_json::from_str::<AnnotationsOnly>(raw.get())
+        .ok()?
+        .metadata?
+        .annotations
+}
+
+/// A pod UPDATE that adds, changes or removes identity annotations is
+/// refused, whoever sends it: identity annotations are vetted once, at
+/// creation, and the stored pod then vouches for its provisioning init
+/// container (see [`crate::mutate::Requester`]).
+fn identity_annotations_changed(request: &Request<'_>) -> Option<Response> {
+    if request.operation != Operation::Update {
+        return None;
+    }
+    let (new, old) = (request.object?, request.old_object?);
+    // 1.20/1.21 ephemeralcontainers: the objects carry no pod metadata.
+    if raw_kind(new).as_deref() == Some("EphemeralContainers") {
+        return None;
+    }
+    let changed = crate::mutate::identity_annotations_changed(
+        annotations_of(old).as_ref(),
+        annotations_of(new).as_ref(),
+    );
+    if changed.is_empty() {
+        return None;
+    }
+    Some(Response::deny(
+        &request.uid,
+        403,
+        "Forbidden",
+        format!(
+            "pods {:?} is forbidden: {} cannot change after the pod is created: they name the identity unroot provisioned for it (delete and recreate the pod to change them)",
+            request.name(),
+            changed.join(", ")
+        ),
+    ))
 }
 
 fn exempt_decision(request: &Request<'_>, why: &'static str) -> Decision {

@@ -226,6 +226,26 @@ pub fn claimed_identity(
     annotations: Option<&Value>,
     input: &Input<'_>,
 ) -> Result<Option<Identity>, Vec<Denial>> {
+    identity_of(annotations, input, Requester::MustBeTrusted)
+}
+
+/// Whether an identity claim needs a trusted requester: at creation it does;
+/// afterwards the stored pod vouches for it, since identity annotations can
+/// neither be set by anyone else at creation (`/mutate`) nor changed later
+/// (`/validate`, [`identity_annotations_changed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    /// The request creates the pod: the requester must be trusted.
+    MustBeTrusted,
+    /// The pod exists: its annotations were vetted when it was created.
+    StoredPod,
+}
+
+fn identity_of(
+    annotations: Option<&Value>,
+    input: &Input<'_>,
+    requester: Requester,
+) -> Result<Option<Identity>, Vec<Denial>> {
     let get = |key: &str| {
         annotations
             .and_then(|a| a.get(key))
@@ -241,7 +261,7 @@ pub fn claimed_identity(
         return Ok(None);
     }
     let p = &input.policy.provisioning;
-    let home_root = check_gates(&claimed.join(", "), input).map_err(|d| vec![d])?;
+    let home_root = check_gates(&claimed.join(", "), input, requester).map_err(|d| vec![d])?;
     let mut denials = Vec::new();
     let base_users = p.base_entries.users();
     let base_groups = p.base_entries.groups();
@@ -324,8 +344,12 @@ pub fn claimed_identity(
 }
 
 /// The admission gates: provisioning enabled, namespace selected, requester
-/// trusted. Returns the home volume's mount path.
-fn check_gates<'a>(listed: &str, input: &Input<'a>) -> Result<&'a str, Denial> {
+/// trusted (when `requester` says so). Returns the home volume's mount path.
+fn check_gates<'a>(
+    listed: &str,
+    input: &Input<'a>,
+    requester: Requester,
+) -> Result<&'a str, Denial> {
     let p = &input.policy.provisioning;
     let Some(home_volume) = p.home_volume.as_ref().filter(|_| p.enabled) else {
         return Err(Denial::new(
@@ -343,7 +367,9 @@ fn check_gates<'a>(listed: &str, input: &Input<'a>) -> Result<&'a str, Denial> {
             ),
         ));
     }
-    if !p.trusted_requesters.iter().any(|t| t == input.requester) {
+    if requester == Requester::MustBeTrusted
+        && !p.trusted_requesters.iter().any(|t| t == input.requester)
+    {
         return Err(Denial::new(
             Rule::RequesterNotTrusted,
             format!(
@@ -610,12 +636,12 @@ pub fn is_injected(container: &Value, expected: &Value) -> bool {
 /// command, args, env, securityContext, volumeMounts), if any. Pod Security
 /// evaluation exempts that container, and only that one.
 ///
-/// `None` when the pod claims no identity, the claim breaks a rule (the
-/// requester is part of it), or no init container matches: a tag instead of
-/// the digest, an extra capability or a look-alike with the same name are
-/// evaluated like any other container.
+/// `None` when the pod claims no identity, the claim breaks a rule (at
+/// creation the requester is part of it: see [`Requester`]), or no init
+/// container matches: a tag instead of the digest, an extra capability or a
+/// look-alike with the same name are evaluated like any other container.
 #[must_use]
-pub fn provenance_index(pod: &Pod, input: &Input<'_>) -> Option<usize> {
+pub fn provenance_index(pod: &Pod, input: &Input<'_>, requester: Requester) -> Option<usize> {
     // Runs for every pod /validate sees: most claim no identity, so check
     // that before turning the pod into JSON.
     if !pod
@@ -630,13 +656,29 @@ pub fn provenance_index(pod: &Pod, input: &Input<'_>) -> Option<usize> {
     if super::is_windows(&value, &[]) {
         return None;
     }
-    let identity = claimed_identity(value.pointer("/metadata/annotations"), input).ok()??;
+    let identity = identity_of(value.pointer("/metadata/annotations"), input, requester).ok()??;
     let expected = injected_container(&identity, &input.policy.provisioning)?;
     value
         .pointer("/spec/initContainers")?
         .as_array()?
         .iter()
         .position(|c| is_injected(c, &expected))
+}
+
+/// The identity annotations an UPDATE adds, changes or removes, in their
+/// canonical order. Identity annotations are immutable after creation: that
+/// is what lets the stored pod vouch for its provisioning init container.
+#[must_use]
+pub fn identity_annotations_changed(
+    old: Option<&BTreeMap<String, String>>,
+    new: Option<&BTreeMap<String, String>>,
+) -> Vec<&'static str> {
+    let get = |m: Option<&BTreeMap<String, String>>, k: &str| m.and_then(|m| m.get(k)).cloned();
+    IDENTITY_ANNOTATIONS
+        .iter()
+        .copied()
+        .filter(|k| get(old, k) != get(new, k))
+        .collect()
 }
 
 /// The `unroot-identity-<user>` ConfigMap for `identity` in `namespace`.
@@ -927,7 +969,7 @@ mod tests {
     use k8s_openapi::api::core::v1::Pod;
     use serde_json::{Value, json};
 
-    use super::{Rule, provenance_index};
+    use super::{Requester, Rule, provenance_index};
     use crate::mutate::{self, Error, Input, Outcome};
     use crate::policy::Document;
 
@@ -1655,7 +1697,23 @@ mod tests {
                 namespace_labels: &labels,
                 requester,
             };
-            assert_eq!(provenance_index(&pod, &input), want, "{name}");
+            assert_eq!(
+                provenance_index(&pod, &input, Requester::MustBeTrusted),
+                want,
+                "{name}"
+            );
+            // After creation the stored pod vouches: the requester no longer
+            // matters, everything else still does.
+            let stored = if name == "a forged identity (untrusted requester)" {
+                Some(0)
+            } else {
+                want
+            };
+            assert_eq!(
+                provenance_index(&pod, &input, Requester::StoredPod),
+                stored,
+                "{name} (stored pod)"
+            );
         }
     }
 }

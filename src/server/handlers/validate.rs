@@ -56,7 +56,14 @@ async fn pod_security(
         namespace_labels: labels,
         requester: &req.user_info.username,
     };
-    let provenance = |pod: &Pod| crate::mutate::provenance_index(pod, &input);
+    // At creation the requester vouches for an identity claim; afterwards the
+    // stored pod does (identity annotations cannot change).
+    let vouch = if req.operation == admission::Operation::Create {
+        crate::mutate::Requester::MustBeTrusted
+    } else {
+        crate::mutate::Requester::StoredPod
+    };
+    let provenance = |pod: &Pod| crate::mutate::provenance_index(pod, &input, vouch);
     validate::evaluate(req, policy, &namespace, pod, provenance)
 }
 
