@@ -242,6 +242,7 @@ pub fn ephemeral_containers(
         builder: &mut builder,
         policy,
         warnings: &mut warnings,
+        fs_group: true,
     };
     for c in &added {
         ctx.harden_container(c, windows);
@@ -368,6 +369,7 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> 
         builder: &mut builder,
         policy,
         warnings: &mut warnings,
+        fs_group: identity.is_none() || policy.provisioning.set_fs_group,
     };
     // Containers first: with `override`, fixing a container's runAsUser=0
     // decides whether the pod can get runAsNonRoot.

@@ -752,7 +752,7 @@ pub(crate) fn provision(
     policy: &Provisioning,
     warnings: &mut Vec<String>,
 ) -> Result<usize, Vec<Denial>> {
-    let (Some(expected), Some(init), Some(home)) = (
+    let (Some(expected), Some(_), Some(home)) = (
         injected_container(identity, policy),
         policy.init_container.as_ref(),
         policy.home_volume.as_ref(),
@@ -764,7 +764,7 @@ pub(crate) fn provision(
     };
     let prefix = format!("{display}spec.");
     let (existing, has_identity_volume) =
-        check_conflicts(b, spec, &prefix, identity, &init.name, &expected)?;
+        check_conflicts(b, spec, &prefix, identity, policy, &expected)?;
 
     // Insert before any other operation: the operations below then address
     // the containers at their shifted indexes.
@@ -776,12 +776,22 @@ pub(crate) fn provision(
         0
     };
     let psc = with(spec, &["securityContext"]);
-    for (field, value) in [
-        ("runAsUser", identity.uid),
-        ("runAsGroup", identity.gid),
-        ("fsGroup", identity.gid),
-    ] {
+    for (field, value) in [("runAsUser", identity.uid), ("runAsGroup", identity.gid)] {
         b.ensure(&with(&psc, &[field]), json!(value));
+    }
+    if policy.set_fs_group {
+        // The kubelet re-owns every volume that supports ownership
+        // management to fsGroup when the pod starts; on a shared home volume
+        // that is every user's files, on every start. OnRootMismatch skips
+        // the walk when the volume's root already has the right owner.
+        let fs_group = with(&psc, &["fsGroup"]);
+        if b.get(&fs_group).is_none() {
+            b.ensure(&fs_group, json!(identity.gid));
+            b.ensure(
+                &with(&psc, &["fsGroupChangePolicy"]),
+                json!("OnRootMismatch"),
+            );
+        }
     }
     let gids: Vec<i64> = identity.groups.iter().map(|(_, g)| *g).collect();
     if !gids.is_empty() {
@@ -879,9 +889,13 @@ fn check_conflicts(
     spec: &[Seg<'_>],
     prefix: &str,
     identity: &Identity,
-    reserved: &str,
+    policy: &Provisioning,
     expected: &Value,
 ) -> Result<(Option<usize>, bool), Vec<Denial>> {
+    let reserved = policy
+        .init_container
+        .as_ref()
+        .map_or("", |init| init.name.as_str());
     let mut denials = Vec::new();
     let mut existing = None;
     for c in containers(b, spec, prefix, &CONTAINER_LISTS) {
@@ -911,6 +925,9 @@ fn check_conflicts(
         ("runAsGroup", identity.gid, GID_ANNOTATION),
         ("fsGroup", identity.gid, GID_ANNOTATION),
     ] {
+        if field == "fsGroup" && !policy.set_fs_group {
+            continue;
+        }
         if let Some(v) = b.get(&with(&psc, &[field]))
             && v != &json!(want)
         {
@@ -1033,6 +1050,36 @@ mod tests {
     }
 
     #[test]
+    fn the_policy_can_leave_fs_group_to_the_pod() {
+        let mut policy = policy();
+        policy.provisioning.set_fs_group = false;
+        // Neither the identity's gid nor the policy's default fsGroup is set,
+        // and an fsGroup of the pod's own is no conflict.
+        let outcome = run(
+            &spawned(&identity(), &notebook()),
+            &policy,
+            &selected(),
+            HUB,
+        )
+        .unwrap();
+        let psc = &outcome.object["spec"]["securityContext"];
+        assert!(psc.get("fsGroup").is_none(), "{psc}");
+        assert!(psc.get("fsGroupChangePolicy").is_none(), "{psc}");
+        assert_eq!(psc["runAsUser"], 1001);
+        let own = json!({"securityContext": {"fsGroup": 5}, "containers": [{"name": "notebook", "image": "x"}]});
+        let outcome = run(&spawned(&identity(), &own), &policy, &selected(), HUB).unwrap();
+        assert_eq!(outcome.object["spec"]["securityContext"]["fsGroup"], 5);
+        // With the default, a pod's own fsGroupChangePolicy is kept.
+        let always = json!({"securityContext": {"fsGroupChangePolicy": "Always"}, "containers": [{"name": "notebook", "image": "x"}]});
+        let outcome = admit(&spawned(&identity(), &always));
+        let psc = &outcome.object["spec"]["securityContext"];
+        assert_eq!(
+            (psc["fsGroup"].as_i64(), psc["fsGroupChangePolicy"].as_str()),
+            (Some(1001), Some("Always"))
+        );
+    }
+
+    #[test]
     fn an_honoured_identity_runs_the_pod_as_the_user() {
         let outcome = admit(&spawned(&identity(), &notebook()));
         let pod = &outcome.object;
@@ -1059,7 +1106,8 @@ mod tests {
         );
         assert_eq!(
             pod["spec"]["securityContext"],
-            json!({"runAsUser": 1001, "runAsGroup": 1001, "fsGroup": 1001, "supplementalGroups": [2001, 2002],
+            json!({"runAsUser": 1001, "runAsGroup": 1001, "fsGroup": 1001, "fsGroupChangePolicy": "OnRootMismatch",
+                   "supplementalGroups": [2001, 2002],
                    "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}})
         );
         assert_eq!(

@@ -28,6 +28,9 @@ pub struct Context<'a> {
     pub policy: &'a Document,
     /// Warnings for the response, one per field left or made insecure.
     pub warnings: &'a mut Vec<String>,
+    /// Whether the pod gets an `fsGroup` when it sets none (not for a
+    /// provisioned pod whose policy opts out: see `provisioning.setFsGroup`).
+    pub fs_group: bool,
 }
 
 /// A container found in a pod spec.
@@ -112,6 +115,9 @@ impl Context<'_> {
                 ("runAsGroup", gid),
                 ("fsGroup", fs_group),
             ] {
+                if name == "fsGroup" && !self.fs_group {
+                    continue;
+                }
                 let path = with(&sc, &[name]);
                 match self.builder.get(&path).cloned() {
                     None => {

@@ -63,6 +63,14 @@ pub struct Provisioning {
     /// The login shell written into the user's passwd line.
     #[serde(default = "default_shell")]
     pub shell: String,
+    /// Whether a provisioned pod gets `fsGroup` = the identity's gid (with
+    /// `fsGroupChangePolicy: OnRootMismatch`) when it sets none.
+    #[serde(default = "yes")]
+    pub set_fs_group: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_capabilities() -> Vec<String> {
@@ -95,6 +103,7 @@ impl Default for Provisioning {
             home_volume: None,
             base_entries: BaseEntries::default(),
             shell: default_shell(),
+            set_fs_group: true,
         }
     }
 }
