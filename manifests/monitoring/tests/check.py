@@ -618,10 +618,11 @@ def vector(result, labels):
 
 def live(args, dashboard, rule, rules_file):
     tmp = tempfile.mkdtemp(prefix="unroot-monitoring-")
-    procs = []
+    procs, logs = [], []
 
     def start(name, argv, log):
         f = open(os.path.join(tmp, log), "w")
+        logs.append(f)
         env = {k: v for k, v in os.environ.items()
                if not (k.startswith("UNROOT_") or k in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"))}
         p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -752,6 +753,8 @@ def live(args, dashboard, rule, rules_file):
     finally:
         stop_all()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for f in logs:
+            f.close()
         for name, _ in procs:
             shutil.copyfile(os.path.join(tmp, f"{name}.log"), os.path.join(args.out, f"{name}.log"))
         shutil.rmtree(tmp, ignore_errors=True)
