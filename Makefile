@@ -2,16 +2,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint unit e2e bench build release clean
+.PHONY: run test lint unit monitoring e2e bench build release clean
 
 ## run: serve the webhook on 127.0.0.1:8443 (admin on :8080) with the embedded
 ## default policy and a self-issued certificate; the CA goes to certs/ca.crt.
 run:
 	$(CARGO) run --bin unroot -- serve --standalone
 
-## test: formatting, lints, unit and integration tests, then the end-to-end
-## suite on a real one-node cluster.
-test: lint unit e2e
+## test: formatting, lints, unit and integration tests, the monitoring assets,
+## then the end-to-end suite on a real one-node cluster.
+test: lint unit monitoring e2e
 
 lint:
 	$(CARGO) fmt --check
@@ -22,6 +22,12 @@ unit:
 
 build:
 	$(CARGO) build --bin unroot
+
+## monitoring: the dashboard, alerts and ServiceMonitor of manifests/monitoring/
+## against promtool and a real Prometheus scraping unroot (installs the Debian
+## prometheus package itself; see manifests/monitoring/tests/run.sh).
+monitoring: build
+	manifests/monitoring/tests/run.sh
 
 ## e2e: the end-to-end scenarios on a real one-node Kubernetes 1.20 cluster
 ## (built from Debian's source once, cached in ~/.cache/unroot-e2e; installs
