@@ -87,6 +87,24 @@ impl Namespaces {
         Self::Cluster { store, api }
     }
 
+    /// Every namespace known, with its labels (from the cache; empty with
+    /// no cluster).
+    #[must_use]
+    pub fn all(&self) -> Vec<(String, Labels)> {
+        match self {
+            Self::Unknown => Vec::new(),
+            Self::Fixed(map) => map.iter().map(|(n, l)| (n.clone(), l.clone())).collect(),
+            Self::Cluster { store, .. } => store
+                .state()
+                .iter()
+                .filter_map(|ns| {
+                    let name = ns.metadata.name.clone()?;
+                    Some((name, ns.metadata.labels.clone().unwrap_or_default()))
+                })
+                .collect(),
+        }
+    }
+
     /// The labels of `name`: `Ok(None)` when nothing can be known (no
     /// cluster), `Err` when the namespace could not be read.
     pub async fn labels(&self, name: &str) -> Result<Option<Labels>, String> {

@@ -72,6 +72,11 @@ async fn the_spawners_pod_is_provisioned_and_its_configmap_applied() {
     let cm = &applied[0];
     assert_eq!(cm.metadata.name.as_deref(), Some("unroot-identity-alice"));
     assert_eq!(cm.metadata.namespace.as_deref(), Some("hub-users"));
+    let written = &cm.metadata.annotations.as_ref().unwrap()[unroot::identities::APPLIED_AT];
+    assert!(
+        written.parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+        "{written}"
+    );
     let data = cm.data.as_ref().unwrap();
     assert!(data["passwd"].ends_with("alice:x:1001:1001::/home/alice:/bin/sh\n"));
     assert!(data["group"].ends_with("research:x:2001:alice\nstaff:x:2002:alice\n"));

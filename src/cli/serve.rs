@@ -63,6 +63,15 @@ pub struct Args {
     /// Longest time a client may take to send a request's headers and body.
     #[arg(long, env = "UNROOT_REQUEST_TIMEOUT", default_value = "10s", value_parser = super::parse_duration)]
     pub request_timeout: Duration,
+    /// How often identity ConfigMaps (unroot-identity-<user>) that no pod
+    /// mounts any more are collected, in the namespaces selected for
+    /// provisioning.
+    #[arg(long, env = "UNROOT_IDENTITY_SWEEP_INTERVAL", default_value = "5m", value_parser = super::parse_duration)]
+    pub identity_sweep_interval: Duration,
+    /// How long after its last write an unmounted identity ConfigMap is
+    /// kept (it is written before its pod exists).
+    #[arg(long, env = "UNROOT_IDENTITY_GRACE", default_value = "10m", value_parser = super::parse_duration)]
+    pub identity_grace: Duration,
     /// After SIGTERM, how long in-flight reviews may take to finish.
     #[arg(long, env = "UNROOT_DRAIN_TIMEOUT", default_value = "30s", value_parser = super::parse_duration)]
     pub drain_timeout: Duration,
@@ -145,6 +154,18 @@ async fn serve(args: &Args) -> Result<(), String> {
         );
         Namespaces::Unknown
     };
+    if let Some(client) = &client {
+        crate::identities::spawn(
+            client.clone(),
+            namespaces.clone(),
+            Arc::clone(&current),
+            crate::identities::Settings {
+                interval: args.identity_sweep_interval,
+                grace: args.identity_grace,
+            },
+            crate::identities::Metrics::new(metrics.registry()),
+        );
+    }
     let state = AppState {
         policy: current,
         namespaces,

@@ -41,9 +41,19 @@ async fn store_identity(
         mut decision,
         identity,
     } = mutation;
-    let Some(config_map) = identity.filter(|_| decision.response.allowed) else {
+    let Some(mut config_map) = identity.filter(|_| decision.response.allowed) else {
         return decision;
     };
+    // When it was last written: the sweep keeps an unmounted ConfigMap for a
+    // grace period after this (see crate::identities).
+    config_map
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            crate::identities::APPLIED_AT.to_owned(),
+            k8s_openapi::jiff::Timestamp::now().to_string(),
+        );
     let name = config_map.metadata.name.clone().unwrap_or_default();
     let namespace = req.namespace();
     let Some(store) = &state.identity_store else {
