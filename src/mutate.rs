@@ -18,7 +18,7 @@ pub mod trust_bundle;
 use std::collections::BTreeMap;
 
 use json_patch::Patch;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -46,6 +46,14 @@ pub enum Error {
         /// Why it failed.
         #[source]
         source: serde_json::Error,
+    },
+    /// A workload's pod template does not decode.
+    #[error("{kind}: {message}")]
+    Template {
+        /// The workload kind.
+        kind: &'static str,
+        /// What is wrong, with the field path.
+        message: String,
     },
     /// The pod claims an identity (`unroot.dev/user`, ...) that the policy
     /// does not grant; every broken rule is listed.
@@ -167,17 +175,22 @@ pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {
     if kind == "Pod" {
         return pod(object, input);
     }
-    let Some(template) = workload::template_path(kind) else {
+    let Some(kind) = workload::Kind::from_kind(kind) else {
         return Ok(Outcome::unchanged(object));
     };
+    // The one template extraction: what the webhook and `unroot check` see.
+    match workload::pod_template_of(object) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(Outcome::unchanged(object)),
+        Err(e) => {
+            return Err(Error::Template {
+                kind: kind.as_str(),
+                message: e.to_string(),
+            });
+        }
+    }
+    let template = kind.template_path();
     let at: Vec<Seg<'_>> = template.iter().map(|k| Seg::Key(k)).collect();
-    let Some(value) = patch::lookup(object, &at) else {
-        return Ok(Outcome::unchanged(object));
-    };
-    PodTemplateSpec::deserialize(value).map_err(|source| Error::Decode {
-        what: format!("{kind} pod template ({})", template.join(".")),
-        source,
-    })?;
     let display = format!("{}.", template.join("."));
     harden(object, &at, &display, input)
 }

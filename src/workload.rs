@@ -5,18 +5,40 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// Why a pod template could not be extracted.
+/// Why a pod template could not be extracted; the message names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The object (or an object on the template's path) is not a JSON object.
+    /// The object (or an object on the template's path) does not decode.
     #[error("failed to decode object: {0}")]
-    Decode(#[source] serde_json::Error),
+    Decode(String),
     /// The template does not decode as a PodTemplateSpec.
     #[error("failed to decode pod template: {0}")]
-    Template(#[source] serde_json::Error),
+    Template(String),
+}
+
+/// `T` from raw JSON; the error names the field (`spec.containers[0].image:
+/// invalid type: ...`), prefixed with `at`.
+fn decode<'de, T: serde::Deserialize<'de>>(raw: &'de str, at: &str) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        // The position in a re-serialized document means nothing to a user.
+        let inner = e.into_inner().to_string();
+        let inner = match inner.rfind(" at line ") {
+            Some(at) => inner[..at].to_owned(),
+            None => inner,
+        };
+        match (at.is_empty(), path.as_str()) {
+            (true, ".") => inner,
+            (true, path) => format!("{path}: {inner}"),
+            (false, ".") => format!("{at}: {inner}"),
+            (false, path) => format!("{at}.{path}: {inner}"),
+        }
+    })
 }
 
 /// A built-in workload kind with a pod template.
@@ -108,17 +130,42 @@ impl Kind {
 /// without a template), as the API server would store it.
 pub fn template(kind: Kind, object: &RawValue) -> Result<Option<PodTemplateSpec>, Error> {
     let mut cursor = object;
-    for key in kind.template_path() {
+    let path = kind.template_path();
+    for (depth, key) in path.iter().enumerate() {
         let members: BTreeMap<Cow<'_, str>, &RawValue> =
-            serde_json::from_str(cursor.get()).map_err(Error::Decode)?;
+            decode(cursor.get(), &path[..depth].join(".")).map_err(Error::Decode)?;
         match members.get(*key) {
             Some(next) if next.get() != "null" => cursor = next,
             _ => return Ok(None),
         }
     }
-    serde_json::from_str(cursor.get())
+    decode(cursor.get(), &path.join("."))
         .map(Some)
         .map_err(Error::Template)
+}
+
+/// The pod metadata and spec an object carries, by its `kind`: a Pod's own,
+/// or a workload's template (see [`template`]); `None` for other kinds and
+/// for workloads without a template. `spec: null` is an empty spec, as in
+/// the webhook.
+pub fn pod_template_of(object: &Value) -> Result<Option<PodTemplateSpec>, Error> {
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if kind == "Pod" {
+        let text = serde_json::to_string(object).map_err(|e| Error::Decode(e.to_string()))?;
+        let pod: Pod = decode(&text, "").map_err(Error::Decode)?;
+        return Ok(Some(PodTemplateSpec {
+            metadata: Some(pod.metadata),
+            spec: pod.spec,
+        }));
+    }
+    let Some(kind) = Kind::from_kind(kind) else {
+        return Ok(None);
+    };
+    let raw = serde_json::value::to_raw_value(object).map_err(|e| Error::Decode(e.to_string()))?;
+    template(kind, &raw)
 }
 
 /// The path of the pod template inside an object of `kind`, for every kind

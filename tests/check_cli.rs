@@ -131,15 +131,14 @@ fn invalid_objects_exit_2_naming_file_document_and_field() {
     assert_eq!(
         stdout,
         format!(
-            "{invalid}: Pod ok: allowed\n{compliant}: Deployment shop/web: allowed\n{compliant}: Pod debug: allowed\n"
+            "{invalid}: Pod ok: allowed\n{invalid}: Deployment nospec: allowed\n{compliant}: Deployment shop/web: allowed\n{compliant}: Pod debug: allowed\n"
         )
     );
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(
         errors,
         [
-            format!("error: {invalid}: document 2: Pod broken: failed to decode spec: invalid type: string \"yes please\", expected a boolean"),
-            format!("error: {invalid}: document 3: Deployment nospec: spec.template.spec is missing"),
+            format!("error: {invalid}: document 2: Pod broken: failed to decode object: spec.containers[0].securityContext.privileged: invalid type: string \"yes please\", expected a boolean"),
             "error: tests/fixtures/check/missing.yaml: failed to read: No such file or directory (os error 2)".to_owned(),
         ]
     );
@@ -239,4 +238,111 @@ fn mutated_pods_pass_restricted() {
         String::from_utf8(out.stdout).unwrap(),
         "-: Pod team-a/root-app: allowed\n-: Deployment web: allowed\n"
     );
+}
+
+#[test]
+fn objects_are_judged_as_the_api_server_stores_them() {
+    let file = fixture("defaulted.yaml");
+    let (code, stdout, stderr) = check(&["--level", "baseline", &file]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "{file}: Pod scratch: allowed\n{file}: Pod annotated: allowed\n{file}: Pod hostnet: violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true), hostPort (container \"web\" uses hostPort 8080)\n"
+        )
+    );
+    let (_, stdout, _) = check(&["--level", "restricted", &file]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], format!("{file}: Pod scratch: allowed"));
+    assert_eq!(lines[1], format!("{file}: Pod annotated: allowed"));
+}
+
+/// The provisioning fixture policy with homes on a claim (restricted does
+/// not allow nfs).
+fn provisioning_policy(dir: &std::path::Path) -> String {
+    let text = std::fs::read_to_string("tests/fixtures/provisioning/policy.yaml")
+        .unwrap()
+        .replace(
+            "    nfs:\n      server: nfs.example.com\n      path: /export/home\n",
+            "    persistentVolumeClaim:\n      claimName: homes\n",
+        );
+    assert!(text.contains("claimName: homes"), "{text}");
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn mutate_then_check_gives_the_webhooks_verdict_for_provisioned_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = provisioning_policy(dir.path());
+    let mutated = unroot(
+        &[
+            "mutate",
+            "--policy",
+            &policy,
+            "--namespace-labels",
+            "unroot.dev/provisioning=enabled",
+            "--requester",
+            "system:serviceaccount:jupyterhub:hub",
+            "tests/fixtures/provisioning/notebook.yaml",
+        ],
+        None,
+    );
+    assert!(
+        mutated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mutated.stderr)
+    );
+    // Only the ConfigMap and the Pod are printed; the pod's provisioning
+    // container is exempt by provenance, as in the webhook.
+    let judged = unroot(
+        &[
+            "check",
+            "--policy",
+            &policy,
+            "--namespace-labels",
+            "unroot.dev/provisioning=enabled",
+            "-",
+        ],
+        Some(&mutated.stdout),
+    );
+    let stdout = String::from_utf8_lossy(&judged.stdout);
+    assert_eq!(
+        judged.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&judged.stderr)
+    );
+    assert_eq!(stdout, "-: Pod hub-users/jupyter-alice: allowed\n");
+    // Without the namespace's provisioning label there is no provenance.
+    let judged = unroot(&["check", "--policy", &policy, "-"], Some(&mutated.stdout));
+    let stdout = String::from_utf8_lossy(&judged.stdout);
+    assert_eq!(judged.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("\"unroot-provision\""), "{stdout}");
+}
+
+#[test]
+fn the_policys_exemptions_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: unroot.dev/v1\nkind: Policy\npodSecurity:\n  exemptions:\n    namespaces: [legacy]\n    runtimeClassNames: [gvisor]\n",
+    )
+    .unwrap();
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: legacy}\nspec: {containers: [{name: c, image: x, securityContext: {privileged: true}}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: team}\nspec: {runtimeClassName: gvisor, containers: [{name: c, image: x, securityContext: {privileged: true}}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: kube-system}\nspec: {containers: [{name: c, image: x, securityContext: {privileged: true}}]}\n";
+    let out = unroot(
+        &["check", "--policy", policy.to_str().unwrap(), "-"],
+        Some(pods.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "-: Pod legacy/a: allowed (exempt: namespace)\n-: Pod team/b: allowed (exempt: runtimeClass)\n-: Pod kube-system/c: allowed (exempt: excluded)\n"
+    );
+    // Without the policy, the embedded default exempts nothing but its
+    // excluded namespaces.
+    let out = unroot(&["check", "-"], Some(pods.as_bytes()));
+    assert_eq!(out.status.code(), Some(1));
 }

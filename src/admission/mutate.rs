@@ -97,7 +97,7 @@ pub fn mutate(
         Err(e @ mutate::Error::Forbidden(_)) => {
             Response::deny(uid, 403, "Forbidden", e.to_string()).into()
         }
-        Err(e @ mutate::Error::Decode { .. }) => {
+        Err(e @ (mutate::Error::Decode { .. } | mutate::Error::Template { .. })) => {
             Response::deny(uid, 400, "BadRequest", e.to_string()).into()
         }
     }

@@ -476,12 +476,11 @@ fn decode_template(request: &Request<'_>) -> Result<Subject, DecodeFailure> {
         }))),
         Ok(None) => Ok(Subject::Allow),
         Err(crate::workload::Error::Decode(e)) => {
-            Err(("failed to decode object".to_owned(), Some(e.to_string())))
+            Err(("failed to decode object".to_owned(), Some(e)))
         }
-        Err(crate::workload::Error::Template(e)) => Err((
-            "failed to extract pod template".to_owned(),
-            Some(e.to_string()),
-        )),
+        Err(crate::workload::Error::Template(e)) => {
+            Err(("failed to extract pod template".to_owned(), Some(e)))
+        }
     }
 }
 

@@ -5,12 +5,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use k8s_openapi::api::core::v1::PodSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Deserialize as _;
-use serde_json::Value;
+use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::defaults;
 use crate::manifest::{self, Object};
+use crate::mutate::{Input, Requester, provenance_index};
+use crate::policy::Document;
 use crate::pss::{self, Level, LevelVersion, Version, Violation};
 use crate::workload;
 
@@ -28,6 +30,15 @@ and PodTemplate. The template's metadata and spec are evaluated, as the
 built-in Pod Security Admission does for workloads. Other kinds (Service,
 ConfigMap, ...) are skipped with a note on stderr and do not change the exit
 code, so a whole application manifest can be checked at once.
+
+Objects are judged as the cluster stores them: the API server's defaults
+that Pod Security reads are applied first (a volume without a source is an
+emptyDir; in a Pod, hostNetwork ports get their hostPort and seccomp
+annotations and fields follow each other). The policy (--policy, or the
+embedded default) decides as in the webhook: its excluded and exempt
+namespaces and exempt runtime classes are allowed, and the provisioning
+init container of a Pod is exempt when it is exactly the one the policy
+injects for the pod's identity (--namespace-labels selects provisioning).
 
 Exit status: 0 when every object is allowed, 1 when any violates the level,
 2 when a file cannot be read or an object is invalid (other files are still
@@ -47,6 +58,14 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Policy file (exemptions, provisioning). Without it, the embedded
+    /// default policy applies.
+    #[arg(long, env = "UNROOT_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Labels of the namespace the objects are created in (`k=v,...`), for
+    /// the policy's namespace selectors (provisioning).
+    #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = super::mutate::parse_label)]
+    pub namespace_labels: Vec<(String, String)>,
     /// Files of YAML (multi-document) or JSON objects; `-` reads stdin.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -95,6 +114,22 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         level: args.level.into(),
         version: args.version,
     };
+    let policy = match &args.policy {
+        Some(path) => match Document::from_file(path) {
+            Ok(policy) => policy,
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                return EXIT_INVALID;
+            }
+        },
+        None => Document::embedded(),
+    };
+    let labels: BTreeMap<String, String> = args.namespace_labels.iter().cloned().collect();
+    let judge = Judge {
+        lv,
+        policy: &policy,
+        labels: &labels,
+    };
     let mut invalid = false;
     let mut violations_found = false;
     for path in &args.files {
@@ -107,10 +142,10 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             }
         };
         for object in &objects {
-            match evaluate(object, lv) {
+            match judge.evaluate(object) {
                 Ok(Some(verdict)) => {
                     violations_found |= !verdict.violations.is_empty();
-                    if let Err(e) = print(out, args.format, object, lv, &verdict.violations) {
+                    if let Err(e) = print(out, args.format, object, lv, &verdict) {
                         let _ = writeln!(err, "error: failed to write output: {e}");
                         return EXIT_INVALID;
                     }
@@ -148,35 +183,92 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
 
 struct Verdict {
     violations: Vec<Violation>,
+    /// Why the object was not evaluated: `namespace`, `runtimeClass`,
+    /// `excluded`.
+    exempt: Option<&'static str>,
 }
 
-/// Evaluates one object: `None` when it carries no pod template.
-fn evaluate(object: &Object, lv: LevelVersion) -> Result<Option<Verdict>, String> {
-    let kind = object.kind();
-    let (template, at) = if kind == "Pod" {
-        (&object.value, String::new())
-    } else if let Some(path) = workload::template_path(kind) {
-        let Some(template) = path.iter().try_fold(&object.value, |v, key| v.get(key)) else {
+/// What a verdict depends on besides the object.
+struct Judge<'a> {
+    lv: LevelVersion,
+    policy: &'a Document,
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl Judge<'_> {
+    /// Evaluates one object: `None` when it carries no pod template.
+    fn evaluate(&self, object: &Object) -> Result<Option<Verdict>, String> {
+        let allowed = |why| {
+            Ok(Some(Verdict {
+                violations: Vec::new(),
+                exempt: Some(why),
+            }))
+        };
+        let Some(template) = workload::pod_template_of(&object.value).map_err(|e| e.to_string())?
+        else {
             return Ok(None);
         };
-        (template, format!("{}.", path.join(".")))
-    } else {
-        return Ok(None);
-    };
-    let meta = match template.get("metadata") {
-        None | Some(Value::Null) => ObjectMeta::default(),
-        Some(meta) => ObjectMeta::deserialize(meta)
-            .map_err(|e| format!("failed to decode {at}metadata: {e}"))?,
-    };
-    let spec = match template.get("spec") {
-        None | Some(Value::Null) => return Err(format!("{at}spec is missing")),
-        Some(spec) => {
-            PodSpec::deserialize(spec).map_err(|e| format!("failed to decode {at}spec: {e}"))?
+        let namespace = object.meta("namespace");
+        if self.policy.is_excluded_namespace(namespace) {
+            return allowed("excluded");
         }
-    };
-    Ok(Some(Verdict {
-        violations: pss::evaluate(&meta, &spec, lv),
-    }))
+        if !namespace.is_empty()
+            && self
+                .policy
+                .pod_security
+                .exemptions
+                .namespaces
+                .iter()
+                .any(|n| n == namespace)
+        {
+            return allowed("namespace");
+        }
+        let is_pod = object.kind() == "Pod";
+        let mut meta = template.metadata.unwrap_or_default();
+        let mut spec = template.spec.unwrap_or_default();
+        let kind = if is_pod {
+            defaults::Object::Pod
+        } else {
+            defaults::Object::Template
+        };
+        defaults::apply(kind, &mut meta, &mut spec);
+        if let Some(class) = spec.runtime_class_name.as_deref().filter(|c| !c.is_empty())
+            && self
+                .policy
+                .pod_security
+                .exemptions
+                .runtime_class_names
+                .iter()
+                .any(|r| r == class)
+        {
+            return allowed("runtimeClass");
+        }
+        let pod = Pod {
+            metadata: meta,
+            spec: Some(spec),
+            status: None,
+        };
+        // Offline there is no requester: the manifest is judged as a pod
+        // the platform's spawner created (what `unroot mutate` prints).
+        let skip = if is_pod {
+            let input = Input {
+                policy: self.policy,
+                namespace_labels: self.labels,
+                requester: "",
+            };
+            provenance_index(&pod, &input, Requester::StoredPod)
+        } else {
+            None
+        };
+        let spec = pod
+            .spec
+            .as_ref()
+            .map_or_else(Default::default, Clone::clone);
+        Ok(Some(Verdict {
+            violations: pss::evaluate_excluding_init(&pod.metadata, &spec, self.lv, skip),
+            exempt: None,
+        }))
+    }
 }
 
 /// `Kind namespace/name`, `Kind name` without a namespace.
@@ -195,12 +287,19 @@ fn print(
     format: Format,
     object: &Object,
     lv: LevelVersion,
-    violations: &[Violation],
+    verdict: &Verdict,
 ) -> std::io::Result<()> {
+    let violations = &verdict.violations;
     match format {
-        Format::Text if violations.is_empty() => {
-            writeln!(out, "{}: {}: allowed", object.file, describe(object))
-        }
+        Format::Text if violations.is_empty() => match verdict.exempt {
+            None => writeln!(out, "{}: {}: allowed", object.file, describe(object)),
+            Some(why) => writeln!(
+                out,
+                "{}: {}: allowed (exempt: {why})",
+                object.file,
+                describe(object)
+            ),
+        },
         Format::Text => writeln!(
             out,
             "{}: {}: {}",
@@ -216,6 +315,7 @@ fn print(
                 namespace: optional("namespace"),
                 name: optional("name"),
                 allowed: violations.is_empty(),
+                exempt: verdict.exempt,
                 violations: violations
                     .iter()
                     .map(|v| JsonViolation {
@@ -240,6 +340,10 @@ struct JsonLine<'a> {
     namespace: Option<&'a str>,
     name: Option<&'a str>,
     allowed: bool,
+    /// Why the object was not evaluated, when it was not (an extension of
+    /// the documented line, absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exempt: Option<&'static str>,
     violations: Vec<JsonViolation<'a>>,
 }
 

@@ -41,7 +41,8 @@ pub const EXIT_DENIED: u8 = 1;
 /// Exit code for invalid input.
 pub const EXIT_INVALID: u8 = 2;
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
+/// Parses one `k=v` namespace label.
+pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not k=v"))?;
@@ -93,7 +94,7 @@ fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         let outcome = mutate::object(&obj.value, &input).map_err(|e| {
             let code = match e {
                 mutate::Error::Forbidden(_) => EXIT_DENIED,
-                mutate::Error::Decode { .. } => EXIT_INVALID,
+                mutate::Error::Decode { .. } | mutate::Error::Template { .. } => EXIT_INVALID,
             };
             let message = format!(
                 "{}: document {} ({} {:?}): {e}",
