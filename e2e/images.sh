@@ -61,7 +61,9 @@ build() {
 
 file_is_static() {
     # A static ELF has no program interpreter (PT_INTERP).
-    ! LC_ALL=C readelf -l "$1" 2>/dev/null | grep -q 'program interpreter'
+    local headers
+    headers=$(LC_ALL=C readelf -l "$1" 2>/dev/null) || return 1
+    ! grep -q 'program interpreter' <<<"$headers"
 }
 
 import() {
@@ -134,13 +136,18 @@ import_unroot() {
         return 1
     }
     ref=$(unroot_image "${2:-}") || return 1
-    if ! ctr --address "$address" -n k8s.io images ls -q | grep -qxF "$ref"; then
+    # The list first, then grep: `ctr ... | grep -q` fails under pipefail
+    # whenever grep stops reading before ctr is done writing.
+    local existing
+    existing=$(ctr --address "$address" -n k8s.io images ls -q) || return 1
+    if ! grep -qxF "$ref" <<<"$existing"; then
         tar=$out/$(basename "${ref//:/-}").tar
         ctr --address "$address" -n k8s.io images import --snapshotter overlayfs "$tar" >/dev/null || {
             log "ctr images import $tar failed"
             return 1
         }
-        ctr --address "$address" -n k8s.io images ls -q | grep -qxF "$ref" || {
+        existing=$(ctr --address "$address" -n k8s.io images ls -q) || return 1
+        grep -qxF "$ref" <<<"$existing" || {
             log "$ref is not in containerd after import"
             return 1
         }

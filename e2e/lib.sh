@@ -486,7 +486,7 @@ policy_hash() {
 # unroot/unroot-policy, labelled as webhook-config/ generates it), then wait
 # until every replica reports that policy in force. Prints kubectl's output.
 set_unroot_policy() {
-    local file=$1 hash deadline pod _ all
+    local file=$1 hash deadline pod _ all metrics
     hash=$(policy_hash "$file") || hash=
     if [[ -z $hash ]]; then
         e2e_log "set_unroot_policy: $file is not a valid policy"
@@ -506,7 +506,8 @@ PY
     while :; do
         all=1
         while read -r pod _; do
-            unroot_metrics "$pod" 2>/dev/null | grep -qF "unroot_policy_info{hash=\"$hash\"} 1" || all=0
+            metrics=$(unroot_metrics "$pod" 2>/dev/null) || metrics=
+            grep -qF "unroot_policy_info{hash=\"$hash\"} 1" <<<"$metrics" || all=0
         done < <(unroot_pods)
         ((all)) && return 0
         if ((SECONDS >= deadline)); then
