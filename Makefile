@@ -31,9 +31,10 @@ monitoring: build
 
 ## e2e: the end-to-end scenarios on a real one-node Kubernetes 1.20 cluster
 ## (built from Debian's source once, cached in ~/.cache/unroot-e2e; installs
-## its Debian packages itself). E2E_KUBECONFIG=... runs them against another
-## cluster instead (see e2e/README.md).
-e2e: build
+## its Debian packages itself), against unroot installed from manifests/ with
+## an image of the release binary. E2E_KUBECONFIG=... runs them against
+## another cluster instead (see e2e/README.md).
+e2e: release
 	e2e/run.sh
 
 release:

@@ -14,7 +14,8 @@
 #
 # Environment: UNROOT_E2E_RUN (run dir, default /tmp/unroot-e2e-run),
 # UNROOT_E2E_CACHE (binaries and images, default ~/.cache/unroot-e2e),
-# UNROOT_E2E_POD_SUBNET (default 172.29.77.0/24; never routed anywhere),
+# UNROOT_E2E_POD_SUBNET (default 172.29.77.0/24: the node's own bridge, never
+# routed anywhere; the host holds its first address, where the API server listens),
 # UNROOT_E2E_KEEP_LOGS=DIR (down copies the component logs there first).
 set -euo pipefail
 
@@ -22,9 +23,26 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RUN=${UNROOT_E2E_RUN:-/tmp/unroot-e2e-run}
 CACHE=${UNROOT_E2E_CACHE:-$HOME/.cache/unroot-e2e}
 POD_SUBNET=${UNROOT_E2E_POD_SUBNET:-172.29.77.0/24}
-SERVICE_CIDR=10.255.254.0/24 # virtual: nothing implements Services here
+SERVICE_CIDR=10.255.254.0/24 # virtual: no kube-proxy, so ClusterIPs lead nowhere
 SERVICE_IP=10.255.254.1
 FEATURE_GATES=EphemeralContainers=true
+
+# The host's address on the pod bridge (the subnet's first address) and its
+# prefix length; pods get addresses from the second one on (host-local IPAM).
+# Pods reach the host address on-link, with no default route; the API server
+# listens only there.
+read -r BRIDGE_IP POD_PREFIX POD_RANGE_START < <(python3 - "$POD_SUBNET" <<'PY'
+import ipaddress, sys
+try:
+    net = ipaddress.ip_network(sys.argv[1])
+except ValueError as e:
+    sys.exit(f"cluster.sh: UNROOT_E2E_POD_SUBNET: {e}")
+if net.version != 4 or net.prefixlen > 29:
+    sys.exit(f"cluster.sh: UNROOT_E2E_POD_SUBNET={sys.argv[1]}: need an IPv4 subnet of /29 or larger")
+print(net.network_address + 1, net.prefixlen, net.network_address + 2)
+PY
+)
+[[ -n ${BRIDGE_IP:-} ]] || exit 2
 
 [[ $RUN == /* && $RUN != / ]] || {
     echo "cluster.sh: UNROOT_E2E_RUN must be an absolute path other than /" >&2
@@ -183,7 +201,7 @@ gen_certs() {
         # name, subject, extended key usage, subjectAltName
         local spec name subj eku san
         for spec in \
-            "apiserver|/CN=kube-apiserver|serverAuth|DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$SERVICE_IP" \
+            "apiserver|/CN=kube-apiserver|serverAuth|DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$BRIDGE_IP,IP:$SERVICE_IP" \
             "apiserver-kubelet-client|/O=system:masters/CN=kube-apiserver-kubelet-client|clientAuth|" \
             "kubelet|/CN=localhost|serverAuth|DNS:localhost,IP:127.0.0.1"; do
             IFS='|' read -r name subj eku san <<<"$spec"
@@ -211,7 +229,7 @@ kind: Config
 clusters:
 - name: unroot-e2e
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: https://$BRIDGE_IP:$API_PORT
     certificate-authority: $PKI/ca.crt
 users:
 - name: $user
@@ -262,7 +280,7 @@ EOF
       "hairpinMode": false,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$POD_SUBNET"}]],
+        "ranges": [[{"subnet": "$POD_SUBNET", "rangeStart": "$POD_RANGE_START"}]],
         "dataDir": "$RUN/cni/ipam"
       }
     }
@@ -323,6 +341,17 @@ disabled_plugins = [
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$RUN/containerd/certs.d"
 EOF
+}
+
+# The pod bridge, made here rather than by the CNI plugin so that it carries the
+# host's address before the API server binds to it. The bridge plugin
+# (isGateway: false) adopts it as it is: it adds no address, no route and no
+# masquerading, so pods have only their on-link subnet route: they reach the
+# host's bridge address and each other, and nothing beyond this machine.
+make_bridge() {
+    ip link add name "$BRIDGE" type bridge || die "creating bridge $BRIDGE failed"
+    ip addr add "$BRIDGE_IP/$POD_PREFIX" dev "$BRIDGE" || die "adding $BRIDGE_IP/$POD_PREFIX to $BRIDGE failed"
+    ip link set "$BRIDGE" up || die "bringing $BRIDGE up failed"
 }
 
 # The kubelet insists that --cgroup-root exists in every hierarchy.
@@ -404,11 +433,13 @@ SCHED_PORT=$SCHED_PORT
 KUBELET_PORT=$KUBELET_PORT
 KUBELET_HEALTHZ_PORT=$KUBELET_HEALTHZ_PORT
 BRIDGE=$BRIDGE
+BRIDGE_IP=$BRIDGE_IP
 POD_SUBNET=$POD_SUBNET
 CGROUP_ROOT=$CGROUP_ROOT
 EOF
     gen_certs
     write_configs
+    make_bridge
 
     # etcd: loopback only
     start_proc etcd etcd --name unroot-e2e --data-dir "$RUN/etcd" \
@@ -420,9 +451,15 @@ EOF
         --initial-cluster-state new --log-level warn
     wait_until etcd "etcd /health" 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
+    # The API server listens on the host's bridge address only (pods reach it
+    # there; so does everything on this host). There is no kube-proxy, so
+    # --enable-aggregator-routing makes it call webhook Services at one of
+    # their ready endpoints (pod IPs, kept by the endpoints controller in
+    # kube-controller-manager) instead of their ClusterIP: admission webhooks
+    # use the same service resolver as aggregated APIs.
     start_proc kube-apiserver "$bindir/kube-apiserver" \
         --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+        --bind-address "$BRIDGE_IP" --advertise-address "$BRIDGE_IP" \
         --secure-port "$API_PORT" --insecure-port 0 \
         --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
         --client-ca-file "$PKI/ca.crt" --token-auth-file "$PKI/tokens.csv" \
@@ -438,6 +475,7 @@ EOF
         --kubelet-certificate-authority "$PKI/ca.crt" \
         --kubelet-preferred-address-types Hostname \
         --endpoint-reconciler-type none \
+        --enable-aggregator-routing=true \
         --feature-gates "$FEATURE_GATES" \
         --cert-dir "$PKI/apiserver-generated" \
         --profiling=false --v 1
@@ -668,7 +706,10 @@ print_env() {
     . "$STATE"
     echo "export KUBECONFIG=$RUN/admin.kubeconfig"
     echo "export UNROOT_E2E_RUN=$RUN"
-    echo "export E2E_APISERVER=https://127.0.0.1:$API_PORT"
+    echo "export E2E_APISERVER=https://$BRIDGE_IP:$API_PORT"
+    echo "export E2E_BRIDGE_IP=$BRIDGE_IP"
+    echo "export E2E_API_PORT=$API_PORT"
+    echo "export E2E_POD_SUBNET=$POD_SUBNET"
     echo "export E2E_CA_FILE=$PKI/ca.crt"
     echo "export KUBECACHEDIR=$RUN/kubectl-cache"
     echo "export E2E_CONTAINERD_ADDRESS=$CTR_SOCK"

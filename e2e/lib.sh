@@ -17,14 +17,30 @@
 #   wait_pod_waiting_reason NAME NS REASON TIMEOUT_S   e.g. CreateContainerConfigError
 #   pod_state NAME NS                      one line: phase and each container's state/reason/message
 #   pod_logs NAME NS [CONTAINER]           kubectl logs
-#   register_webhooks CA_FILE URL_BASE [DIR]   apply DIR/*.yaml (default webhook-config/) with each
-#                                          webhook's clientConfig replaced by {url: URL_BASE+path, caBundle}
-#   unregister_webhooks [DIR]              delete the webhook configurations those files define
-#   start_unroot [BINARY]                  start `unroot serve` (default target/debug/unroot) on free
-#                                          ports, wait for /readyz on the admin port; sets UNROOT_PID,
-#                                          UNROOT_URL (https://127.0.0.1:PORT), UNROOT_ADMIN_URL (127.0.0.1:PORT),
-#                                          UNROOT_CA (its CA, PEM), UNROOT_LOG, UNROOT_DIR (holds both)
-#   stop_unroot                            stop it (by its PID) and remove UNROOT_DIR
+#   select_kinds KIND...                   keep the documents of a YAML stream (stdin) of those kinds
+#
+# unroot in the cluster (manifests/ through the test overlay e2e/overlay/):
+#   unroot_kustomization                   a new dir with the kustomization install_unroot applies
+#   install_unroot                         build/import the image from E2E_UNROOT_BINARY (default
+#                                          target/release/unroot), kubectl apply -k, wait until every
+#                                          replica is Ready and an Endpoint, and the webhook answers
+#   uninstall_unroot                       webhook configurations first, then kubectl delete -k; waits
+#                                          until namespace unroot is gone
+#   unroot_installed                       true if any of it exists
+#   unroot_down                            scale to 0 and wait until no pod and no Endpoint is left
+#   wait_unroot_ready [TIMEOUT_S]          rolled out, all replicas Ready and in the Endpoints
+#   wait_unroot_answers [TIMEOUT_S] [N]    N admissions in a row answered through the API server
+#   unroot_pods                            "NAME IP" per Ready, not terminating replica
+#   unroot_metrics POD                     GET /metrics on the replica's admin port
+#   unroot_logs                            the logs of every current replica
+#   unroot_host_pids                       host PIDs of the replicas' unroot processes (local cluster)
+#   policy_hash FILE                       the hash unroot reports for that policy
+#   set_unroot_policy FILE                 apply FILE as the ConfigMap unroot/unroot-policy, wait until
+#                                          every replica runs it
+#   reset_unroot_policy                    the shipped webhook-config/policy.yaml again
+#   grant_unroot_identity NS               RoleBinding to ClusterRole unroot-identity in NS
+#   bootstrap_tls_until_manage_certs PHASE TEMPORARY (install_unroot calls it): the serving
+#                                          certificate Secret and the caBundles, until --manage-certs
 #   pass MSG / fail MSG                    count a result (fail also prints MSG to stderr)
 #   assert_eq WHAT EXPECTED ACTUAL
 #   assert_contains WHAT HAYSTACK NEEDLE / assert_not_contains WHAT HAYSTACK NEEDLE
@@ -167,153 +183,363 @@ pod_logs() {
     fi
 }
 
-# ---- webhooks ----------------------------------------------------------------
+# ---- unroot, installed in the cluster from manifests/ ------------------------
 
-# Print DIR's webhook configurations as one JSON List, clientConfig swapped.
-_webhook_objects() {
-    local ca_file=$1 url_base=$2 dir=$3 f docs json
-    local -a files=()
-    for f in "$dir"/*.yaml "$dir"/*.yml; do
-        [[ -f $f && $(basename "$f") != kustomization.* ]] && files+=("$f")
-    done
-    if ((${#files[@]} == 0)); then
-        e2e_log "no webhook configuration files in $dir"
-        return 1
+UNROOT_NS=unroot
+UNROOT_SELECTOR=app.kubernetes.io/name=unroot
+# The binary the image is built from (the Makefile builds it before the e2e).
+E2E_UNROOT_BINARY=${E2E_UNROOT_BINARY:-$E2E_ROOT/target/release/unroot}
+
+# The local cluster's addresses (cluster.sh env), unless run.sh exported them
+# already or another cluster is in use.
+e2e_cluster_env() {
+    if [[ -z ${E2E_KUBECONFIG:-} && -z ${E2E_BRIDGE_IP:-} ]]; then
+        eval "$("$E2E_DIR/cluster.sh" env)" || return 1
     fi
-    # Keep only the YAML documents whose top-level kind is a webhook
-    # configuration (the directory also holds other kinds, e.g. a Policy whose
-    # CRD this cluster lacks), then let kubectl parse them: no YAML module needed.
-    docs=$(python3 -c '
-import re, sys
-keep = []
-for path in sys.argv[1:]:
-    text = open(path).read()
-    for doc in re.split(r"(?m)^---[ \t]*$", text):
-        if re.search(r"(?m)^kind:[ \t]*[\x22\x27]?(Mutating|Validating)WebhookConfiguration\b", doc):
-            keep.append(doc.strip("\n") + "\n")
-print("---\n".join(keep), end="")
-' "${files[@]}") || return 1
-    if [[ -z $docs ]]; then
-        e2e_log "no MutatingWebhookConfiguration or ValidatingWebhookConfiguration in ${files[*]}"
-        return 1
-    fi
-    json=$(e2e_kubectl create --dry-run=client -o json -f - <<<"$docs") || {
-        e2e_log "kubectl could not parse the webhook configurations in ${files[*]}"
-        return 1
-    }
+}
+
+# Print the documents of a multi-document YAML stream (stdin) whose top-level
+# kind is one of the arguments.
+select_kinds() {
     python3 -c '
-import base64, json, sys
-
-ca_file, url_base = sys.argv[1], sys.argv[2].rstrip("/")
-ca = base64.b64encode(open(ca_file, "rb").read()).decode()
-dec, text, objs = json.JSONDecoder(), sys.stdin.read(), []
-i = 0
-while True:
-    while i < len(text) and text[i].isspace():
-        i += 1
-    if i >= len(text):
-        break
-    obj, i = dec.raw_decode(text, i)
-    objs.extend(obj.get("items", []) if obj.get("kind") == "List" else [obj])
-out = []
-for o in objs:
-    if o.get("kind") not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
-        continue
-    for w in o.get("webhooks") or []:
-        cc = w.get("clientConfig") or {}
-        path = (cc.get("service") or {}).get("path")
-        if path is None:
-            path = "/"
-            if cc.get("url"):
-                from urllib.parse import urlsplit
-                path = urlsplit(cc["url"]).path or "/"
-        w["clientConfig"] = {"url": url_base + path, "caBundle": ca}
-    out.append(o)
-if not out:
-    sys.exit("no MutatingWebhookConfiguration or ValidatingWebhookConfiguration found")
-json.dump({"apiVersion": "v1", "kind": "List", "items": out}, sys.stdout)
-' "$ca_file" "$url_base" <<<"$json"
+import re, sys
+kinds = "|".join(map(re.escape, sys.argv[1:]))
+docs = re.split(r"(?m)^---[ \t]*$", sys.stdin.read())
+keep = [d.strip("\n") + "\n" for d in docs if re.search(r"(?m)^kind:[ \t]*(" + kinds + r")[ \t]*$", d)]
+print("---\n".join(keep), end="")
+' "$@"
 }
 
-register_webhooks() {
-    local ca_file=$1 url_base=$2 dir=${3:-$E2E_ROOT/webhook-config} objs
-    [[ -s $ca_file ]] || {
-        e2e_log "register_webhooks: CA file $ca_file is missing or empty"
+# The image reference unroot runs from: E2E_UNROOT_IMAGE if set (another
+# cluster, image loaded by you), else built from E2E_UNROOT_BINARY and
+# imported into the local cluster's containerd.
+unroot_image() {
+    if [[ -n ${E2E_UNROOT_IMAGE:-} ]]; then
+        echo "$E2E_UNROOT_IMAGE"
+        return 0
+    fi
+    if [[ -n ${E2E_KUBECONFIG:-} ]]; then
+        e2e_log "set E2E_UNROOT_IMAGE to an unroot image that cluster has (e2e/images.sh unroot writes one)"
         return 1
-    }
-    objs=$(_webhook_objects "$ca_file" "$url_base" "$dir") || return 1
-    e2e_kubectl apply -f - <<<"$objs" >/dev/null
+    fi
+    e2e_cluster_env || return 1
+    "$E2E_DIR/images.sh" import-unroot "$E2E_CONTAINERD_ADDRESS" "$E2E_UNROOT_BINARY"
 }
 
-unregister_webhooks() {
-    local dir=${1:-$E2E_ROOT/webhook-config} objs ca
-    ca=$(mktemp)
-    echo x >"$ca"
-    objs=$(_webhook_objects "$ca" "https://127.0.0.1" "$dir") || {
-        rm -f "$ca"
-        return 1
-    }
-    rm -f "$ca"
-    e2e_kubectl delete --ignore-not-found -f - <<<"$objs" >/dev/null
+# Write, into DIR, the kustomization that installs unroot here: the test
+# overlay (e2e/overlay/) plus what is known only now: the image tag and, on
+# the local cluster (no kube-proxy), the API server's address for unroot's
+# in-cluster client.
+write_unroot_kustomization() {
+    local dir=$1 image=$2 rel
+    rel=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$E2E_DIR/overlay" "$dir")
+    {
+        echo "apiVersion: kustomize.config.k8s.io/v1beta1"
+        echo "kind: Kustomization"
+        echo "resources: [$rel]"
+        echo "images:"
+        echo "  - {name: docker.io/unroot-e2e/unroot, newName: ${image%:*}, newTag: ${image##*:}}"
+        if [[ -n ${E2E_BRIDGE_IP:-} ]]; then
+            cat <<YAML
+patches:
+  # No kube-proxy: the kubelet's KUBERNETES_SERVICE_HOST (the kubernetes
+  # Service's ClusterIP) leads nowhere. A container's own env wins over it.
+  - target: {kind: Deployment, name: unroot}
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: KUBERNETES_SERVICE_HOST, value: "$E2E_BRIDGE_IP"}
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: KUBERNETES_SERVICE_PORT, value: "$E2E_API_PORT"}
+YAML
+        fi
+    } >"$dir/kustomization.yaml"
 }
 
-# ---- the unroot server -------------------------------------------------------
-
-start_unroot() {
-    local binary=${1:-$E2E_ROOT/target/debug/unroot} port admin deadline
-    [[ -x $binary ]] || {
-        e2e_log "start_unroot: $binary is not built (cargo build)"
-        return 1
-    }
-    port=$(free_port)
-    admin=$(free_port)
-    while [[ $admin == "$port" ]]; do admin=$(free_port); done
-    UNROOT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/unroot-e2e-server.XXXXXX")
-    UNROOT_LOG=$UNROOT_DIR/unroot.log
-    UNROOT_CA=$UNROOT_DIR/ca.pem
-    # shellcheck disable=SC2086 # UNROOT_SERVE_ARGS is a list of flags
-    "$binary" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
-        --ca-cert-out "$UNROOT_CA" --kubeconfig "$(e2e_kubeconfig)" ${UNROOT_SERVE_ARGS:-} >"$UNROOT_LOG" 2>&1 </dev/null &
-    UNROOT_PID=$!
-    UNROOT_URL="https://127.0.0.1:$port"
-    UNROOT_ADMIN_URL="127.0.0.1:$admin"
-    deadline=$((SECONDS + 60))
-    until [[ -s $UNROOT_CA ]] && { curl -fsk "https://$UNROOT_ADMIN_URL/readyz" >/dev/null 2>&1 ||
-        curl -fs "http://$UNROOT_ADMIN_URL/readyz" >/dev/null 2>&1; }; do
-        if ! kill -0 "$UNROOT_PID" 2>/dev/null; then
-            e2e_log "unroot serve exited; last lines of $UNROOT_LOG:"
-            tail -n 30 "$UNROOT_LOG" >&2
-            UNROOT_PID=
-            stop_unroot
+# --- TEMPORARY: until `unroot serve --manage-certs` exists (issue 12) ---------
+# Issue a CA and a serving certificate for unroot.unroot.svc with openssl into
+# the Secret unroot-tls (which e2e/overlay/ mounts for --tls-cert/--tls-key),
+# unless it holds one already, and put the CA into every webhook's caBundle.
+# Delete this function, its two calls in install_unroot and the TEMPORARY
+# patch in e2e/overlay/kustomization.yaml when --manage-certs lands.
+bootstrap_tls_until_manage_certs() {
+    local phase=$1 work ca kind n i patch
+    if [[ $phase == secret ]]; then
+        if [[ -n $(e2e_kubectl get secret unroot-tls -n "$UNROOT_NS" -o jsonpath='{.data.tls\.crt}' 2>/dev/null) ]]; then
+            return 0
+        fi
+        work=$(mktemp -d)
+        (
+            cd "$work" && umask 077 &&
+                openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                    -keyout ca.key -out ca.crt -days 2 -subj "/CN=unroot e2e bootstrap CA" &&
+                openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                    -keyout tls.key -out tls.csr -subj "/CN=unroot.$UNROOT_NS.svc" &&
+                printf 'subjectAltName=DNS:unroot.%s.svc,DNS:unroot.%s.svc.cluster.local\nextendedKeyUsage=serverAuth\n' \
+                    "$UNROOT_NS" "$UNROOT_NS" >ext &&
+                openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+                    -extfile ext -out tls.crt
+        ) >/dev/null 2>&1 || {
+            e2e_log "openssl failed to issue unroot's bootstrap certificate"
+            rm -rf "$work"
             return 1
+        }
+        # Not `kubectl apply`: its last-applied record would then own the
+        # data, and the next `kubectl apply -k` (whose Secret has none) would
+        # remove it. unroot's own writes leave no such record either.
+        local data rc=0
+        data=$(e2e_kubectl create secret generic unroot-tls -n "$UNROOT_NS" --from-file="$work/ca.crt" \
+            --from-file="$work/ca.key" --from-file="$work/tls.crt" --from-file="$work/tls.key" \
+            --dry-run=client -o jsonpath='{.data}') || rc=1
+        rm -rf "$work"
+        ((rc == 0)) || return 1
+        if e2e_kubectl get secret unroot-tls -n "$UNROOT_NS" >/dev/null 2>&1; then
+            e2e_kubectl patch secret unroot-tls -n "$UNROOT_NS" --type=merge -p "{\"data\":$data}" >/dev/null
+        else
+            e2e_kubectl create -f - >/dev/null <<JSON
+{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+ "metadata": {"name": "unroot-tls", "namespace": "$UNROOT_NS", "labels": {"app.kubernetes.io/name": "unroot"}},
+ "data": $data}
+JSON
+        fi
+        return
+    fi
+    # phase caBundle
+    ca=$(e2e_kubectl get secret unroot-tls -n "$UNROOT_NS" -o jsonpath='{.data.ca\.crt}') || return 1
+    for kind in mutatingwebhookconfiguration validatingwebhookconfiguration; do
+        n=$(e2e_kubectl get "$kind" unroot -o jsonpath='{range .webhooks[*]}x{end}') || return 1
+        patch="["
+        for ((i = 0; i < ${#n}; i++)); do
+            ((i > 0)) && patch+=","
+            patch+="{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$ca\"}"
+        done
+        e2e_kubectl patch "$kind" unroot --type=json -p "$patch]" >/dev/null || return 1
+    done
+}
+# --- end TEMPORARY -----------------------------------------------------------
+
+# Wait until the Deployment has rolled out and exactly its replicas are
+# Ready, not terminating, and listed as ready Endpoints of the Service.
+wait_unroot_ready() {
+    local timeout=${1:-180} deadline want ready endpoints
+    deadline=$((SECONDS + timeout))
+    if ! e2e_kubectl rollout status deployment/unroot -n "$UNROOT_NS" --timeout="${timeout}s" >/dev/null; then
+        e2e_log "unroot did not roll out: $(e2e_kubectl get pods -n "$UNROOT_NS" -o wide 2>&1)"
+        return 1
+    fi
+    want=$(e2e_kubectl get deployment unroot -n "$UNROOT_NS" -o jsonpath='{.spec.replicas}')
+    while :; do
+        ready=$(unroot_pods | wc -l)
+        endpoints=$(e2e_kubectl get endpoints unroot -n "$UNROOT_NS" \
+            -o jsonpath='{range .subsets[*].addresses[*]}{.ip}{"\n"}{end}' 2>/dev/null | grep -c . || true)
+        if ((ready == want && endpoints == want)); then
+            return 0
         fi
         if ((SECONDS >= deadline)); then
-            e2e_log "unroot serve not ready after 60s; last lines of $UNROOT_LOG:"
-            tail -n 30 "$UNROOT_LOG" >&2
-            stop_unroot
+            e2e_log "unroot: $ready of $want replicas ready, $endpoints endpoints, after ${timeout}s: $(e2e_kubectl get pods -n "$UNROOT_NS" -o wide 2>&1)"
             return 1
         fi
-        sleep 0.2
+        sleep 0.5
     done
-    export UNROOT_PID UNROOT_URL UNROOT_CA UNROOT_ADMIN_URL UNROOT_LOG UNROOT_DIR
 }
 
-stop_unroot() {
-    if [[ -n ${UNROOT_PID:-} ]] && kill -0 "$UNROOT_PID" 2>/dev/null; then
-        kill "$UNROOT_PID" 2>/dev/null || true
-        local _
-        for _ in $(seq 50); do
-            kill -0 "$UNROOT_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$UNROOT_PID" 2>/dev/null && kill -9 "$UNROOT_PID" 2>/dev/null
-        wait "$UNROOT_PID" 2>/dev/null || true
+# Succeeds once N admissions in a row went through the API server to unroot
+# (a dry-run pod in namespace default comes back hardened).
+wait_unroot_answers() {
+    local timeout=${1:-60} need=${2:-5} deadline ok=0 out
+    deadline=$((SECONDS + timeout))
+    while ((ok < need)); do
+        out=$(e2e_kubectl run "unroot-e2e-ping-$RANDOM" -n default --image="$E2E_IMAGE_ROOT" \
+            --image-pull-policy=Never --restart=Never --dry-run=server \
+            -o jsonpath='{.spec.securityContext.runAsNonRoot}' 2>&1) || true
+        if [[ $out == true ]]; then
+            ok=$((ok + 1))
+            continue
+        fi
+        ok=0
+        if ((SECONDS >= deadline)); then
+            e2e_log "unroot does not answer through the API server after ${timeout}s: $out"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+# unroot_kustomization: a new directory holding the kustomization that
+# installs unroot here (write_unroot_kustomization); prints its path. The
+# caller removes it.
+unroot_kustomization() {
+    local image dir
+    image=$(unroot_image) || return 1
+    e2e_cluster_env || return 1
+    dir=$(mktemp -d)
+    write_unroot_kustomization "$dir" "$image"
+    echo "$dir"
+}
+
+# install_unroot: kubectl apply -k of the test overlay (the image from
+# unroot_image), then wait until every replica is Ready and in the Service's
+# Endpoints and the webhook answers through the API server. Idempotent: when
+# unroot runs already with the same image and settings, it returns quickly.
+install_unroot() {
+    local dir out
+    dir=$(unroot_kustomization) || return 1
+    # The namespace first, for the bootstrap certificate's Secret.
+    if ! out=$(e2e_kubectl kustomize "$dir" | select_kinds Namespace | e2e_kubectl apply -f - 2>&1 &&
+        bootstrap_tls_until_manage_certs secret 2>&1 &&
+        e2e_kubectl apply -k "$dir" 2>&1 &&
+        bootstrap_tls_until_manage_certs caBundle 2>&1); then
+        e2e_log "install_unroot: applying the manifests failed: $out"
+        rm -rf "$dir"
+        return 1
     fi
-    UNROOT_PID=
-    if [[ -n ${UNROOT_DIR:-} && -d $UNROOT_DIR ]]; then
-        rm -rf "$UNROOT_DIR"
+    rm -rf "$dir"
+    wait_unroot_ready 180 && wait_unroot_answers 60
+}
+
+unroot_installed() {
+    e2e_kubectl get namespace "$UNROOT_NS" >/dev/null 2>&1 ||
+        e2e_kubectl get mutatingwebhookconfiguration unroot >/dev/null 2>&1 ||
+        e2e_kubectl get validatingwebhookconfiguration unroot >/dev/null 2>&1
+}
+
+# uninstall_unroot: the documented order. The webhook configurations first
+# (once unroot's pods are gone, a configuration left behind would fail every
+# pod create in the namespaces it covers), then `kubectl delete -k`; wait
+# until the namespace is gone.
+uninstall_unroot() {
+    local dir deadline
+    dir=$(unroot_kustomization) || return 1
+    if ! e2e_kubectl delete mutatingwebhookconfiguration,validatingwebhookconfiguration \
+        -l "$UNROOT_SELECTOR" --ignore-not-found >/dev/null ||
+        ! e2e_kubectl delete -k "$dir" --ignore-not-found --wait=false >/dev/null; then
+        rm -rf "$dir"
+        return 1
     fi
-    UNROOT_DIR=
+    rm -rf "$dir"
+    deadline=$((SECONDS + 120))
+    while e2e_kubectl get namespace "$UNROOT_NS" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            e2e_log "namespace $UNROOT_NS still exists 120 s after kubectl delete -k"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+# unroot_down: no replica serves (Deployment scaled to 0, its pods and
+# Endpoints gone), the webhook configurations stay. install_unroot brings it
+# back.
+unroot_down() {
+    local deadline
+    e2e_kubectl scale deployment unroot -n "$UNROOT_NS" --replicas=0 >/dev/null || return 1
+    deadline=$((SECONDS + 90))
+    while [[ -n $(e2e_kubectl get pods -n "$UNROOT_NS" -l "$UNROOT_SELECTOR" -o name 2>/dev/null) ||
+        -n $(e2e_kubectl get endpoints unroot -n "$UNROOT_NS" -o jsonpath='{.subsets[*].addresses[*].ip}' 2>/dev/null) ]]; do
+        if ((SECONDS >= deadline)); then
+            e2e_log "unroot's pods still exist 90 s after scaling to 0"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+# unroot_pods: "NAME IP" of each Ready, not terminating replica, one a line.
+unroot_pods() {
+    e2e_kubectl get pods -n "$UNROOT_NS" -l "$UNROOT_SELECTOR" -o json 2>/dev/null | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
+    if ready and not p["metadata"].get("deletionTimestamp") and p["status"].get("podIP"):
+        print(p["metadata"]["name"], p["status"]["podIP"])
+'
+}
+
+# unroot_metrics POD: the /metrics of one replica, from its admin port: on the
+# local cluster straight from this host to the pod's address on the bridge,
+# elsewhere through the API server's pod proxy.
+unroot_metrics() {
+    local pod=$1 ip
+    if [[ -n ${E2E_BRIDGE_IP:-} ]]; then
+        ip=$(e2e_kubectl get pod "$pod" -n "$UNROOT_NS" -o jsonpath='{.status.podIP}') || return 1
+        curl -fsS --max-time 5 "http://$ip:8080/metrics"
+    else
+        e2e_kubectl get --raw "/api/v1/namespaces/$UNROOT_NS/pods/$pod:8080/proxy/metrics"
+    fi
+}
+
+# unroot_logs: the logs of every current replica, concatenated.
+unroot_logs() {
+    local pod _
+    while read -r pod _; do
+        e2e_kubectl logs "$pod" -n "$UNROOT_NS"
+    done < <(unroot_pods)
+}
+
+# policy_hash FILE: the hash unroot reports for that policy (unroot_policy_info).
+policy_hash() {
+    "$E2E_UNROOT_BINARY" policy validate "$1" | sed -n 's/.*: valid (hash \([0-9a-f]*\))$/\1/p'
+}
+
+# set_unroot_policy FILE: make FILE unroot's policy (the ConfigMap
+# unroot/unroot-policy, labelled as webhook-config/ generates it), then wait
+# until every replica reports that policy in force. Prints kubectl's output.
+set_unroot_policy() {
+    local file=$1 hash deadline pod _ all metrics
+    hash=$(policy_hash "$file") || hash=
+    if [[ -z $hash ]]; then
+        e2e_log "set_unroot_policy: $file is not a valid policy"
+        return 1
+    fi
+    python3 - "$file" "$UNROOT_NS" <<'PY' | e2e_kubectl apply -f - || return 1
+import json, sys
+path, ns = sys.argv[1:]
+print(json.dumps({
+    "apiVersion": "v1", "kind": "ConfigMap",
+    "metadata": {"name": "unroot-policy", "namespace": ns,
+                 "labels": {"unroot.dev/policy": "true", "app.kubernetes.io/name": "unroot"}},
+    "data": {"policy.yaml": open(path).read()},
+}))
+PY
+    deadline=$((SECONDS + 15))
+    while :; do
+        all=1
+        while read -r pod _; do
+            metrics=$(unroot_metrics "$pod" 2>/dev/null) || metrics=
+            grep -qF "unroot_policy_info{hash=\"$hash\"} 1" <<<"$metrics" || all=0
+        done < <(unroot_pods)
+        ((all)) && return 0
+        if ((SECONDS >= deadline)); then
+            e2e_log "not every unroot replica runs policy $hash 15 s after the ConfigMap changed"
+            return 1
+        fi
+        sleep 0.3
+    done
+}
+
+# reset_unroot_policy: back to the shipped policy (webhook-config/policy.yaml).
+reset_unroot_policy() {
+    set_unroot_policy "$E2E_ROOT/webhook-config/policy.yaml" >/dev/null
+}
+
+# grant_unroot_identity NS: let unroot write identity ConfigMaps in NS (the
+# RoleBinding the README tells platforms to create where provisioning is allowed).
+grant_unroot_identity() {
+    e2e_kubectl create rolebinding unroot-identity -n "$1" --clusterrole=unroot-identity \
+        --serviceaccount="$UNROOT_NS:unroot" --dry-run=client -o yaml | e2e_kubectl apply -f - >/dev/null
+}
+
+# unroot_host_pids: the host PID of the unroot process of each current replica
+# (through containerd: the container's task), one a line. Local cluster only.
+unroot_host_pids() {
+    local id
+    e2e_cluster_env || return 1
+    for id in $(e2e_kubectl get pods -n "$UNROOT_NS" -l "$UNROOT_SELECTOR" \
+        -o jsonpath='{range .items[*]}{.status.containerStatuses[0].containerID}{"\n"}{end}'); do
+        ctr --address "$E2E_CONTAINERD_ADDRESS" -n k8s.io tasks ls |
+            awk -v id="${id#containerd://}" '$1 == id {print $2}'
+    done
 }
 
 # ---- assertions --------------------------------------------------------------

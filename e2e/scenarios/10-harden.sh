@@ -9,12 +9,12 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 ns=unroot-e2e-harden
-cleanup() {
-    unregister_webhooks || true
-    stop_unroot
-    delete_namespace "$ns"
-}
-trap cleanup EXIT
+trap 'delete_namespace "$ns"' EXIT
+# The baseline needs no webhook at all: uninstall unroot if an earlier
+# script left it installed.
+if unroot_installed; then
+    uninstall_unroot || fail "uninstalling unroot for the baseline failed"
+fi
 create_namespace "$ns" unroot.dev/enforce=privileged unroot.dev/warn=privileged unroot.dev/audit=privileged
 
 # pod NAME IMAGE [POD_SECURITY_CONTEXT_JSON] [CONTAINER_SECURITY_CONTEXT_JSON]
@@ -52,10 +52,8 @@ pod refused "$E2E_IMAGE_ROOT" "" "{runAsNonRoot: true}" | e2e_kubectl apply -n "
 assert_ok "runAsNonRoot on a root image without runAsUser is refused by the kubelet" \
     wait_pod_waiting_reason refused "$ns" CreateContainerConfigError 60
 
-# --- with the webhook --------------------------------------------------------
-start_unroot
-register_webhooks "$UNROOT_CA" "$UNROOT_URL"
-sleep 1
+# --- with the webhook (installed in the cluster from manifests/) --------------
+assert_ok "kubectl apply -k installs unroot; every replica becomes Ready and answers" install_unroot
 
 pod hardened "$E2E_IMAGE_ROOT" | e2e_kubectl apply -n "$ns" -f - >/dev/null
 stored=$(e2e_kubectl get pod hardened -n "$ns" -o jsonpath='{.spec.securityContext.runAsNonRoot} {.spec.securityContext.runAsUser} {.spec.securityContext.seccompProfile.type} {.spec.containers[0].securityContext.allowPrivilegeEscalation} {.spec.containers[0].securityContext.capabilities.drop}')

@@ -10,11 +10,11 @@ set -euo pipefail
 strict=unroot-e2e-strict
 warn=unroot-e2e-warn
 cleanup() {
-    unregister_webhooks || true
-    stop_unroot
+    install_unroot >/dev/null || e2e_log "bringing unroot back up failed"
     delete_namespace "$strict" "$warn"
 }
 trap cleanup EXIT
+install_unroot || fail "installing unroot failed"
 create_namespace "$strict" unroot.dev/enforce=restricted
 create_namespace "$warn" unroot.dev/enforce=privileged unroot.dev/warn=restricted
 label_namespace_name kube-system
@@ -34,10 +34,6 @@ spec:
     securityContext: {privileged: true}
 YAML
 }
-
-start_unroot
-register_webhooks "$UNROOT_CA" "$UNROOT_URL"
-sleep 1
 
 out=$(privileged_pod priv | e2e_kubectl apply -n "$strict" -f - 2>&1 || true)
 assert_contains "a privileged pod is denied in an enforce=restricted namespace" "$out" \
@@ -96,11 +92,15 @@ assert_contains "a plain one violates restricted and unroot denies it, evaluatin
 assert_eq "no ephemeral container was added" "" \
     "$(e2e_kubectl get pod target -n "$strict" -o jsonpath='{.spec.ephemeralContainers[*].name}')"
 
-# unroot down: covered namespaces fail closed, kube-system still works.
-stop_unroot
+# unroot down (no replica, so the Service has no Endpoints): covered
+# namespaces fail closed, kube-system still works.
+assert_ok "unroot scaled to 0: no pod, no Endpoint" unroot_down
 out=$(privileged_pod down | sed 's/privileged: true/privileged: false/' | e2e_kubectl apply -n "$warn" -f - 2>&1 || true)
 assert_contains "with unroot down, pod creation in a covered namespace fails" "$out" 'failed calling webhook "mutate.pods.unroot.dev"'
 out=$(e2e_kubectl run unroot-e2e-probe -n kube-system --image="$E2E_IMAGE_ROOT" --image-pull-policy=Never --restart=Never --dry-run=server -o name 2>&1)
 assert_eq "kube-system, excluded, still admits pods" "pod/unroot-e2e-probe" "$out"
+assert_ok "unroot comes back (its own namespace is excluded too)" install_unroot
+out=$(privileged_pod back | sed 's/privileged: true/privileged: false/' | e2e_kubectl apply -n "$warn" --dry-run=server -f - 2>&1 || true)
+assert_contains "and covered namespaces admit pods again" "$out" "pod/back created (server dry run)"
 
 e2e_summary

@@ -1,43 +1,58 @@
 #!/usr/bin/env bash
-# The policy ConfigMap through the real API server: an edit changes the uid
-# the next pod runs as within seconds, an invalid policy is refused at apply
-# time with its errors, and deleting the ConfigMap keeps the last good policy.
+# The policy ConfigMap unroot/unroot-policy through the real API server, read
+# by every replica of the in-cluster install: an edit changes the uid the next
+# pod runs as within seconds, an invalid policy is refused at apply time with
+# its errors, and deleting the ConfigMap keeps the last good policy.
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 ns=unroot-e2e-policy
+work=$(mktemp -d)
 cleanup() {
-    unregister_webhooks || true
-    stop_unroot
-    e2e_kubectl delete configmap unroot-policy -n unroot --ignore-not-found >/dev/null 2>&1 || true
+    # The shipped policy again, for the scripts after this one.
+    reset_unroot_policy || e2e_log "restoring the shipped policy failed"
     delete_namespace "$ns"
+    rm -rf "$work"
 }
 trap cleanup EXIT
-create_namespace unroot
+install_unroot || fail "installing unroot failed"
 create_namespace "$ns" unroot.dev/enforce=privileged
 
 # The shipped ConfigMap (webhook-config/ generates it from policy.yaml).
 configmap() {
-    e2e_kubectl kustomize "$E2E_ROOT/webhook-config" |
-        python3 -c 'import re, sys; print("\n---\n".join(d for d in re.split(r"(?m)^---$", sys.stdin.read()) if re.search(r"(?m)^kind: ConfigMap$", d)))'
+    e2e_kubectl kustomize "$E2E_ROOT/webhook-config" | select_kinds ConfigMap
 }
 configmap | e2e_kubectl apply -f - >/dev/null
-
-UNROOT_SERVE_ARGS="--policy-configmap unroot/unroot-policy" start_unroot
-register_webhooks "$UNROOT_CA" "$UNROOT_URL"
-sleep 1
 
 uid_of_next_pod() {
     e2e_kubectl run "probe-$RANDOM" -n "$ns" --image="$E2E_IMAGE_ROOT" --image-pull-policy=Never \
         --restart=Never --dry-run=server -o jsonpath='{.spec.securityContext.runAsUser}' 2>&1
 }
-assert_eq "the shipped policy runs pods as 65532" 65532 "$(uid_of_next_pod)"
+# Every replica: the API server picks one at random for each call.
+uid_of_next_pods() {
+    local i out=""
+    for i in 1 2 3 4 5 6; do out+="$(uid_of_next_pod) "; done
+    echo "${out% }"
+}
+replicas_policy_hashes() {
+    local pod _
+    while read -r pod _; do
+        unroot_metrics "$pod" | sed -n 's/^unroot_policy_info{hash="\([0-9a-f]*\)"} 1$/\1/p'
+    done < <(unroot_pods) | sort | uniq -c | awk '{print $1 "x" $2}'
+}
+replicas=$(e2e_kubectl get deployment unroot -n unroot -o jsonpath='{.spec.replicas}')
+shipped=$(policy_hash "$E2E_ROOT/webhook-config/policy.yaml")
+assert_eq "every replica runs the shipped policy" "${replicas}x$shipped" "$(replicas_policy_hashes)"
+assert_eq "the shipped policy runs pods as 65532" "65532 65532 65532 65532 65532 65532" "$(uid_of_next_pods)"
 
+sed 's/runAsUser: 65532/runAsUser: 10001/' "$E2E_ROOT/webhook-config/policy.yaml" >"$work/edited.yaml"
+edited=$(policy_hash "$work/edited.yaml")
 configmap | sed 's/runAsUser: 65532/runAsUser: 10001/' | e2e_kubectl apply -f - >/dev/null
 start=$SECONDS
-until [[ $(uid_of_next_pod) == 10001 ]] || ((SECONDS - start > 5)); do sleep 0.2; done
-assert_eq "after an edit, the next pod is mutated with the new runAsUser within 5 s" 10001 "$(uid_of_next_pod)"
+until [[ $(replicas_policy_hashes) == "${replicas}x$edited" ]] || ((SECONDS - start > 5)); do sleep 0.2; done
+assert_eq "after an edit, every replica runs the new policy within 5 s" "${replicas}x$edited" "$(replicas_policy_hashes)"
+assert_eq "and the next pods are mutated with the new runAsUser" "10001 10001 10001 10001 10001 10001" "$(uid_of_next_pods)"
 e2e_kubectl apply -n "$ns" -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Pod
@@ -58,13 +73,15 @@ out=$(configmap | sed 's/runAsUser: 65532/runAsUser: 0/; s/enforce: baseline/enf
 assert_contains "an invalid policy is refused at apply time" "$out" 'denied the request: ConfigMap unroot/unroot-policy: invalid unroot policy in data.policy.yaml, 2 error(s)'
 assert_contains "naming every error" "$out" 'securityContext.runAsUser: 0 is not allowed'
 assert_contains "with its field path" "$out" 'podSecurity.defaults.enforce: "strict" is not one of privileged, baseline, restricted'
-assert_eq "the last good policy stays in force" 10001 "$(uid_of_next_pod)"
+assert_eq "the last good policy stays in force" "10001 10001 10001 10001 10001 10001" "$(uid_of_next_pods)"
 
 e2e_kubectl delete configmap unroot-policy -n unroot >/dev/null
 sleep 1
-assert_eq "with the ConfigMap deleted, admission continues on the last good policy" 10001 "$(uid_of_next_pod)"
-assert_contains "and says so" "$(cat "$UNROOT_LOG")" "policy ConfigMap deleted; the last good policy stays in force"
-metrics=$(curl -fsS "http://$UNROOT_ADMIN_URL/metrics")
-assert_contains "the replica reports the policy it runs" "$metrics" 'unroot_policy_info{hash="'
+assert_eq "with the ConfigMap deleted, admission continues on the last good policy" \
+    "10001 10001 10001 10001 10001 10001" "$(uid_of_next_pods)"
+logs=$(unroot_logs)
+assert_eq "and every replica says so" "$replicas" \
+    "$(grep -c 'policy ConfigMap deleted; the last good policy stays in force' <<<"$logs" || true)"
+assert_eq "every replica still reports the policy it runs" "${replicas}x$edited" "$(replicas_policy_hashes)"
 
 e2e_summary

@@ -6,6 +6,8 @@
 # grants; a dry run writes no ConfigMap; a tenant forging an identity is
 # denied; under enforce=restricted the provisioned pod is admitted (its init
 # container exempt by provenance) and a look-alike with a tagged image is not.
+# unroot runs in the cluster: the policy is its ConfigMap, and it may write
+# identity ConfigMaps only where the platform bound ClusterRole unroot-identity.
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -13,17 +15,19 @@ set -euo pipefail
 trust=unroot-e2e-trust
 hub=unroot-e2e-hub
 strict=unroot-e2e-hub-strict
+unbound=unroot-e2e-hub-unbound
 work=$(mktemp -d)
 cleanup() {
-    unregister_webhooks || true
-    stop_unroot
-    delete_namespace "$trust" "$hub" "$strict"
+    reset_unroot_policy || e2e_log "restoring the shipped policy failed"
+    delete_namespace "$trust" "$hub" "$strict" "$unbound"
     rm -rf "$work"
 }
 trap cleanup EXIT
+install_unroot || fail "installing unroot failed"
 create_namespace "$trust" unroot.dev/trust-bundle=enabled unroot.dev/enforce=restricted
 create_namespace "$hub" unroot.dev/provisioning=enabled unroot.dev/enforce=baseline
 create_namespace "$strict" unroot.dev/provisioning=enabled unroot.dev/enforce=restricted
+create_namespace "$unbound" unroot.dev/provisioning=enabled unroot.dev/enforce=baseline
 
 # The provisioner image, pinned by the digest containerd recorded at import.
 digest=$(e2e_kubectl get node localhost -o jsonpath='{range .status.images[*]}{.names[*]}{"\n"}{end}' |
@@ -60,10 +64,11 @@ provisioning = f"""provisioning:
 text = re.sub(r"(?ms)^provisioning:\n.*?(?=^webhook:)", provisioning + "\n", text)
 open(dst, "w").write(text)
 PY
-assert_ok "the e2e policy is valid" "$E2E_ROOT/target/debug/unroot" policy validate "$work/policy.yaml"
-UNROOT_SERVE_ARGS="--policy $work/policy.yaml" start_unroot
-register_webhooks "$UNROOT_CA" "$UNROOT_URL"
-sleep 1
+assert_ok "the e2e policy is valid" "$E2E_UNROOT_BINARY" policy validate "$work/policy.yaml"
+assert_ok "every replica runs it once it is the policy ConfigMap" set_unroot_policy "$work/policy.yaml"
+# Provisioning namespaces only: what the README asks of the platform.
+grant_unroot_identity "$hub"
+grant_unroot_identity "$strict"
 
 # --- trust bundle --------------------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/ca.key" -out "$work/ca.crt" -days 1 \
@@ -133,6 +138,11 @@ assert_contains "and its groups with members" "$cm" "research:x:3001:alice"
 out=$(notebook jupyter-bob bob 2002 | e2e_kubectl apply -n "$hub" --dry-run=server -f - 2>&1)
 assert_contains "a server-side dry run is admitted" "$out" "created (server dry run)"
 assert_fails "and writes no identity ConfigMap" e2e_kubectl get configmap unroot-identity-bob -n "$hub"
+
+out=$(notebook jupyter-dave dave 2005 | e2e_kubectl apply -n "$unbound" -f - 2>&1 || true)
+assert_contains "without the unroot-identity RoleBinding in its namespace, a provisioned pod is refused" "$out" \
+    "failed to apply the identity ConfigMap $unbound/unroot-identity-dave"
+assert_contains "because unroot's RBAC does not reach there" "$out" 'forbidden'
 
 e2e_kubectl create rolebinding tenant-edit -n "$hub" --clusterrole=edit --user=tenant >/dev/null
 out=$(notebook forged root-wannabe 2003 | e2e_kubectl apply -n "$hub" --as=tenant -f - 2>&1 || true)
