@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::ConfigMap;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -167,7 +168,7 @@ pub fn client_config(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let cert: CertificateDer<'static> = cert.unwrap();
         roots.add(cert).unwrap();
     }
