@@ -30,6 +30,10 @@ pub use self::issue::{Authority, Names, Serving, serving_names};
 pub use self::metrics::Metrics;
 pub use self::tls::{Resolver, certified_key, load, server_config, server_config_with_client_ca};
 
+/// The readiness condition that holds once a valid serving certificate is
+/// loaded.
+pub const READY_CONDITION: &str = "certificate";
+
 /// Errors from issuing, loading or storing certificates.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -53,6 +53,10 @@ pub struct Options {
     pub namespace_labels: NamespaceLabels,
     /// Where identity ConfigMaps go (`None`: no Kubernetes client).
     pub identity_store: Option<Arc<dyn IdentityStore>>,
+    /// The listener's TLS configuration (`None`: a fresh self-issued
+    /// certificate, no client certificate asked for). With one, the
+    /// returned `ca_pem` is not the one it serves: set it.
+    pub tls: Option<rustls::ServerConfig>,
 }
 
 impl Default for Options {
@@ -63,6 +67,7 @@ impl Default for Options {
             namespaces: None,
             namespace_labels: NamespaceLabels::new(),
             identity_store: None,
+            tls: None,
         }
     }
 }
@@ -151,7 +156,11 @@ pub async fn start_with(options: Options) -> Server {
         request_timeout: options.request_timeout,
         ..server::Config::default()
     };
-    let tls = Arc::new(certs::server_config(Arc::new(Resolver::new(key))));
+    let tls = Arc::new(
+        options
+            .tls
+            .unwrap_or_else(|| certs::server_config(Arc::new(Resolver::new(key)))),
+    );
     let running = server::start(config, state.clone(), tls).await.unwrap();
     Server {
         addr: running.addr,

@@ -79,6 +79,53 @@ pub struct Config {
     pub policy: Policy,
 }
 
+/// The namespace unroot runs in: `POD_NAMESPACE`, else the service
+/// account's namespace file (inside a pod).
+#[must_use]
+pub fn own_namespace() -> Option<String> {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|ns| ns.trim().to_owned())
+        .filter(|ns| !ns.is_empty())
+}
+
+/// This replica's identity in the Lease: `POD_NAME`, else the host name.
+#[must_use]
+pub fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("unroot-{}", std::process::id()))
+}
+
+/// Splits `NAMESPACE/NAME`; with no reference, `<own namespace>/default_name`.
+pub fn object_reference(
+    flag: &str,
+    reference: Option<&str>,
+    default_name: &str,
+) -> std::result::Result<(String, String), String> {
+    let Some(reference) = reference else {
+        return own_namespace()
+            .map(|ns| (ns, default_name.to_owned()))
+            .ok_or_else(|| {
+                format!(
+                    "{flag}: cannot tell unroot's own namespace (set POD_NAMESPACE, or pass {flag} NAMESPACE/NAME)"
+                )
+            });
+    };
+    reference
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+        .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
+        .ok_or_else(|| format!("{flag} {reference:?}: expected NAMESPACE/NAME"))
+}
+
 /// The running task.
 #[derive(Debug)]
 pub struct Handle {
@@ -518,8 +565,10 @@ impl Leader {
     }
 }
 
-/// One line on what a write did, for the log and the Event.
-fn describe(contents: &Contents, plan: Option<&Plan>, now: SystemTime) -> String {
+/// One line on what a write did, for the log, the Event and `unroot certs
+/// rotate`.
+#[must_use]
+pub fn describe(contents: &Contents, plan: Option<&Plan>, now: SystemTime) -> String {
     let parsed = contents.parse(now);
     let until = |cert: Option<&super::inspect::Certificate>| {
         cert.map(|c| humantime::format_rfc3339_seconds(c.not_after).to_string())
