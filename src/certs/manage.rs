@@ -60,6 +60,10 @@ pub const LEASE_NAME: &str = "unroot-certs";
 pub const DEFAULT_SECRET: &str = "unroot-tls";
 /// The webhook configurations' default name.
 pub const DEFAULT_WEBHOOK_CONFIGURATION: &str = "unroot";
+/// Annotation on the Secret asking the replica holding the Lease to renew a
+/// certificate now, due or not: `ca` or `serving` (`unroot certs rotate
+/// --force` sets it). Removed with the write that carries the renewal out.
+pub const ROTATE_ANNOTATION: &str = "unroot.dev/rotate";
 
 /// What the task manages.
 #[derive(Debug, Clone)]
@@ -431,7 +435,34 @@ impl Leader {
         });
         let confirmed_at = confirmed.filter(|c| c.bundle == bundle).map(|c| c.at);
         let observed = Observed::from_parsed(&parsed, &policy.names);
-        match rotation::decide(&observed, policy, now, confirmed_at) {
+        let asked = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ROTATE_ANNOTATION));
+        let decision = match asked.map(String::as_str) {
+            None => rotation::decide(&observed, policy, now, confirmed_at),
+            Some(which @ ("ca" | "serving")) => {
+                info!(
+                    annotation = ROTATE_ANNOTATION,
+                    which, "renewal asked for on the Secret"
+                );
+                Decision::Write(rotation::forced(&observed, which == "ca"))
+            }
+            Some(other) => {
+                warn!(
+                    annotation = ROTATE_ANNOTATION,
+                    value = other,
+                    "ignoring a renewal request that is neither \"ca\" nor \"serving\""
+                );
+                Decision::Write(Plan {
+                    ca: None,
+                    serving: None,
+                    retire: rotation::Retire::Keep,
+                })
+            }
+        };
+        match decision {
             Decision::Idle { recheck_at } => recheck_at,
             Decision::AwaitBundle { recheck_at } => {
                 recheck_at.unwrap_or(now + Duration::from_secs(600))
@@ -456,6 +487,9 @@ impl Leader {
         updated.data = Some(contents.to_data());
         updated.string_data = None;
         updated.metadata.managed_fields = None;
+        if let Some(annotations) = updated.metadata.annotations.as_mut() {
+            annotations.remove(ROTATE_ANNOTATION);
+        }
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()

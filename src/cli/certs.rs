@@ -106,8 +106,9 @@ pub enum Command {
     /// Carry out what is due now, as the replica holding the Lease would
     /// (for a Job or CronJob, or by hand): renew what is due, inject the
     /// caBundle, finish a CA rotation. Takes the Lease unroot-certs; when a
-    /// replica running with --manage-certs holds it, that replica rotates
-    /// and this exits 1.
+    /// replica running with --manage-certs holds it, that replica rotates:
+    /// with --force this asks it to renew now (an annotation on the
+    /// Secret), without it this exits 1.
     Rotate {
         /// The Secret, NAMESPACE/NAME. Default: <own namespace>/unroot-tls.
         #[arg(long, value_name = "NAMESPACE/NAME")]
@@ -478,13 +479,35 @@ async fn rotate(
         .await
         .map_err(|e| e.to_string())?;
     if !taken {
+        let holder = elector.holder().unwrap_or("another candidate").to_owned();
+        let Some(which) = force else {
+            let _ = writeln!(
+                out,
+                "the Lease {ns}/{} is held by {holder}: that replica rotates the certificates; nothing done (--force asks it to renew one now)",
+                manage::LEASE_NAME,
+            );
+            return Ok(1);
+        };
+        // Ask the holder: it renews on seeing the annotation, through the
+        // same steps as a due renewal, and removes it.
+        let value = if which == Which::Ca { "ca" } else { "serving" };
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {manage::ROTATE_ANNOTATION: value}}});
+        Api::<Secret>::namespaced(client, &ns)
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| format!("failed to annotate Secret {ns}/{name}: {e}"))?;
         let _ = writeln!(
             out,
-            "the Lease {ns}/{} is held by {}: that replica rotates the certificates; nothing done",
-            manage::LEASE_NAME,
-            elector.holder().unwrap_or("another candidate")
+            "asked {holder}, which holds the Lease, to renew the {} certificate (annotation {}={value} on Secret {ns}/{name})",
+            if which == Which::Ca { "CA" } else { "serving" },
+            manage::ROTATE_ANNOTATION,
         );
-        return Ok(1);
+        return Ok(0);
     }
     let p = policy(&ns, issuance, propagation_delay);
     let result = rotate_steps(

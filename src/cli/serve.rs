@@ -28,16 +28,27 @@ pub struct Args {
     /// Serving certificate (PEM chain), reloaded when it changes (e.g. a
     /// Secret cert-manager writes, mounted). Without it and without
     /// --manage-certs, unroot issues a throwaway certificate of its own.
-    #[arg(long, env = "UNROOT_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "UNROOT_TLS_CERT",
+        requires = "tls_key",
+        overrides_with = "tls_cert"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Serving key (PEM) for --tls-cert.
-    #[arg(long, env = "UNROOT_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "UNROOT_TLS_KEY",
+        requires = "tls_cert",
+        overrides_with = "tls_key"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Issue and rotate the CA and serving certificate in the cluster: the
     /// Secret --tls-secret holds them, the Lease unroot-certs elects the
     /// replica that rotates, and the caBundle of the webhook configurations
-    /// follows. The shipped manifests turn it on.
-    #[arg(long, env = "UNROOT_MANAGE_CERTS", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    /// follows. The shipped manifests turn it on. Given twice (an overlay
+    /// appending --manage-certs=false), the last one counts.
+    #[arg(long, env = "UNROOT_MANAGE_CERTS", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "manage_certs")]
     pub manage_certs: bool,
     /// The Secret holding the certificates (--manage-certs). Default:
     /// <own namespace>/unroot-tls.
