@@ -26,9 +26,12 @@ secret_ns=unroot
 work=$(mktemp -d "${TMPDIR:-/tmp}/unroot-e2e-certs.XXXXXX")
 sa=system:serviceaccount:$secret_ns:unroot
 
+observer=
+creator=
 cleanup() {
     [[ -f $work/stop ]] || touch "$work/stop"
-    wait 2>/dev/null || true
+    # Not a bare `wait`: unroot is a background job of this shell too.
+    for pid in $observer $creator; do wait "$pid" 2>/dev/null || true; done
     if ((E2E_FAILED)) && [[ -f ${UNROOT_LOG:-} ]]; then
         e2e_log "last lines of $UNROOT_LOG:"
         tail -n 80 "$UNROOT_LOG" >&2
@@ -337,7 +340,9 @@ assert_eq "and every other field stays as applied" "['admissionReviewVersions', 
 # ---- rotations under load ----------------------------------------------------
 
 python3 "$work/api.py" observe "$secret_ns" "$work/stop" "$work/timeline.json" &
+observer=$!
 python3 "$work/api.py" create "$ns" "$E2E_IMAGE_ROOT" "$work/stop" "$work/creates.json" &
+creator=$!
 
 # Done when the serving certificate changed twice and a CA rotation is over
 # (a new CA, then no CA left to retire).
@@ -393,7 +398,7 @@ else
 fi
 sleep 2
 touch "$work/stop"
-wait
+wait "$observer" "$creator"
 
 python3 - "$work/timeline.json" "$work/creates.json" <<'PY'
 import json, sys
@@ -452,7 +457,7 @@ done
 out=$(openssl s_client -connect "127.0.0.1:$port" -CAfile "$work/foreign.crt" -verify_return_error </dev/null 2>&1 || true)
 assert_not_contains "(and a foreign CA does not)" "$out" "Verify return code: 0 (ok)"
 
-metrics=$(curl -fsS "http://$UNROOT_ADMIN_URL/metrics")
+metrics=$(curl -fsS "http://$UNROOT_ADMIN_URL/metrics" || true)
 assert_eq "metrics count the CA rotations" True \
     "$(python3 -c 'import re,sys; m=re.search(r"unroot_certificate_rotations_total\{cert=\"ca\"\} (\d+)", sys.stdin.read()); print(int(m.group(1)) >= 2)' <<<"$metrics")"
 assert_eq "and the serving ones" True \

@@ -426,8 +426,10 @@ impl Leader {
             return self.write(secret, &good, None).await;
         }
         let bundle = parsed.ca_bundle(now);
+        // No CA yet: nothing to inject (an empty caBundle would make the API
+        // server fall back to its system roots).
         bundle_tx.send_if_modified(|current| {
-            let changed = current.as_ref() != Some(&bundle);
+            let changed = !bundle.is_empty() && current.as_ref() != Some(&bundle);
             if changed {
                 *current = Some(bundle.clone());
             }
@@ -835,6 +837,67 @@ fn seen<K>(event: watcher::Result<watcher::Event<K>>, read: fn(&K) -> Webhooks) 
     }
 }
 
+/// One configuration, as its watch has shown it.
+enum Shown {
+    /// Its first list has not completed.
+    Listing,
+    /// It does not exist.
+    Absent,
+    /// It exists, with these webhooks.
+    Present(Webhooks),
+}
+
+/// What the configuration watches have shown.
+#[derive(Default)]
+struct Configurations {
+    seen: BTreeMap<Key, Shown>,
+    listing: BTreeSet<Key>,
+}
+
+impl Configurations {
+    fn record(&mut self, key: Key, seen: Seen) {
+        match seen {
+            Seen::Listing => {
+                self.listing.insert(key.clone());
+                self.seen.entry(key).or_insert(Shown::Listing);
+            }
+            // Listed without an object: it does not exist.
+            Seen::Listed => {
+                if self.listing.remove(&key) {
+                    self.seen.insert(key, Shown::Absent);
+                }
+            }
+            Seen::Object(object) => {
+                self.listing.remove(&key);
+                self.seen
+                    .insert(key, object.map_or(Shown::Absent, Shown::Present));
+            }
+        }
+    }
+
+    /// The configurations that exist and do not hold `bundle`.
+    fn lacking(&self, bundle: &str) -> Vec<(Key, Webhooks)> {
+        self.seen
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Shown::Present(w) if !w.hold(bundle) => Some((k.clone(), w.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether all `total` configurations are known and hold `bundle` (or
+    /// do not exist).
+    fn all_hold(&self, bundle: &str, total: usize) -> bool {
+        self.seen.len() == total
+            && self.seen.values().all(|v| match v {
+                Shown::Listing => false,
+                Shown::Absent => true,
+                Shown::Present(w) => w.hold(bundle),
+            })
+    }
+}
+
 /// Keeps every webhook's caBundle equal to the wanted bundle, and reports
 /// when all configurations hold it.
 async fn inject_ca_bundles(
@@ -852,28 +915,15 @@ async fn inject_ca_bundles(
         .collect();
     let total = streams.len();
     let mut events = futures::stream::select_all(streams);
-    // Per configuration: None while listing, Some(None) when absent.
-    let mut configs: BTreeMap<Key, Option<Option<Webhooks>>> = BTreeMap::new();
-    let mut listing: BTreeSet<Key> = BTreeSet::new();
+    let mut configs = Configurations::default();
     let mut retry_at: Option<tokio::time::Instant> = None;
+    // The last bundle every configuration held.
+    let mut injected: Option<String> = None;
     loop {
         tokio::select! {
             event = events.next() => {
                 let Some((key, seen)) = event else { return };
-                match seen {
-                    Seen::Listing => {
-                        listing.insert(key.clone());
-                        configs.entry(key).or_insert(None);
-                    }
-                    // Listed without an object: it does not exist.
-                    Seen::Listed => if listing.remove(&key) {
-                        configs.insert(key, Some(None));
-                    },
-                    Seen::Object(object) => {
-                        listing.remove(&key);
-                        configs.insert(key, Some(object));
-                    }
-                }
+                configs.record(key, seen);
             }
             r = bundle_rx.changed() => if r.is_err() { return },
             () = sleep_until(retry_at) => retry_at = None,
@@ -881,35 +931,31 @@ async fn inject_ca_bundles(
         let Some(bundle) = bundle_rx.borrow().clone() else {
             continue;
         };
-        let known: Vec<(Key, Option<Webhooks>)> = configs
-            .iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-            .collect();
         // A configuration whose first list has not completed (or cannot be
-        // watched) holds nothing yet: inject the others, confirm none.
-        let mut all_hold = known.len() == total;
-        for ((kind, name), webhooks) in known {
-            let Some(webhooks) = webhooks else { continue };
-            if webhooks.hold(&bundle) {
-                continue;
-            }
-            all_hold = false;
+        // watched) is not written yet; the others are.
+        for ((kind, name), webhooks) in configs.lacking(&bundle) {
             if retry_at.is_some() {
-                continue;
+                break;
             }
-            let overwritten = webhooks
-                .0
-                .iter()
-                .any(|(_, b)| b.as_ref().is_some_and(|b| !b.is_empty()));
+            // Someone else's bundle (not empty, not one unroot wrote) is
+            // worth a warning; following the Secret is routine.
+            let foreign = webhooks.0.iter().any(|(_, b)| {
+                b.as_ref().is_some_and(|b| {
+                    !b.is_empty()
+                        && injected
+                            .as_ref()
+                            .is_none_or(|i| i.as_bytes() != b.as_slice())
+                })
+            });
             let hooks: Vec<String> = webhooks.0.iter().map(|(n, _)| n.clone()).collect();
             match apply_ca_bundle(&client, kind, &name, &hooks, &bundle).await {
                 Ok(stored) => {
-                    if overwritten {
-                        info!(%kind, %name, webhooks = hooks.len(), "caBundle differed from the Secret's CAs; restored");
+                    if foreign {
+                        warn!(%kind, %name, webhooks = hooks.len(), "a caBundle that is not the Secret's CAs was found; restored");
                     } else {
-                        info!(%kind, %name, webhooks = hooks.len(), "caBundle injected");
+                        info!(%kind, %name, webhooks = hooks.len(), "caBundle set to the Secret's CAs");
                     }
-                    configs.insert((kind, name), Some(Some(stored)));
+                    configs.record((kind, name), Seen::Object(Some(stored)));
                 }
                 Err(e) => {
                     metrics.failed(Failure::InjectCaBundle);
@@ -918,19 +964,15 @@ async fn inject_ca_bundles(
                 }
             }
         }
-        if !all_hold {
-            // Confirm only what the watch shows: loop until it does.
-            all_hold = configs.len() == total
-                && configs.values().all(|v| {
-                    v.as_ref()
-                        .is_some_and(|w| w.as_ref().is_none_or(|w| w.hold(&bundle)))
-                });
+        if !configs.all_hold(&bundle, total) {
+            continue;
         }
+        injected = Some(bundle.clone());
         let already = confirmed_tx
             .borrow()
             .as_ref()
             .is_some_and(|c| c.bundle == bundle);
-        if all_hold && !already {
+        if !already {
             info!(
                 configurations = total,
                 "every webhook configuration holds the caBundle"
@@ -991,5 +1033,31 @@ mod tests {
         assert!(!hooks(&[Some("X"), None]).hold("X"));
         assert!(!hooks(&[Some("X"), Some("Y")]).hold("X"));
         assert!(hooks(&[]).hold("X"), "no webhooks: nothing to verify");
+    }
+
+    #[test]
+    fn a_bundle_is_confirmed_only_when_every_configuration_is_known_and_holds_it() {
+        let hooks = |b: &str| Webhooks(vec![("w".to_owned(), Some(b.as_bytes().to_vec()))]);
+        let m = (Kind::Mutating, "unroot".to_owned());
+        let v = (Kind::Validating, "unroot".to_owned());
+        let mut c = Configurations::default();
+        c.record(m.clone(), Seen::Listing);
+        c.record(v.clone(), Seen::Listing);
+        assert!(!c.all_hold("X", 2), "still listing");
+        c.record(m.clone(), Seen::Object(Some(hooks("old"))));
+        c.record(m.clone(), Seen::Listed);
+        c.record(v.clone(), Seen::Listed);
+        assert!(!c.all_hold("X", 2), "the mutating one holds another bundle");
+        assert_eq!(c.lacking("X").len(), 1);
+        c.record(m.clone(), Seen::Object(Some(hooks("X"))));
+        assert!(c.all_hold("X", 2), "the validating one does not exist");
+        assert!(c.lacking("X").is_empty());
+        c.record(v, Seen::Object(Some(hooks("Y"))));
+        assert!(
+            !c.all_hold("X", 2),
+            "a new one appears with a foreign bundle"
+        );
+        c.record(m, Seen::Object(None));
+        assert_eq!(c.lacking("X").len(), 1);
     }
 }
