@@ -472,4 +472,19 @@ assert_contains "rotations are recorded as Events on the Secret" \
 stop_unroot
 assert_eq "at shutdown the Lease is released" "None" "$(cert_field "$(cert_state)" 's["holder"]')"
 
+# With no replica running, `unroot certs rotate` (a Job's command) takes the
+# Lease and carries a whole CA rotation out itself.
+ca_before=$(cert_field "$(cert_state)" 's["ca"]')
+out=$("$E2E_ROOT/target/debug/unroot" certs rotate --force ca --secret "$secret_ns/unroot-tls" \
+    --kubeconfig "$(e2e_kubeconfig)" --propagation-delay 2s --ip 127.0.0.1 2>&1) && rc=0 || rc=$?
+assert_eq "unroot certs rotate --force ca with no replica running exits 0" 0 "$rc"
+assert_contains "it issued a new CA" "$out" "issued a new CA (forced)"
+assert_contains "then a serving certificate from it" "$out" "issued a new serving certificate (signed by the CA being retired)"
+assert_contains "then retired the old CA" "$out" "retired the previous CA"
+st=$(cert_state)
+assert_eq "the Secret ends with a new CA and none being retired" True \
+    "$(cert_field "$st" "str(s['ca']) != \"$ca_before\" and s['previous'] == []")"
+assert_eq "every caBundle follows it" True "$(cert_field "$st" "bool($bundles_match)")"
+assert_eq "and the Lease is released again" None "$(cert_field "$st" 's["holder"]')"
+
 e2e_summary

@@ -121,6 +121,15 @@ impl Reloader {
         self.loaded = Some(digest);
         self.refused = None;
         self.metrics.set_expiry(Cert::Serving, leaf.not_after);
+        // cert-manager puts the issuing CA beside the pair as ca.crt: report
+        // its expiry too (the earliest, should it hold several).
+        let ca = std::fs::read_to_string(self.cert.with_file_name("ca.crt"))
+            .ok()
+            .and_then(|pem| Certificate::parse_pem(&pem).ok())
+            .and_then(|certs| certs.iter().map(|c| c.not_after).min());
+        if let Some(not_after) = ca {
+            self.metrics.set_expiry(Cert::Ca, not_after);
+        }
     }
 
     /// Checks the files once, at `now`.
@@ -219,6 +228,7 @@ mod tests {
         let (c1, k1) = pair(&ca);
         std::fs::write(&cert_path, &c1).unwrap();
         std::fs::write(&key_path, &k1).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem).unwrap();
         let resolver = Arc::new(Resolver::empty());
         let metrics = Metrics::new(&prometheus::Registry::new());
         let mut r = Reloader::new(
@@ -228,6 +238,15 @@ mod tests {
             metrics.clone(),
         );
         let first = r.load().unwrap();
+        let ca_expiry = ca
+            .not_after()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            (metrics.expiry.with_label_values(&["ca"]).get() - ca_expiry).abs() < 1.0,
+            "the expiry of ca.crt beside the pair is reported"
+        );
         let now = SystemTime::now();
         assert_eq!(r.poll(now), Polled::Unchanged);
 

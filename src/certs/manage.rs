@@ -638,6 +638,9 @@ pub fn describe(contents: &Contents, plan: Option<&Plan>, now: SystemTime) -> St
         }
         _ => {}
     }
+    if parts.is_empty() {
+        return "nothing to renew".to_owned();
+    }
     parts.join("; ")
 }
 
