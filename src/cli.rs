@@ -1,5 +1,6 @@
 //! The command line: `serve`, `mutate` and friends (clap derive).
 
+pub mod certs;
 pub mod check;
 pub mod mutate;
 pub mod policy;
@@ -48,6 +49,8 @@ pub enum Command {
     /// Check Pods and workload pod templates against a Pod Security
     /// Standards level, as the validating webhook would.
     Check(check::Args),
+    /// Issue, inspect and rotate unroot's certificates.
+    Certs(certs::Args),
 }
 
 /// Parses durations such as `500ms`, `10s`, `2m`, `90d`, `1y` (humantime).

@@ -18,5 +18,6 @@ fn main() -> ExitCode {
         Command::Mutate(args) => unroot::cli::mutate::run(&args),
         Command::Policy(args) => unroot::cli::policy::run(&args),
         Command::Check(args) => unroot::cli::check::run(&args),
+        Command::Certs(args) => unroot::cli::certs::run(&args),
     }
 }

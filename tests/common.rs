@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::ConfigMap;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -52,6 +53,10 @@ pub struct Options {
     pub namespace_labels: NamespaceLabels,
     /// Where identity ConfigMaps go (`None`: no Kubernetes client).
     pub identity_store: Option<Arc<dyn IdentityStore>>,
+    /// The listener's TLS configuration (`None`: a fresh self-issued
+    /// certificate, no client certificate asked for). With one, the
+    /// returned `ca_pem` is not the one it serves: set it.
+    pub tls: Option<rustls::ServerConfig>,
 }
 
 impl Default for Options {
@@ -62,6 +67,7 @@ impl Default for Options {
             namespaces: None,
             namespace_labels: NamespaceLabels::new(),
             identity_store: None,
+            tls: None,
         }
     }
 }
@@ -150,7 +156,11 @@ pub async fn start_with(options: Options) -> Server {
         request_timeout: options.request_timeout,
         ..server::Config::default()
     };
-    let tls = Arc::new(certs::server_config(Arc::new(Resolver::new(key))));
+    let tls = Arc::new(
+        options
+            .tls
+            .unwrap_or_else(|| certs::server_config(Arc::new(Resolver::new(key)))),
+    );
     let running = server::start(config, state.clone(), tls).await.unwrap();
     Server {
         addr: running.addr,
@@ -167,7 +177,7 @@ pub fn client_config(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let cert: CertificateDer<'static> = cert.unwrap();
         roots.add(cert).unwrap();
     }

@@ -1,6 +1,6 @@
 //! `unroot serve`: the webhook server.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
-use crate::certs::{self, Authority, Resolver};
+use crate::certs::{self, Authority, Names, Resolver};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::policy::{Document, Snapshot, watch};
@@ -25,19 +25,70 @@ pub struct Args {
     /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics).
     #[arg(long, env = "UNROOT_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
     pub admin_listen: SocketAddr,
-    /// Serving certificate (PEM chain). Without it, unroot issues its own.
-    #[arg(long, env = "UNROOT_TLS_CERT", requires = "tls_key")]
+    /// Serving certificate (PEM chain), reloaded when it changes (e.g. a
+    /// Secret cert-manager writes, mounted). Without it and without
+    /// --manage-certs, unroot issues a throwaway certificate of its own.
+    #[arg(
+        long,
+        env = "UNROOT_TLS_CERT",
+        requires = "tls_key",
+        overrides_with = "tls_cert"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Serving key (PEM) for --tls-cert.
-    #[arg(long, env = "UNROOT_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "UNROOT_TLS_KEY",
+        requires = "tls_cert",
+        overrides_with = "tls_key"
+    )]
     pub tls_key: Option<PathBuf>,
-    /// Extra DNS names (or IPs) for the self-issued certificate, besides
-    /// localhost and 127.0.0.1. Repeat, or separate with commas.
+    /// Issue and rotate the CA and serving certificate in the cluster: the
+    /// Secret --tls-secret holds them, the Lease unroot-certs elects the
+    /// replica that rotates, and the caBundle of the webhook configurations
+    /// follows. The shipped manifests turn it on. Given twice (an overlay
+    /// appending --manage-certs=false), the last one counts.
+    #[arg(long, env = "UNROOT_MANAGE_CERTS", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "manage_certs")]
+    pub manage_certs: bool,
+    /// The Secret holding the certificates (--manage-certs). Default:
+    /// <own namespace>/unroot-tls.
+    #[arg(long, env = "UNROOT_TLS_SECRET", value_name = "NAMESPACE/NAME")]
+    pub tls_secret: Option<String>,
+    /// The MutatingWebhookConfiguration and ValidatingWebhookConfiguration
+    /// (same name) whose webhooks get the caBundle (--manage-certs). Repeat
+    /// for more.
+    #[arg(long = "webhook-configuration", env = "UNROOT_WEBHOOK_CONFIGURATIONS", value_delimiter = ',', default_value = certs::manage::DEFAULT_WEBHOOK_CONFIGURATION)]
+    pub webhook_configurations: Vec<String>,
+    /// Lifetime of a CA unroot issues; it is renewed with less than 1/3 left.
+    #[arg(long, env = "UNROOT_CA_LIFETIME", default_value = "8760h", value_parser = super::parse_duration)]
+    pub ca_lifetime: Duration,
+    /// Lifetime of a serving certificate unroot issues; it is renewed at 2/3
+    /// of it.
+    #[arg(long, env = "UNROOT_SERVING_CERT_LIFETIME", default_value = "2160h", value_parser = super::parse_duration)]
+    pub serving_cert_lifetime: Duration,
+    /// How long a new caBundle is given to reach every API server, and a new
+    /// serving certificate every replica, before a rotation moves on.
+    #[arg(long, env = "UNROOT_CERT_PROPAGATION_DELAY", default_value = "30s", value_parser = super::parse_duration)]
+    pub cert_propagation_delay: Duration,
+    /// Require a client certificate signed by a CA of this PEM file (mTLS
+    /// from the API server); clients without one are refused at the TLS
+    /// handshake.
+    #[arg(long, env = "UNROOT_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Extra DNS names for the certificate unroot issues, besides localhost
+    /// (self-issued) or unroot.<ns>.svc and unroot.<ns>.svc.cluster.local
+    /// (--manage-certs). Repeat, or separate with commas.
     #[arg(long = "dns-name", env = "UNROOT_DNS_NAMES", value_delimiter = ',')]
     pub dns_names: Vec<String>,
-    /// Where to write the self-issued CA certificate, for clients to trust.
-    #[arg(long, env = "UNROOT_CA_CERT_OUT", default_value = "certs/ca.crt")]
-    pub ca_cert_out: PathBuf,
+    /// Extra IP addresses for the certificate unroot issues (self-issued:
+    /// besides 127.0.0.1). Repeat, or separate with commas.
+    #[arg(long = "ip", env = "UNROOT_IPS", value_delimiter = ',')]
+    pub ips: Vec<IpAddr>,
+    /// Where to write the CA certificate(s) clients should trust: the
+    /// self-issued CA (default certs/ca.crt), or with --manage-certs the
+    /// caBundle, rewritten at every rotation (default: not written).
+    #[arg(long, env = "UNROOT_CA_CERT_OUT")]
+    pub ca_cert_out: Option<PathBuf>,
     /// Kubeconfig of the cluster to read namespaces and the policy from.
     /// Without it, unroot looks where kubectl does: the KUBECONFIG
     /// environment variable, then the in-cluster service account.
@@ -120,9 +171,9 @@ async fn serve(args: &Args) -> Result<(), String> {
         }
     };
 
-    let resolver = Arc::new(Resolver::new(serving_key(args)?));
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::new(&[server::SERVING, watch::READY_CONDITION]));
+    let (tls, managed) = start_certificates(args, client.as_ref(), &metrics, &readiness)?;
     let current = Arc::new(ArcSwap::from_pointee(Snapshot::new(policy)));
     let reloader = watch::Reloader::new(
         Arc::clone(&current),
@@ -184,8 +235,7 @@ async fn serve(args: &Args) -> Result<(), String> {
         drain_timeout: args.drain_timeout,
         ..server::Config::default()
     };
-    let tls = Arc::new(certs::server_config(resolver));
-    let running = server::start(config, state, tls)
+    let running = server::start(config, state, Arc::new(tls))
         .await
         .map_err(|e| e.to_string())?;
     let stop = running.shutdown_handle();
@@ -194,6 +244,9 @@ async fn serve(args: &Args) -> Result<(), String> {
     if !args.shutdown_delay.is_zero() {
         info!(delay = ?args.shutdown_delay, "shutdown requested: not ready, still serving");
         tokio::time::sleep(args.shutdown_delay).await;
+    }
+    if let Some(managed) = managed {
+        managed.shutdown().await;
     }
     let _ = stop.send(true);
     running.wait().await;
@@ -244,22 +297,109 @@ fn policy_source(args: &Args, have_cluster: bool) -> Result<PolicySource, String
     })
 }
 
-fn serving_key(args: &Args) -> Result<rustls::sign::CertifiedKey, String> {
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        info!(cert = %cert.display(), "serving certificate from files");
-        return certs::load(cert, key).map_err(|e| e.to_string());
+/// The webhook listener's TLS configuration (with `--client-ca`, clients
+/// must present a certificate), and the in-cluster certificate task when
+/// there is one (to stop it and release its Lease at shutdown).
+fn start_certificates(
+    args: &Args,
+    client: Option<&kube::Client>,
+    metrics: &Metrics,
+    readiness: &Arc<Readiness>,
+) -> Result<(rustls::ServerConfig, Option<certs::manage::Handle>), String> {
+    // Not ready until a certificate is served.
+    readiness.set(certs::READY_CONDITION, false);
+    let resolver = Arc::new(Resolver::empty());
+    let managed = keep_certificate(args, client, &resolver, metrics, readiness)?;
+    let tls = match &args.client_ca {
+        None => certs::server_config(resolver),
+        Some(path) => {
+            info!(client_ca = %path.display(), "clients must present a certificate signed by the client CA");
+            certs::server_config_with_client_ca(resolver, path).map_err(|e| e.to_string())?
+        }
+    };
+    Ok((tls, managed))
+}
+
+/// Loads or issues the serving certificate and starts whatever keeps it
+/// current: the file reloader, or the in-cluster task (returned).
+fn keep_certificate(
+    args: &Args,
+    client: Option<&kube::Client>,
+    resolver: &Arc<Resolver>,
+    metrics: &Metrics,
+    readiness: &Arc<Readiness>,
+) -> Result<Option<certs::manage::Handle>, String> {
+    let cert_metrics = certs::Metrics::new(metrics.registry());
+    if args.manage_certs {
+        if args.tls_cert.is_some() {
+            return Err("--manage-certs and --tls-cert exclude each other: unroot either rotates its certificate in the Secret or serves the files it is given".to_owned());
+        }
+        let Some(client) = client else {
+            return Err("--manage-certs needs a cluster (give --kubeconfig or KUBECONFIG, run inside a cluster, or drop --standalone)".to_owned());
+        };
+        let (namespace, secret) = certs::manage::object_reference(
+            "--tls-secret",
+            args.tls_secret.as_deref(),
+            certs::manage::DEFAULT_SECRET,
+        )?;
+        let config = certs::manage::Config {
+            namespace: namespace.clone(),
+            secret,
+            lease: certs::manage::LEASE_NAME.to_owned(),
+            identity: certs::manage::identity(),
+            webhook_configurations: args.webhook_configurations.clone(),
+            policy: certs::rotation::Policy {
+                ca_lifetime: args.ca_lifetime,
+                serving_lifetime: args.serving_cert_lifetime,
+                propagation_delay: args.cert_propagation_delay,
+                names: Names::for_service(&namespace).with(&args.dns_names, &args.ips),
+            },
+        };
+        info!(secret = %format!("{}/{}", config.namespace, config.secret), lease = %config.lease, identity = %config.identity, names = %config.policy.names, "managing certificates in the cluster; not ready until the Secret holds a valid certificate");
+        let ready = Arc::clone(readiness);
+        let loader = certs::secret::Loader::new(
+            Arc::clone(resolver),
+            cert_metrics.clone(),
+            Arc::new(move |ok| ready.set(certs::READY_CONDITION, ok)),
+        )
+        .with_bundle_out(args.ca_cert_out.clone());
+        let handle = certs::manage::start(client.clone(), config, Arc::new(loader), cert_metrics);
+        return Ok(Some(handle));
     }
-    let ca = Authority::issue().map_err(|e| e.to_string())?;
-    let names = certs::serving_names(&args.dns_names);
-    let serving = ca.issue_serving(&names).map_err(|e| e.to_string())?;
-    certs::write_pem(&args.ca_cert_out, &ca.cert_pem).map_err(|e| e.to_string())?;
-    info!(ca = %args.ca_cert_out.display(), names = ?names, "issued a self-signed serving certificate; trust the CA file");
-    certs::certified_key(
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let mut reloader = certs::files::Reloader::new(
+            cert.clone(),
+            key.clone(),
+            Arc::clone(resolver),
+            cert_metrics,
+        );
+        let fingerprint = reloader.load().map_err(|e| e.to_string())?;
+        info!(cert = %cert.display(), serving = %fingerprint, "serving certificate from files; reloaded when they change");
+        reloader.spawn(certs::files::POLL_INTERVAL);
+        readiness.set(certs::READY_CONDITION, true);
+        return Ok(None);
+    }
+    let now = std::time::SystemTime::now();
+    let ca = Authority::issue_at(now, args.ca_lifetime).map_err(|e| e.to_string())?;
+    let names = Names::local().with(&args.dns_names, &args.ips);
+    let serving = ca
+        .issue_serving_at(&names, now, args.serving_cert_lifetime)
+        .map_err(|e| e.to_string())?;
+    let ca_out = args
+        .ca_cert_out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("certs/ca.crt"));
+    certs::write_pem(&ca_out, &ca.cert_pem).map_err(|e| e.to_string())?;
+    info!(ca = %ca_out.display(), %names, "issued a self-signed serving certificate; trust the CA file");
+    let key = certs::certified_key(
         serving.cert_pem.as_bytes(),
         serving.key_pem.as_bytes(),
-        &args.ca_cert_out,
+        &ca_out,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    resolver.replace(key);
+    readiness.set(certs::READY_CONDITION, true);
+    Ok(None)
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,1066 @@
+//! The in-cluster certificate task (`unroot serve --manage-certs`).
+//!
+//! Every replica watches the Secret through the API server (not a volume
+//! mount, so there is no kubelet sync delay) and loads each version with
+//! [`Loader`]. The replica holding the Lease also:
+//!
+//! - decides and carries out rotations ([`rotation`]), writing the Secret
+//!   with the `resourceVersion` it read, so a stale leader cannot overwrite
+//!   a newer Secret;
+//! - keeps `clientConfig.caBundle` of every webhook of the configured
+//!   MutatingWebhookConfigurations and ValidatingWebhookConfigurations equal
+//!   to the Secret's CAs, by server-side apply as field manager
+//!   [`FIELD_MANAGER`] owning nothing else, and puts it back within seconds
+//!   when someone overwrites it (the configurations are watched);
+//! - restores a Secret that was deleted or broken by hand from the last good
+//!   contents it holds in memory.
+//!
+//! Server-side apply is safe here because `webhooks` is a map list keyed by
+//! `name` on every supported API server: Kubernetes 1.20 publishes it with
+//! `x-kubernetes-patch-merge-key: name` / `x-kubernetes-patch-strategy:
+//! merge` and no list type, which server-side apply reads as a map list (its
+//! managed fields say `k:{"name":...}`). An apply naming only
+//! `webhooks[name].clientConfig.caBundle` leaves every other field alone,
+//! and one naming a webhook that does not exist is refused as invalid
+//! instead of adding a half webhook; so only webhooks seen in the live
+//! object are named.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource as _;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{Instrument as _, error, info, info_span, warn};
+
+use super::lease::{Elector, LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD};
+use super::metrics::{Cert, Failure, Metrics};
+use super::rotation::{self, Decision, Observed, Plan, Policy};
+use super::secret::{Contents, Loader};
+use super::{Error, Result};
+
+/// The field manager that owns the webhook configurations' caBundle.
+pub const FIELD_MANAGER: &str = "unroot-certs";
+/// The Lease electing the rotating replica, next to the Secret.
+pub const LEASE_NAME: &str = "unroot-certs";
+/// The Secret's default name.
+pub const DEFAULT_SECRET: &str = "unroot-tls";
+/// The webhook configurations' default name.
+pub const DEFAULT_WEBHOOK_CONFIGURATION: &str = "unroot";
+/// Annotation on the Secret asking the replica holding the Lease to renew a
+/// certificate now, due or not: `ca` or `serving` (`unroot certs rotate
+/// --force` sets it). Removed with the write that carries the renewal out.
+pub const ROTATE_ANNOTATION: &str = "unroot.dev/rotate";
+
+/// What the task manages.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Secret's namespace (the Lease lives there too).
+    pub namespace: String,
+    /// The Secret's name.
+    pub secret: String,
+    /// The Lease's name.
+    pub lease: String,
+    /// This replica's identity in the Lease (the pod name).
+    pub identity: String,
+    /// Names of the Mutating- and ValidatingWebhookConfigurations whose
+    /// webhooks get the caBundle.
+    pub webhook_configurations: Vec<String>,
+    /// Lifetimes, names and delays.
+    pub policy: Policy,
+}
+
+/// The namespace unroot runs in: `POD_NAMESPACE`, else the service
+/// account's namespace file (inside a pod).
+#[must_use]
+pub fn own_namespace() -> Option<String> {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|ns| ns.trim().to_owned())
+        .filter(|ns| !ns.is_empty())
+}
+
+/// This replica's identity in the Lease: `POD_NAME`, else the host name.
+#[must_use]
+pub fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("unroot-{}", std::process::id()))
+}
+
+/// Splits `NAMESPACE/NAME`; with no reference, `<own namespace>/default_name`.
+pub fn object_reference(
+    flag: &str,
+    reference: Option<&str>,
+    default_name: &str,
+) -> std::result::Result<(String, String), String> {
+    let Some(reference) = reference else {
+        return own_namespace()
+            .map(|ns| (ns, default_name.to_owned()))
+            .ok_or_else(|| {
+                format!(
+                    "{flag}: cannot tell unroot's own namespace (set POD_NAMESPACE, or pass {flag} NAMESPACE/NAME)"
+                )
+            });
+    };
+    reference
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+        .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
+        .ok_or_else(|| format!("{flag} {reference:?}: expected NAMESPACE/NAME"))
+}
+
+/// The running task.
+#[derive(Debug)]
+pub struct Handle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Stops rotating and releases the Lease (waits at most 5 s).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Where the Secret stands, as the watch sees it.
+#[derive(Clone, Debug)]
+enum SecretState {
+    /// The first list has not completed.
+    Unknown,
+    /// It does not exist.
+    Absent,
+    /// It exists.
+    Present(Arc<Secret>),
+}
+
+/// A caBundle every webhook configuration was seen holding, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Confirmed {
+    bundle: String,
+    at: SystemTime,
+}
+
+/// Starts the Secret watch (every replica) and the Lease candidate (which
+/// rotates and injects while it leads).
+#[must_use]
+pub fn start(
+    client: kube::Client,
+    config: Config,
+    loader: Arc<Loader>,
+    metrics: Metrics,
+) -> Handle {
+    let (secret_tx, secret_rx) = watch::channel(SecretState::Unknown);
+    let (stop, stop_rx) = watch::channel(false);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "unroot".to_owned(),
+            instance: Some(config.identity.clone()),
+        },
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &config.namespace);
+    let source = format!("secret {}/{}", config.namespace, config.secret);
+    tokio::spawn(
+        watch_secret(
+            secrets.clone(),
+            config.secret.clone(),
+            source.clone(),
+            Arc::clone(&loader),
+            recorder.clone(),
+            secret_tx,
+        )
+        .instrument(info_span!("cert_secret_watch", %source)),
+    );
+    let rotator = Leader {
+        client,
+        secrets,
+        config,
+        loader,
+        metrics,
+        recorder,
+    };
+    let task = tokio::spawn(
+        async move { rotator.run(secret_rx, stop_rx).await }
+            .instrument(info_span!("cert_rotation")),
+    );
+    Handle { stop, task }
+}
+
+async fn watch_secret(
+    api: Api<Secret>,
+    name: String,
+    source: String,
+    loader: Arc<Loader>,
+    recorder: Recorder,
+    tx: watch::Sender<SecretState>,
+) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(api, config).default_backoff();
+    futures::pin_mut!(stream);
+    let mut seen = false;
+    let mut loaded_version = None;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                seen = true;
+                // A re-list delivers the same version again: load (and
+                // complain about) each version once.
+                if loaded_version != secret.metadata.resource_version {
+                    loaded_version.clone_from(&secret.metadata.resource_version);
+                    let contents = Contents::from_data(secret.data.as_ref());
+                    if let Err(problem) = loader.load(&source, &contents, SystemTime::now()) {
+                        let event = KubeEvent {
+                            type_: EventType::Warning,
+                            reason: "InvalidCertificate".to_owned(),
+                            note: Some(format!(
+                                "the serving certificate was refused ({problem}); the last good one stays in use"
+                            )),
+                            action: "Load".to_owned(),
+                            secondary: None,
+                        };
+                        if let Err(e) = recorder.publish(&event, &secret.object_ref(&())).await {
+                            warn!(error = %e, "failed to record an Event on the Secret");
+                        }
+                    }
+                }
+                tx.send_replace(SecretState::Present(Arc::new(secret)));
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                warn!(%source, "the Secret was deleted; the certificate in use stays");
+                loaded_version = None;
+                tx.send_replace(SecretState::Absent);
+            }
+            Ok(watcher::Event::Init) => seen = false,
+            Ok(watcher::Event::InitDone) => {
+                if !seen {
+                    warn!(%source, "the Secret does not exist; no certificate until it does");
+                    tx.send_replace(SecretState::Absent);
+                }
+            }
+            Err(e) => warn!(%source, error = %e, "Secret watch failed; retrying with backoff"),
+        }
+    }
+}
+
+/// How a leadership term ended.
+enum Ended {
+    Lost,
+    Stopped,
+}
+
+struct Leader {
+    client: kube::Client,
+    secrets: Api<Secret>,
+    config: Config,
+    loader: Arc<Loader>,
+    metrics: Metrics,
+    recorder: Recorder,
+}
+
+impl Leader {
+    async fn run(
+        &self,
+        secret_rx: watch::Receiver<SecretState>,
+        mut stop_rx: watch::Receiver<bool>,
+    ) {
+        let leases = Api::namespaced(self.client.clone(), &self.config.namespace);
+        let mut elector = Elector::new(
+            leases,
+            &self.config.lease,
+            &self.config.identity,
+            LEASE_DURATION,
+        );
+        let lease = format!("{}/{}", self.config.namespace, self.config.lease);
+        let mut last_holder: Option<String> = None;
+        while !*stop_rx.borrow() {
+            match elector.try_acquire_or_renew().await {
+                Ok(true) => {
+                    info!(%lease, identity = %self.config.identity, "holding the Lease: this replica rotates certificates");
+                    last_holder = None;
+                    let ended = self
+                        .lead(&mut elector, secret_rx.clone(), &mut stop_rx)
+                        .await;
+                    if matches!(ended, Ended::Stopped) {
+                        match elector.release().await {
+                            Ok(()) => info!(%lease, "released the Lease"),
+                            Err(e) => warn!(%lease, error = %e, "failed to release the Lease"),
+                        }
+                        return;
+                    }
+                    warn!(%lease, "lost the Lease: this replica stops rotating");
+                }
+                Ok(false) => {
+                    let holder = elector.holder().map(str::to_owned);
+                    if holder != last_holder {
+                        info!(%lease, holder = holder.as_deref().unwrap_or("none"), "another replica holds the Lease");
+                        last_holder = holder;
+                    }
+                }
+                Err(e) => {
+                    self.metrics.failed(Failure::Lease);
+                    warn!(%lease, error = %e, "failed to take the Lease");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RETRY_PERIOD) => {}
+                _ = stop_rx.changed() => {}
+            }
+        }
+    }
+
+    async fn lead(
+        &self,
+        elector: &mut Elector,
+        secret_rx: watch::Receiver<SecretState>,
+        stop_rx: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        let (bundle_tx, bundle_rx) = watch::channel(None::<String>);
+        let (confirmed_tx, confirmed_rx) = watch::channel(None::<Confirmed>);
+        let metrics = &self.metrics;
+        let renew = async {
+            let mut renewed = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(RETRY_PERIOD).await;
+                match elector.try_acquire_or_renew().await {
+                    Ok(true) => renewed = tokio::time::Instant::now(),
+                    Ok(false) => return,
+                    Err(e) => {
+                        metrics.failed(Failure::Lease);
+                        warn!(error = %e, "failed to renew the Lease");
+                        if renewed.elapsed() > RENEW_DEADLINE {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let inject = inject_ca_bundles(
+            self.client.clone(),
+            self.config.webhook_configurations.clone(),
+            bundle_rx,
+            confirmed_tx,
+            self.metrics.clone(),
+        );
+        let rotate = self.rotate(secret_rx, bundle_tx, confirmed_rx);
+        tokio::select! {
+            () = renew => Ended::Lost,
+            () = inject => Ended::Lost,
+            () = rotate => Ended::Lost,
+            _ = stop_rx.wait_for(|stop| *stop) => Ended::Stopped,
+        }
+    }
+
+    async fn rotate(
+        &self,
+        mut secret_rx: watch::Receiver<SecretState>,
+        bundle_tx: watch::Sender<Option<String>>,
+        mut confirmed_rx: watch::Receiver<Option<Confirmed>>,
+    ) {
+        loop {
+            let state = secret_rx.borrow_and_update().clone();
+            let wake = match state {
+                SecretState::Unknown => None,
+                SecretState::Absent => Some(self.recreate().await),
+                SecretState::Present(secret) => {
+                    let confirmed = confirmed_rx.borrow_and_update().clone();
+                    Some(self.step(&secret, &bundle_tx, confirmed).await)
+                }
+            };
+            // Wake on a new Secret version, a newly confirmed caBundle, or
+            // the time the decision asked for (at most 10 minutes, so a
+            // clock jump is noticed).
+            let delay = wake
+                .map_or(Duration::from_secs(600), |at| {
+                    at.duration_since(SystemTime::now()).unwrap_or_default()
+                })
+                .clamp(Duration::from_millis(50), Duration::from_secs(600));
+            tokio::select! {
+                r = secret_rx.changed() => if r.is_err() { return },
+                r = confirmed_rx.changed() => if r.is_err() { return },
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One decision on the Secret as it is; returns when to look again.
+    async fn step(
+        &self,
+        secret: &Secret,
+        bundle_tx: &watch::Sender<Option<String>>,
+        confirmed: Option<Confirmed>,
+    ) -> SystemTime {
+        let now = SystemTime::now();
+        let policy = &self.config.policy;
+        let contents = Contents::from_data(secret.data.as_ref());
+        let parsed = contents.parse(now);
+        if parsed.ca.is_err()
+            && let Some(good) = self
+                .loader
+                .last_good()
+                .filter(|good| *good != contents && good.parse(now).ca.is_ok())
+        {
+            warn!("the Secret lost its CA; restoring the last good contents this replica holds");
+            return self.write(secret, &good, None).await;
+        }
+        let bundle = parsed.ca_bundle(now);
+        // No CA yet: nothing to inject (an empty caBundle would make the API
+        // server fall back to its system roots).
+        bundle_tx.send_if_modified(|current| {
+            let changed = !bundle.is_empty() && current.as_ref() != Some(&bundle);
+            if changed {
+                *current = Some(bundle.clone());
+            }
+            changed
+        });
+        let confirmed_at = confirmed.filter(|c| c.bundle == bundle).map(|c| c.at);
+        let observed = Observed::from_parsed(&parsed, &policy.names);
+        let asked = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ROTATE_ANNOTATION));
+        let decision = match asked.map(String::as_str) {
+            None => rotation::decide(&observed, policy, now, confirmed_at),
+            Some(which @ ("ca" | "serving")) => {
+                info!(
+                    annotation = ROTATE_ANNOTATION,
+                    which, "renewal asked for on the Secret"
+                );
+                Decision::Write(rotation::forced(&observed, which == "ca"))
+            }
+            Some(other) => {
+                warn!(
+                    annotation = ROTATE_ANNOTATION,
+                    value = other,
+                    "ignoring a renewal request that is neither \"ca\" nor \"serving\""
+                );
+                Decision::Write(Plan {
+                    ca: None,
+                    serving: None,
+                    retire: rotation::Retire::Keep,
+                })
+            }
+        };
+        match decision {
+            Decision::Idle { recheck_at } => recheck_at,
+            Decision::AwaitBundle { recheck_at } => {
+                recheck_at.unwrap_or(now + Duration::from_secs(600))
+            }
+            Decision::Write(plan) => {
+                match rotation::execute(&contents, &parsed, &plan, policy, now) {
+                    Ok(next) => self.write(secret, &next, Some(plan)).await,
+                    Err(e) => {
+                        self.metrics.failed(Failure::Issue);
+                        error!(error = %e, "failed to issue a certificate");
+                        now + Duration::from_secs(10)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `contents` over `secret` (at the version read); returns when
+    /// to look again if no new version arrives.
+    async fn write(&self, secret: &Secret, contents: &Contents, plan: Option<Plan>) -> SystemTime {
+        let mut updated = secret.clone();
+        updated.data = Some(contents.to_data());
+        updated.string_data = None;
+        updated.metadata.managed_fields = None;
+        if let Some(annotations) = updated.metadata.annotations.as_mut() {
+            annotations.remove(ROTATE_ANNOTATION);
+        }
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        let written = self
+            .secrets
+            .replace(&self.config.secret, &params, &updated)
+            .await;
+        self.after_write(written, contents, plan).await
+    }
+
+    /// The Secret is gone: create it from memory (or afresh) when RBAC
+    /// allows.
+    async fn recreate(&self) -> SystemTime {
+        let now = SystemTime::now();
+        let (contents, plan) = if let Some(good) = self.loader.last_good() {
+            warn!("the Secret is gone; creating it from the last good contents this replica holds");
+            (good, None)
+        } else {
+            let empty = Contents::default();
+            let parsed = empty.parse(now);
+            let plan = rotation::forced(
+                &Observed::from_parsed(&parsed, &self.config.policy.names),
+                true,
+            );
+            match rotation::execute(&empty, &parsed, &plan, &self.config.policy, now) {
+                Ok(contents) => (contents, Some(plan)),
+                Err(e) => {
+                    self.metrics.failed(Failure::Issue);
+                    error!(error = %e, "failed to issue a certificate");
+                    return now + Duration::from_secs(10);
+                }
+            }
+        };
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(self.config.secret.clone()),
+                namespace: Some(self.config.namespace.clone()),
+                labels: Some([("app.kubernetes.io/name".to_owned(), "unroot".to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".to_owned()),
+            data: Some(contents.to_data()),
+            ..Secret::default()
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        let written = self.secrets.create(&params, &secret).await;
+        if let Err(kube::Error::Api(status)) = &written
+            && status.is_forbidden()
+        {
+            self.metrics.failed(Failure::ApplySecret);
+            error!(
+                secret = %format!("{}/{}", self.config.namespace, self.config.secret),
+                "the Secret does not exist and unroot may not create it: create it empty (kubectl apply -k manifests/) and unroot fills it in"
+            );
+            return now + Duration::from_secs(30);
+        }
+        self.after_write(written, &contents, plan).await
+    }
+
+    async fn after_write(
+        &self,
+        written: kube::Result<Secret>,
+        contents: &Contents,
+        plan: Option<Plan>,
+    ) -> SystemTime {
+        let now = SystemTime::now();
+        let secret = format!("{}/{}", self.config.namespace, self.config.secret);
+        match written {
+            Ok(stored) => {
+                let note = describe(contents, plan.as_ref(), now);
+                info!(%secret, version = stored.metadata.resource_version.as_deref().unwrap_or(""), "{note}");
+                if let Some(plan) = plan {
+                    if plan.ca.is_some() {
+                        self.metrics.rotated(Cert::Ca);
+                    }
+                    if plan.serving.is_some() {
+                        self.metrics.rotated(Cert::Serving);
+                    }
+                }
+                let event = KubeEvent {
+                    type_: EventType::Normal,
+                    reason: "CertificateRotated".to_owned(),
+                    note: Some(note),
+                    action: "Rotate".to_owned(),
+                    secondary: None,
+                };
+                if let Err(e) = self.recorder.publish(&event, &stored.object_ref(&())).await {
+                    warn!(error = %e, "failed to record an Event on the Secret");
+                }
+                // The watch brings the new version; look again in any case.
+                now + Duration::from_secs(10)
+            }
+            Err(kube::Error::Api(status)) if status.is_conflict() => {
+                info!(%secret, "the Secret changed meanwhile; deciding again on the new version");
+                now + Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.metrics.failed(Failure::ApplySecret);
+                error!(%secret, error = %e, "failed to write the Secret");
+                now + Duration::from_secs(5)
+            }
+        }
+    }
+}
+
+/// One line on what a write did, for the log, the Event and `unroot certs
+/// rotate`.
+#[must_use]
+pub fn describe(contents: &Contents, plan: Option<&Plan>, now: SystemTime) -> String {
+    let parsed = contents.parse(now);
+    let until = |cert: Option<&super::inspect::Certificate>| {
+        cert.map(|c| humantime::format_rfc3339_seconds(c.not_after).to_string())
+            .unwrap_or_default()
+    };
+    let Some(plan) = plan else {
+        return "restored the Secret from memory".to_owned();
+    };
+    let mut parts = Vec::new();
+    if let Some(reason) = plan.ca {
+        parts.push(format!(
+            "issued a new CA ({}), valid until {}",
+            reason.describe(),
+            until(parsed.ca_cert.as_ref())
+        ));
+    }
+    if let Some(reason) = plan.serving {
+        parts.push(format!(
+            "issued a new serving certificate ({}), valid until {}",
+            reason.describe(),
+            until(parsed.leaf.as_ref().ok().map(|l| &l.cert))
+        ));
+    }
+    match (plan.retire, parsed.previous.len()) {
+        (rotation::Retire::Clear, _) if plan.ca.is_none() => {
+            parts
+                .push("retired the previous CA: the caBundle holds only the current CA".to_owned());
+        }
+        (rotation::Retire::SigningCa, n) if n > 0 => {
+            parts.push("the caBundle holds the old and the new CA until a serving certificate from the new CA is out".to_owned());
+        }
+        _ => {}
+    }
+    if parts.is_empty() {
+        return "nothing to renew".to_owned();
+    }
+    parts.join("; ")
+}
+
+/// Which kind of webhook configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// MutatingWebhookConfiguration.
+    Mutating,
+    /// ValidatingWebhookConfiguration.
+    Validating,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Mutating => "MutatingWebhookConfiguration",
+            Self::Validating => "ValidatingWebhookConfiguration",
+        })
+    }
+}
+
+/// The webhooks of one configuration and their caBundles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Webhooks(pub Vec<(String, Option<Vec<u8>>)>);
+
+impl Webhooks {
+    fn of_mutating(config: &MutatingWebhookConfiguration) -> Self {
+        Self(
+            config
+                .webhooks
+                .iter()
+                .flatten()
+                .map(|w| {
+                    (
+                        w.name.clone(),
+                        w.client_config.ca_bundle.clone().map(|b| b.0),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn of_validating(config: &ValidatingWebhookConfiguration) -> Self {
+        Self(
+            config
+                .webhooks
+                .iter()
+                .flatten()
+                .map(|w| {
+                    (
+                        w.name.clone(),
+                        w.client_config.ca_bundle.clone().map(|b| b.0),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether every webhook carries exactly `bundle`.
+    #[must_use]
+    pub fn hold(&self, bundle: &str) -> bool {
+        self.0
+            .iter()
+            .all(|(_, b)| b.as_deref() == Some(bundle.as_bytes()))
+    }
+}
+
+/// The server-side apply body that sets `caBundle` of `webhooks` (and
+/// nothing else) in the configuration `kind`/`name`.
+#[must_use]
+pub fn apply_body(kind: Kind, name: &str, webhooks: &[String], bundle: &str) -> serde_json::Value {
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(bundle);
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind.to_string(),
+        "metadata": {"name": name},
+        "webhooks": webhooks
+            .iter()
+            .map(|w| json!({"name": w, "clientConfig": {"caBundle": ca_bundle}}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Writes `bundle` into every webhook of the configuration `kind`/`name`
+/// (server-side apply, field manager [`FIELD_MANAGER`], forced: the
+/// caBundle is unroot's); returns the webhooks as stored.
+pub async fn apply_ca_bundle(
+    client: &kube::Client,
+    kind: Kind,
+    name: &str,
+    webhooks: &[String],
+    bundle: &str,
+) -> Result<Webhooks> {
+    let body = apply_body(kind, name, webhooks, bundle);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let failed = |source| Error::Kube {
+        action: format!("apply the caBundle to {kind} {name}"),
+        source,
+    };
+    match kind {
+        Kind::Mutating => {
+            let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+            api.patch(name, &params, &Patch::Apply(&body))
+                .await
+                .map(|c| Webhooks::of_mutating(&c))
+                .map_err(failed)
+        }
+        Kind::Validating => {
+            let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+            api.patch(name, &params, &Patch::Apply(&body))
+                .await
+                .map(|c| Webhooks::of_validating(&c))
+                .map_err(failed)
+        }
+    }
+}
+
+/// Reads the configuration `kind`/`name` (`None`: it does not exist).
+pub async fn read_webhooks(
+    client: &kube::Client,
+    kind: Kind,
+    name: &str,
+) -> Result<Option<Webhooks>> {
+    let failed = |source| Error::Kube {
+        action: format!("read {kind} {name}"),
+        source,
+    };
+    match kind {
+        Kind::Mutating => Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .get_opt(name)
+            .await
+            .map(|c| c.as_ref().map(Webhooks::of_mutating))
+            .map_err(failed),
+        Kind::Validating => Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .get_opt(name)
+            .await
+            .map(|c| c.as_ref().map(Webhooks::of_validating))
+            .map_err(failed),
+    }
+}
+
+/// A change seen by a configuration watch.
+enum Seen {
+    /// The configuration as it is now (`None`: deleted).
+    Object(Option<Webhooks>),
+    /// A (re)list starts.
+    Listing,
+    /// A (re)list ended.
+    Listed,
+}
+
+type Key = (Kind, String);
+
+fn watch_configuration(
+    client: &kube::Client,
+    kind: Kind,
+    name: &str,
+) -> BoxStream<'static, (Key, Seen)> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let key = (kind, name.to_owned());
+    match kind {
+        Kind::Mutating => {
+            let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+            watcher(api, config)
+                .default_backoff()
+                .filter_map(move |e| {
+                    let key = key.clone();
+                    async move { seen(e, Webhooks::of_mutating).map(|s| (key, s)) }
+                })
+                .boxed()
+        }
+        Kind::Validating => {
+            let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+            watcher(api, config)
+                .default_backoff()
+                .filter_map(move |e| {
+                    let key = key.clone();
+                    async move { seen(e, Webhooks::of_validating).map(|s| (key, s)) }
+                })
+                .boxed()
+        }
+    }
+}
+
+fn seen<K>(event: watcher::Result<watcher::Event<K>>, read: fn(&K) -> Webhooks) -> Option<Seen> {
+    match event {
+        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+            Some(Seen::Object(Some(read(&o))))
+        }
+        Ok(watcher::Event::Delete(_)) => Some(Seen::Object(None)),
+        Ok(watcher::Event::Init) => Some(Seen::Listing),
+        Ok(watcher::Event::InitDone) => Some(Seen::Listed),
+        Err(e) => {
+            warn!(error = %e, "webhook configuration watch failed; retrying with backoff");
+            None
+        }
+    }
+}
+
+/// One configuration, as its watch has shown it.
+enum Shown {
+    /// Its first list has not completed.
+    Listing,
+    /// It does not exist.
+    Absent,
+    /// It exists, with these webhooks.
+    Present(Webhooks),
+}
+
+/// What the configuration watches have shown.
+#[derive(Default)]
+struct Configurations {
+    seen: BTreeMap<Key, Shown>,
+    listing: BTreeSet<Key>,
+}
+
+impl Configurations {
+    fn record(&mut self, key: Key, seen: Seen) {
+        match seen {
+            Seen::Listing => {
+                self.listing.insert(key.clone());
+                self.seen.entry(key).or_insert(Shown::Listing);
+            }
+            // Listed without an object: it does not exist.
+            Seen::Listed => {
+                if self.listing.remove(&key) {
+                    self.seen.insert(key, Shown::Absent);
+                }
+            }
+            Seen::Object(object) => {
+                self.listing.remove(&key);
+                self.seen
+                    .insert(key, object.map_or(Shown::Absent, Shown::Present));
+            }
+        }
+    }
+
+    /// The configurations that exist and do not hold `bundle`.
+    fn lacking(&self, bundle: &str) -> Vec<(Key, Webhooks)> {
+        self.seen
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Shown::Present(w) if !w.hold(bundle) => Some((k.clone(), w.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether all `total` configurations are known and hold `bundle` (or
+    /// do not exist).
+    fn all_hold(&self, bundle: &str, total: usize) -> bool {
+        self.seen.len() == total
+            && self.seen.values().all(|v| match v {
+                Shown::Listing => false,
+                Shown::Absent => true,
+                Shown::Present(w) => w.hold(bundle),
+            })
+    }
+}
+
+/// Keeps every webhook's caBundle equal to the wanted bundle, and reports
+/// when all configurations hold it.
+async fn inject_ca_bundles(
+    client: kube::Client,
+    names: Vec<String>,
+    mut bundle_rx: watch::Receiver<Option<String>>,
+    confirmed_tx: watch::Sender<Option<Confirmed>>,
+    metrics: Metrics,
+) {
+    let streams: Vec<_> = names
+        .iter()
+        .flat_map(|name| {
+            [Kind::Mutating, Kind::Validating].map(|kind| watch_configuration(&client, kind, name))
+        })
+        .collect();
+    let total = streams.len();
+    let mut events = futures::stream::select_all(streams);
+    let mut configs = Configurations::default();
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    // The last bundle every configuration held.
+    let mut injected: Option<String> = None;
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some((key, seen)) = event else { return };
+                configs.record(key, seen);
+            }
+            r = bundle_rx.changed() => if r.is_err() { return },
+            () = sleep_until(retry_at) => retry_at = None,
+        }
+        let Some(bundle) = bundle_rx.borrow().clone() else {
+            continue;
+        };
+        // A configuration whose first list has not completed (or cannot be
+        // watched) is not written yet; the others are.
+        for ((kind, name), webhooks) in configs.lacking(&bundle) {
+            if retry_at.is_some() {
+                break;
+            }
+            // Someone else's bundle (not empty, not one unroot wrote) is
+            // worth a warning; following the Secret is routine.
+            let foreign = webhooks.0.iter().any(|(_, b)| {
+                b.as_ref().is_some_and(|b| {
+                    !b.is_empty()
+                        && injected
+                            .as_ref()
+                            .is_none_or(|i| i.as_bytes() != b.as_slice())
+                })
+            });
+            let hooks: Vec<String> = webhooks.0.iter().map(|(n, _)| n.clone()).collect();
+            match apply_ca_bundle(&client, kind, &name, &hooks, &bundle).await {
+                Ok(stored) => {
+                    if foreign {
+                        warn!(%kind, %name, webhooks = hooks.len(), "a caBundle that is not the Secret's CAs was found; restored");
+                    } else {
+                        info!(%kind, %name, webhooks = hooks.len(), "caBundle set to the Secret's CAs");
+                    }
+                    configs.record((kind, name), Seen::Object(Some(stored)));
+                }
+                Err(e) => {
+                    metrics.failed(Failure::InjectCaBundle);
+                    warn!(error = %e, "failed to inject the caBundle; retrying in 5 s");
+                    retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
+        if !configs.all_hold(&bundle, total) {
+            continue;
+        }
+        injected = Some(bundle.clone());
+        let already = confirmed_tx
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.bundle == bundle);
+        if !already {
+            info!(
+                configurations = total,
+                "every webhook configuration holds the caBundle"
+            );
+            confirmed_tx.send_replace(Some(Confirmed {
+                bundle,
+                at: SystemTime::now(),
+            }));
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_body_names_only_the_ca_bundle_of_each_webhook() {
+        let body = apply_body(
+            Kind::Validating,
+            "unroot",
+            &["a.unroot.dev".to_owned(), "b.unroot.dev".to_owned()],
+            "PEM",
+        );
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "unroot"},
+                "webhooks": [
+                    {"name": "a.unroot.dev", "clientConfig": {"caBundle": "UEVN"}},
+                    {"name": "b.unroot.dev", "clientConfig": {"caBundle": "UEVN"}},
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn webhooks_hold_a_bundle_only_when_every_one_carries_it() {
+        let hooks = |bundles: &[Option<&str>]| {
+            Webhooks(
+                bundles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (format!("w{i}"), b.map(|b| b.as_bytes().to_vec())))
+                    .collect(),
+            )
+        };
+        assert!(hooks(&[Some("X"), Some("X")]).hold("X"));
+        assert!(!hooks(&[Some("X"), None]).hold("X"));
+        assert!(!hooks(&[Some("X"), Some("Y")]).hold("X"));
+        assert!(hooks(&[]).hold("X"), "no webhooks: nothing to verify");
+    }
+
+    #[test]
+    fn a_bundle_is_confirmed_only_when_every_configuration_is_known_and_holds_it() {
+        let hooks = |b: &str| Webhooks(vec![("w".to_owned(), Some(b.as_bytes().to_vec()))]);
+        let m = (Kind::Mutating, "unroot".to_owned());
+        let v = (Kind::Validating, "unroot".to_owned());
+        let mut c = Configurations::default();
+        c.record(m.clone(), Seen::Listing);
+        c.record(v.clone(), Seen::Listing);
+        assert!(!c.all_hold("X", 2), "still listing");
+        c.record(m.clone(), Seen::Object(Some(hooks("old"))));
+        c.record(m.clone(), Seen::Listed);
+        c.record(v.clone(), Seen::Listed);
+        assert!(!c.all_hold("X", 2), "the mutating one holds another bundle");
+        assert_eq!(c.lacking("X").len(), 1);
+        c.record(m.clone(), Seen::Object(Some(hooks("X"))));
+        assert!(c.all_hold("X", 2), "the validating one does not exist");
+        assert!(c.lacking("X").is_empty());
+        c.record(v, Seen::Object(Some(hooks("Y"))));
+        assert!(
+            !c.all_hold("X", 2),
+            "a new one appears with a foreign bundle"
+        );
+        c.record(m, Seen::Object(None));
+        assert_eq!(c.lacking("X").len(), 1);
+    }
+}
