@@ -52,6 +52,10 @@ pub struct Options {
     pub namespace_labels: NamespaceLabels,
     /// Where identity ConfigMaps go (`None`: no Kubernetes client).
     pub identity_store: Option<Arc<dyn IdentityStore>>,
+    /// Where the audit log goes (`None`: only the dashboard's ring).
+    pub audit_sink: Option<Box<dyn std::io::Write + Send>>,
+    /// The readiness report the dashboard shows (no task runs in tests).
+    pub report: unroot::report::task::Handle,
 }
 
 impl Default for Options {
@@ -62,6 +66,8 @@ impl Default for Options {
             namespaces: None,
             namespace_labels: NamespaceLabels::new(),
             identity_store: None,
+            audit_sink: None,
+            report: unroot::report::task::Handle::default(),
         }
     }
 }
@@ -131,6 +137,7 @@ pub async fn start_with(options: Options) -> Server {
         std::path::Path::new("test"),
     )
     .unwrap();
+    let metrics = Metrics::new();
     let state = AppState {
         policy: Arc::new(ArcSwap::from_pointee(Snapshot::new(options.policy))),
         namespaces: match (options.namespaces, options.namespace_labels) {
@@ -140,7 +147,9 @@ pub async fn start_with(options: Options) -> Server {
         },
         kube: None,
         identity_store: options.identity_store,
-        metrics: Metrics::new(),
+        audit: unroot::audit::Log::start(options.audit_sink, metrics.registry()),
+        report: options.report,
+        metrics,
         readiness: Arc::new(Readiness::new(&["serving"])),
         request_timeout: options.request_timeout,
     };
