@@ -158,12 +158,14 @@ impl Record {
         !self.allowed || self.warnings > 0
     }
 
-    /// The failed checks as `mode:check`, in the order evaluated.
+    /// The failed checks, one `mode: check, check` per mode that failed,
+    /// in the order evaluated.
     #[must_use]
     pub fn failed_checks(&self) -> Vec<String> {
         self.pod_security
             .iter()
-            .flat_map(|p| p.checks.iter().map(move |c| format!("{}:{c}", p.mode)))
+            .filter(|p| !p.checks.is_empty())
+            .map(|p| format!("{}: {}", p.mode, p.checks.join(", ")))
             .collect()
     }
 }
@@ -473,7 +475,7 @@ mod tests {
         );
         assert_eq!(
             record.failed_checks(),
-            ["enforce:privileged", "enforce:runAsNonRoot"]
+            ["enforce: privileged, runAsNonRoot"]
         );
     }
 

@@ -36,6 +36,7 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:
 h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.1em;margin:1.6em 0 .4em}\
 table{border-collapse:collapse;background:#fff;margin-bottom:.5em}\
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
+#recent td{max-width:22em;overflow-wrap:anywhere}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#eee}\
 .meta{color:#555}.bad{color:#a00;font-weight:600}.ok{color:#070}\
 code{font-size:.95em}.grid{display:flex;flex-wrap:wrap;gap:2em}";
@@ -261,7 +262,10 @@ fn admissions(out: &mut String, families: &[MetricFamily]) {
             "unroot_audit_dropped_total",
         ),
     ] {
-        let value: f64 = samples(families, name).iter().map(|(_, v)| v).sum();
+        // Summed from +0.0: an empty f64 sum is -0.0, which prints "-0".
+        let value = samples(families, name)
+            .iter()
+            .fold(0.0, |total, (_, v)| total + v);
         let _ = write!(out, "<tr><th>{label}</th>");
         cell(out, id, value);
         out.push_str("</tr>");
@@ -332,7 +336,7 @@ fn recent(out: &mut String, records: &[Arc<Record>]) {
             escape(&r.namespace),
             escape(&r.name),
             escape(&r.user),
-            escape(&r.failed_checks().join(", ")),
+            escape(&r.failed_checks().join("; ")),
             r.warnings,
         );
     }

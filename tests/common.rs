@@ -189,6 +189,7 @@ pub fn client_config(
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
+    pub headers: hyper::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -275,6 +276,15 @@ impl Server {
         exchange(TcpStream::connect(self.admin_addr).await.unwrap(), request).await
     }
 
+    /// POSTs an empty body to a path on the admin listener.
+    pub async fn admin_post(&self, path: &str) -> Reply {
+        let request = hyper::Request::post(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        exchange(TcpStream::connect(self.admin_addr).await.unwrap(), request).await
+    }
+
     /// The value of one Prometheus sample, e.g.
     /// `unroot_admission_requests_total{kind="Pod",operation="CREATE",outcome="patched",webhook="mutate"}`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
@@ -315,6 +325,7 @@ where
     tokio::spawn(conn);
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
@@ -322,7 +333,11 @@ where
         .unwrap()
         .to_bytes()
         .to_vec();
-    Reply { status, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// An AdmissionReview for `object` (a Pod unless `kind` says otherwise),

@@ -271,7 +271,6 @@ fn start_audit(
     policy: &Arc<ArcSwap<Snapshot>>,
     metrics: &Metrics,
 ) -> (crate::audit::Log, crate::report::task::Handle) {
-    let report_metrics = crate::report::task::Metrics::new(metrics.registry());
     let report = match client {
         Some(client) => crate::report::task::spawn(
             client.clone(),
@@ -281,7 +280,7 @@ fn start_audit(
                 interval: args.audit_interval,
                 page_size: args.audit_page_size,
             },
-            report_metrics,
+            metrics.report.clone(),
         ),
         None => crate::report::task::Handle::default(),
     };
