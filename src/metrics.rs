@@ -183,7 +183,6 @@ impl Metrics {
         }
         let report = crate::report::task::Metrics::new(&registry);
         Self {
-            report,
             registry,
             admission_requests,
             admission_duration,
@@ -194,6 +193,7 @@ impl Metrics {
             pss_evaluations,
             pss_violations,
             pod_security,
+            report,
         }
     }
 
