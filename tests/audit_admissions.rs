@@ -27,7 +27,7 @@ fn stable(record: &Value) -> Value {
 
 #[tokio::test]
 async fn every_decision_is_one_exact_audit_line() {
-    let (server, sink) = mix::start(Default::default()).await;
+    let (server, sink) = mix::start(unroot::report::task::Handle::default()).await;
     mix::drive(&server).await;
     let hash = server.state.as_ref().unwrap().policy.load().hash.clone();
     let records: Vec<Value> = sink.records().iter().map(stable).collect();
@@ -120,7 +120,7 @@ async fn every_decision_is_one_exact_audit_line() {
 
 #[tokio::test]
 async fn the_mix_gives_exact_metric_values() {
-    let (server, _sink) = mix::start(Default::default()).await;
+    let (server, _sink) = mix::start(unroot::report::task::Handle::default()).await;
     mix::drive(&server).await;
     for (series, want) in mix::METRICS {
         assert_eq!(server.metric(series).await, Some(*want), "{series}");
@@ -138,7 +138,7 @@ async fn the_mix_gives_exact_metric_values() {
 
 #[tokio::test]
 async fn no_object_content_reaches_the_audit_log() {
-    let (server, sink) = mix::start(Default::default()).await;
+    let (server, sink) = mix::start(unroot::report::task::Handle::default()).await;
     let mut pod = mix::plain("secretive");
     pod["spec"]["containers"][0]["env"] =
         json!([{"name": "TOKEN", "value": "s3cr3t-value-in-the-body"}]);
@@ -164,7 +164,7 @@ async fn no_object_content_reaches_the_audit_log() {
 
 #[tokio::test]
 async fn the_report_endpoints_say_why_there_is_no_report() {
-    let (server, _sink) = mix::start(Default::default()).await;
+    let (server, _sink) = mix::start(unroot::report::task::Handle::default()).await;
     let reply = server.admin_post("/audit/run").await;
     assert_eq!(reply.status, 503);
     assert_eq!(
