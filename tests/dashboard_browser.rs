@@ -67,8 +67,8 @@ fn text_of(dom: &str, id: &str) -> String {
     rest[start..start + end].to_owned()
 }
 
-/// The number in the element with `id`.
-fn number_of(dom: &str, id: &str) -> f64 {
+/// The count in the element with `id`.
+fn number_of(dom: &str, id: &str) -> u64 {
     let text = text_of(dom, id);
     text.trim()
         .parse()
@@ -99,13 +99,15 @@ fn samples(metrics: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
         .collect()
 }
 
-/// The sum of `name`'s samples whose labels include every pair of `want`.
+/// The sum of `name`'s samples whose labels include every pair of `want`
+/// (counters: whole numbers).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn sum(
     samples: &[(String, BTreeMap<String, String>, f64)],
     name: &str,
     want: &[(&str, &str)],
-) -> f64 {
-    samples
+) -> u64 {
+    let total: f64 = samples
         .iter()
         .filter(|(n, labels, _)| {
             n == name
@@ -114,7 +116,9 @@ fn sum(
                     .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
         })
         .map(|(_, _, v)| v)
-        .sum()
+        .sum();
+    assert!(total >= 0.0 && total.fract() == 0.0, "{name}: {total}");
+    total as u64
 }
 
 fn target_dir() -> PathBuf {
@@ -122,6 +126,77 @@ fn target_dir() -> PathBuf {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
         PathBuf::from,
     )
+}
+
+/// Compares every counter the page shows with `/metrics`; returns how many.
+fn compare_counters(dom: &str, samples: &[(String, BTreeMap<String, String>, f64)]) -> usize {
+    let mut compared = 0;
+    for webhook in ["mutate", "validate"] {
+        for outcome in ["allowed", "patched", "denied", "error"] {
+            let want = sum(
+                samples,
+                "unroot_admission_requests_total",
+                &[("webhook", webhook), ("outcome", outcome)],
+            );
+            assert_eq!(
+                number_of(dom, &format!("admissions-{webhook}-{outcome}")),
+                want,
+                "{webhook} {outcome}"
+            );
+            compared += 1;
+        }
+        let want = sum(
+            samples,
+            "unroot_admission_warnings_total",
+            &[("webhook", webhook)],
+        );
+        assert_eq!(number_of(dom, &format!("warnings-{webhook}")), want);
+        compared += 1;
+    }
+    for mutation in [
+        "security_context",
+        "trust_bundle",
+        "provisioning",
+        "identity_configmap",
+    ] {
+        let want = sum(samples, "unroot_mutations_total", &[("mutation", mutation)]);
+        assert_eq!(
+            number_of(dom, &format!("mutations-{mutation}")),
+            want,
+            "{mutation}"
+        );
+        compared += 1;
+    }
+    let checks: std::collections::BTreeSet<&str> = samples
+        .iter()
+        .filter(|(n, _, _)| n == "unroot_pss_violations_total")
+        .map(|(_, l, _)| l["check"].as_str())
+        .collect();
+    assert!(checks.len() >= 5, "{checks:?}");
+    for check in &checks {
+        for mode in ["enforce", "warn", "audit"] {
+            let want = sum(
+                samples,
+                "unroot_pss_violations_total",
+                &[("check", check), ("mode", mode)],
+            );
+            assert_eq!(
+                number_of(dom, &format!("violations-{mode}-{check}")),
+                want,
+                "{mode} {check}"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(
+        number_of(dom, "audit-dropped"),
+        sum(samples, "unroot_audit_dropped_total", &[])
+    );
+    assert_eq!(
+        number_of(dom, "audit-dropped"),
+        sum(samples, "unroot_audit_dropped_total", &[])
+    );
+    compared + 1
 }
 
 #[tokio::test]
@@ -148,80 +223,15 @@ async fn the_rendered_dashboard_shows_the_numbers_of_metrics() {
     assert!(!dom.contains("<img"), "injected element:\n{dom}");
     assert_eq!(dom.matches("<script").count(), 1, "{dom}");
 
-    let mut compared = 0;
-    for webhook in ["mutate", "validate"] {
-        for outcome in ["allowed", "patched", "denied", "error"] {
-            let want = sum(
-                &samples,
-                "unroot_admission_requests_total",
-                &[("webhook", webhook), ("outcome", outcome)],
-            );
-            assert_eq!(
-                number_of(&dom, &format!("admissions-{webhook}-{outcome}")),
-                want,
-                "{webhook} {outcome}"
-            );
-            compared += 1;
-        }
-        let want = sum(
-            &samples,
-            "unroot_admission_warnings_total",
-            &[("webhook", webhook)],
-        );
-        assert_eq!(number_of(&dom, &format!("warnings-{webhook}")), want);
-        compared += 1;
-    }
-    for mutation in [
-        "security_context",
-        "trust_bundle",
-        "provisioning",
-        "identity_configmap",
-    ] {
-        let want = sum(
-            &samples,
-            "unroot_mutations_total",
-            &[("mutation", mutation)],
-        );
-        assert_eq!(
-            number_of(&dom, &format!("mutations-{mutation}")),
-            want,
-            "{mutation}"
-        );
-        compared += 1;
-    }
-    let checks: std::collections::BTreeSet<&str> = samples
-        .iter()
-        .filter(|(n, _, _)| n == "unroot_pss_violations_total")
-        .map(|(_, l, _)| l["check"].as_str())
-        .collect();
-    assert!(checks.len() >= 5, "{checks:?}");
-    for check in &checks {
-        for mode in ["enforce", "warn", "audit"] {
-            let want = sum(
-                &samples,
-                "unroot_pss_violations_total",
-                &[("check", check), ("mode", mode)],
-            );
-            assert_eq!(
-                number_of(&dom, &format!("violations-{mode}-{check}")),
-                want,
-                "{mode} {check}"
-            );
-            compared += 1;
-        }
-    }
-    assert_eq!(
-        number_of(&dom, "audit-dropped"),
-        sum(&samples, "unroot_audit_dropped_total", &[])
-    );
+    let compared = compare_counters(&dom, &samples);
     // The mix's absolute numbers, so a page and a /metrics both at zero fail.
-    assert_eq!(number_of(&dom, "admissions-mutate-patched"), 2.0);
-    assert_eq!(number_of(&dom, "admissions-validate-denied"), 1.0);
-    assert_eq!(number_of(&dom, "warnings-validate"), 1.0);
-    assert_eq!(number_of(&dom, "violations-enforce-privileged"), 1.0);
+    assert_eq!(number_of(&dom, "admissions-mutate-patched"), 2);
+    assert_eq!(number_of(&dom, "admissions-validate-denied"), 1);
+    assert_eq!(number_of(&dom, "warnings-validate"), 1);
+    assert_eq!(number_of(&dom, "violations-enforce-privileged"), 1);
 
     // The ring: the denial and the warning, newest first, escaped.
-    assert_eq!(number_of(&dom, "recent-count"), 2.0);
+    assert_eq!(number_of(&dom, "recent-count"), 2);
     let recent = &dom[dom.find("id=\"recent\"").unwrap()..];
     let warned = recent.find("x\"&gt;&lt;script&gt;").expect("escaped name");
     let denied = recent.find("root-shell").unwrap();
@@ -230,13 +240,13 @@ async fn the_rendered_dashboard_shows_the_numbers_of_metrics() {
     assert!(recent.contains("enforce: privileged, allowPrivilegeEscalation"));
 
     // Readiness, from the report; the policy hash; the certificate.
-    assert_eq!(number_of(&dom, "readiness-team-a-pods"), 3.0);
-    assert_eq!(number_of(&dom, "readiness-team-a-baseline"), 1.0);
-    assert_eq!(number_of(&dom, "readiness-team-a-restricted"), 3.0);
-    assert_eq!(number_of(&dom, "readiness-team-b-restricted"), 0.0);
+    assert_eq!(number_of(&dom, "readiness-team-a-pods"), 3);
+    assert_eq!(number_of(&dom, "readiness-team-a-baseline"), 1);
+    assert_eq!(number_of(&dom, "readiness-team-a-restricted"), 3);
+    assert_eq!(number_of(&dom, "readiness-team-b-restricted"), 0);
     let hash = server.state.as_ref().unwrap().policy.load().hash.clone();
     assert_eq!(text_of(&dom, "policy-hash"), hash);
-    let days = number_of(&dom, "cert-days-serving");
+    let days: f64 = text_of(&dom, "cert-days-serving").parse().unwrap();
     assert!((9.9..=10.0).contains(&days), "{days}");
     eprintln!("compared {compared} numbers of the rendered dashboard with /metrics");
 
