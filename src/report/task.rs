@@ -218,11 +218,13 @@ pub fn spawn(
     let pages = ApiPages::all(client, settings.page_size);
     tokio::spawn(
         async move {
-            if let Namespaces::Cluster { store, .. } = &namespaces
-                && store.wait_until_ready().await.is_err()
-            {
-                warn!("the namespace cache never synced: no readiness report");
-                return;
+            // Wait for the namespace cache's first full list by looking at
+            // it, not with `Store::wait_until_ready`: in kube-runtime 5.0 that
+            // wakes only the last of several waiters, and /readyz already
+            // waits on it. The reflector swaps the first list in whole, and
+            // every cluster has a namespace, so non-empty means synced.
+            while namespaces.all().is_empty() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             loop {
                 let policy = policy.load_full();
