@@ -2,16 +2,17 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint unit monitoring e2e bench build release clean
+.PHONY: run test lint unit dashboard-browser monitoring e2e bench build release clean
 
 ## run: serve the webhook on 127.0.0.1:8443 (admin on :8080) with the embedded
 ## default policy and a self-issued certificate; the CA goes to certs/ca.crt.
 run:
 	$(CARGO) run --bin unroot -- serve --standalone
 
-## test: formatting, lints, unit and integration tests, the monitoring assets,
-## then the end-to-end suite on a real one-node cluster.
-test: lint unit monitoring e2e
+## test: formatting, lints, unit and integration tests, the dashboard in a
+## real browser, the monitoring assets, then the end-to-end suite on a real
+## one-node cluster.
+test: lint unit dashboard-browser monitoring e2e
 
 lint:
 	$(CARGO) fmt --check
@@ -22,6 +23,12 @@ unit:
 
 build:
 	$(CARGO) build --bin unroot
+
+## dashboard-browser: /dashboard in headless Chromium; its numbers must be
+## those of /metrics; screenshot in target/dashboard.png (installs Debian's
+## chromium itself; see tests/browser/run.sh).
+dashboard-browser:
+	tests/browser/run.sh
 
 ## monitoring: the dashboard, alerts and ServiceMonitor of manifests/monitoring/
 ## against promtool and a real Prometheus scraping unroot (installs the Debian

@@ -1,5 +1,6 @@
-//! The command line: `serve`, `mutate` and friends (clap derive).
+//! The command line: `serve`, `mutate`, `check`, `audit` and friends (clap derive).
 
+pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod mutate;
@@ -51,6 +52,9 @@ pub enum Command {
     Check(check::Args),
     /// Issue, inspect and rotate unroot's certificates.
     Certs(certs::Args),
+    /// Report, per namespace, how many running pods would be denied at
+    /// baseline and at restricted (the readiness report, once).
+    Audit(audit::Args),
 }
 
 /// Parses durations such as `500ms`, `10s`, `2m`, `90d`, `1y` (humantime).

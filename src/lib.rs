@@ -5,9 +5,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
+pub mod dashboard;
 pub mod defaults;
 pub mod identities;
 pub mod manifest;
@@ -17,6 +19,7 @@ pub mod namespaces;
 pub mod policy;
 pub mod pss;
 pub mod readiness;
+pub mod report;
 pub mod server;
 pub mod telemetry;
 pub mod workload;

@@ -13,11 +13,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             unroot::telemetry::init(cli.log_format, &cli.log);
-            unroot::cli::serve::run(&args)
+            unroot::cli::serve::run(&args, cli.log_format)
         }
         Command::Mutate(args) => unroot::cli::mutate::run(&args),
         Command::Policy(args) => unroot::cli::policy::run(&args),
         Command::Check(args) => unroot::cli::check::run(&args),
         Command::Certs(args) => unroot::cli::certs::run(&args),
+        Command::Audit(args) => unroot::cli::audit::run(&args),
     }
 }

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub pss_violations: IntCounterVec,
     /// Pod Security Admission's own counters.
     pub pod_security: PodSecurityMetrics,
+    /// The readiness report's gauges, registered with or without a cluster
+    /// (the report runs only with one).
+    pub report: crate::report::task::Metrics,
 }
 
 /// The counters of upstream Pod Security Admission (same labels, bounded
@@ -178,6 +181,7 @@ impl Metrics {
                 admission_requests.with_label_values(&[webhook, "Pod", "CREATE", outcome]);
             }
         }
+        let report = crate::report::task::Metrics::new(&registry);
         Self {
             registry,
             admission_requests,
@@ -189,6 +193,7 @@ impl Metrics {
             pss_evaluations,
             pss_violations,
             pod_security,
+            report,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod body;
 pub mod handlers;
 pub mod identity;
 mod listener;
+mod observe;
 mod review;
 
 use std::net::SocketAddr;
@@ -110,6 +111,11 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Longest time a request body may take to arrive.
     pub request_timeout: Duration,
+    /// The audit log every decision is recorded in (and the dashboard's
+    /// ring of recent denials and warnings).
+    pub audit: crate::audit::Log,
+    /// The readiness report (a task with a cluster, none without).
+    pub report: crate::report::task::Handle,
 }
 
 impl std::fmt::Debug for AppState {
@@ -161,12 +167,16 @@ pub fn webhook_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The admin router: `/healthz`, `/readyz`, `/metrics`.
+/// The admin router: `/healthz`, `/readyz`, `/metrics`, `/dashboard`,
+/// `POST /audit/run` and `GET /audit/report`.
 pub fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/dashboard", get(observe::dashboard))
+        .route("/audit/run", post(observe::run_report))
+        .route("/audit/report", get(observe::report))
         .fallback(not_found)
         .with_state(state)
 }

@@ -57,6 +57,10 @@ pub struct Options {
     /// certificate, no client certificate asked for). With one, the
     /// returned `ca_pem` is not the one it serves: set it.
     pub tls: Option<rustls::ServerConfig>,
+    /// Where the audit log goes (`None`: only the dashboard's ring).
+    pub audit_sink: Option<Box<dyn std::io::Write + Send>>,
+    /// The readiness report the dashboard shows (no task runs in tests).
+    pub report: unroot::report::task::Handle,
 }
 
 impl Default for Options {
@@ -68,6 +72,8 @@ impl Default for Options {
             namespace_labels: NamespaceLabels::new(),
             identity_store: None,
             tls: None,
+            audit_sink: None,
+            report: unroot::report::task::Handle::default(),
         }
     }
 }
@@ -137,6 +143,7 @@ pub async fn start_with(options: Options) -> Server {
         std::path::Path::new("test"),
     )
     .unwrap();
+    let metrics = Metrics::new();
     let state = AppState {
         policy: Arc::new(ArcSwap::from_pointee(Snapshot::new(options.policy))),
         namespaces: match (options.namespaces, options.namespace_labels) {
@@ -146,7 +153,9 @@ pub async fn start_with(options: Options) -> Server {
         },
         kube: None,
         identity_store: options.identity_store,
-        metrics: Metrics::new(),
+        audit: unroot::audit::Log::start(options.audit_sink, metrics.registry()),
+        report: options.report,
+        metrics,
         readiness: Arc::new(Readiness::new(&["serving"])),
         request_timeout: options.request_timeout,
     };
@@ -190,6 +199,7 @@ pub fn client_config(
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
+    pub headers: hyper::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -276,6 +286,15 @@ impl Server {
         exchange(TcpStream::connect(self.admin_addr).await.unwrap(), request).await
     }
 
+    /// POSTs an empty body to a path on the admin listener.
+    pub async fn admin_post(&self, path: &str) -> Reply {
+        let request = hyper::Request::post(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        exchange(TcpStream::connect(self.admin_addr).await.unwrap(), request).await
+    }
+
     /// The value of one Prometheus sample, e.g.
     /// `unroot_admission_requests_total{kind="Pod",operation="CREATE",outcome="patched",webhook="mutate"}`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
@@ -316,6 +335,7 @@ where
     tokio::spawn(conn);
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
@@ -323,7 +343,11 @@ where
         .unwrap()
         .to_bytes()
         .to_vec();
-    Reply { status, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// An AdmissionReview for `object` (a Pod unless `kind` says otherwise),

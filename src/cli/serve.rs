@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
+use super::LogFormat;
 use crate::certs::{self, Authority, Names, Resolver};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
@@ -22,7 +23,8 @@ pub struct Args {
     /// Address of the HTTPS webhook listener.
     #[arg(long, env = "UNROOT_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
-    /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics).
+    /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics,
+    /// /dashboard, /audit/run, /audit/report).
     #[arg(long, env = "UNROOT_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
     pub admin_listen: SocketAddr,
     /// Serving certificate (PEM chain), reloaded when it changes (e.g. a
@@ -123,6 +125,19 @@ pub struct Args {
     /// kept (it is written before its pod exists).
     #[arg(long, env = "UNROOT_IDENTITY_GRACE", default_value = "10m", value_parser = super::parse_duration)]
     pub identity_grace: Duration,
+    /// Where the audit log goes: one JSON line per admission decision.
+    /// `auto` writes it to stdout with --log-format json and nowhere with
+    /// text; `stdout` always (the logs stay on stderr); `off` never. The
+    /// dashboard's list of recent denials and warnings is fed either way.
+    #[arg(long, env = "UNROOT_AUDIT_LOG", value_enum, default_value_t = AuditLog::Auto)]
+    pub audit_log: AuditLog,
+    /// How often the readiness report evaluates every namespace's pods (with
+    /// a cluster only); `0s` runs it only on `POST /audit/run`.
+    #[arg(long, env = "UNROOT_AUDIT_INTERVAL", default_value = "5m", value_parser = super::parse_duration)]
+    pub audit_interval: Duration,
+    /// Pods the readiness report lists per API request.
+    #[arg(long, env = "UNROOT_AUDIT_PAGE_SIZE", default_value_t = crate::report::DEFAULT_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_page_size: u32,
     /// After SIGTERM, how long in-flight reviews may take to finish.
     #[arg(long, env = "UNROOT_DRAIN_TIMEOUT", default_value = "30s", value_parser = super::parse_duration)]
     pub drain_timeout: Duration,
@@ -132,9 +147,33 @@ pub struct Args {
     pub shutdown_delay: Duration,
 }
 
-/// Runs `unroot serve` until SIGTERM or Ctrl-C.
+/// Where the audit log goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditLog {
+    /// stdout with `--log-format json`, off with text.
+    Auto,
+    /// Always stdout.
+    Stdout,
+    /// Nowhere.
+    Off,
+}
+
+impl AuditLog {
+    /// Whether the audit log goes to stdout under `format`.
+    #[must_use]
+    pub fn to_stdout(self, format: LogFormat) -> bool {
+        match self {
+            Self::Auto => format == LogFormat::Json,
+            Self::Stdout => true,
+            Self::Off => false,
+        }
+    }
+}
+
+/// Runs `unroot serve` until SIGTERM or Ctrl-C; `log_format` decides where
+/// `--audit-log auto` goes.
 #[must_use]
-pub fn run(args: &Args) -> ExitCode {
+pub fn run(args: &Args, log_format: LogFormat) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -145,7 +184,7 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args, log_format)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!(error = %message, "unroot serve failed");
@@ -154,7 +193,7 @@ pub fn run(args: &Args) -> ExitCode {
     }
 }
 
-async fn serve(args: &Args) -> Result<(), String> {
+async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
     crate::pss::validate_registry()
         .map_err(|e| format!("invalid Pod Security check registry: {e}"))?;
     let client = crate::cluster::connect(args.kubeconfig.as_deref(), args.standalone).await?;
@@ -217,7 +256,17 @@ async fn serve(args: &Args) -> Result<(), String> {
             crate::identities::Metrics::new(metrics.registry()),
         );
     }
+    let (audit, report) = start_audit(
+        args,
+        log_format,
+        client.as_ref(),
+        &namespaces,
+        &current,
+        &metrics,
+    );
     let state = AppState {
+        audit: audit.clone(),
+        report,
         policy: current,
         namespaces,
         identity_store: client
@@ -238,8 +287,21 @@ async fn serve(args: &Args) -> Result<(), String> {
     let running = server::start(config, state, Arc::new(tls))
         .await
         .map_err(|e| e.to_string())?;
-    let stop = running.shutdown_handle();
     wait_for_signal().await;
+    stop(args, &readiness, running, managed, audit).await;
+    Ok(())
+}
+
+/// Stops serving after a signal: not ready first (for `--shutdown-delay`),
+/// then the certificate task (releasing its Lease), then drain, then flush
+/// the audit log so the last decisions are in it.
+async fn stop(
+    args: &Args,
+    readiness: &Readiness,
+    running: server::Running,
+    managed: Option<certs::manage::Handle>,
+    audit: crate::audit::Log,
+) {
     readiness.set(server::SERVING, false);
     if !args.shutdown_delay.is_zero() {
         info!(delay = ?args.shutdown_delay, "shutdown requested: not ready, still serving");
@@ -248,9 +310,46 @@ async fn serve(args: &Args) -> Result<(), String> {
     if let Some(managed) = managed {
         managed.shutdown().await;
     }
-    let _ = stop.send(true);
-    running.wait().await;
-    Ok(())
+    running.shutdown().await;
+    let flushed = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(5))).await;
+    if !matches!(flushed, Ok(true)) {
+        warn!("the audit log was not flushed within 5s; its last records may be lost");
+    }
+}
+
+/// Starts the audit log's writer and, with a cluster, the readiness report.
+fn start_audit(
+    args: &Args,
+    log_format: LogFormat,
+    client: Option<&kube::Client>,
+    namespaces: &Namespaces,
+    policy: &Arc<ArcSwap<Snapshot>>,
+    metrics: &Metrics,
+) -> (crate::audit::Log, crate::report::task::Handle) {
+    let report = match client {
+        Some(client) => crate::report::task::spawn(
+            client.clone(),
+            namespaces.clone(),
+            Arc::clone(policy),
+            crate::report::task::Settings {
+                interval: args.audit_interval,
+                page_size: args.audit_page_size,
+            },
+            metrics.report.clone(),
+        ),
+        None => crate::report::task::Handle::default(),
+    };
+    let to_stdout = args.audit_log.to_stdout(log_format);
+    let audit = crate::audit::Log::start(
+        to_stdout.then(|| Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>),
+        metrics.registry(),
+    );
+    info!(
+        audit_log = if to_stdout { "stdout" } else { "off" },
+        readiness_report = report.is_running(),
+        "audit log and readiness report"
+    );
+    (audit, report)
 }
 
 /// Where the policy comes from.

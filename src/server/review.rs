@@ -1,6 +1,7 @@
 //! The review wrapper every webhook goes through: read and decode the
 //! review, let the webhook's handler decide, then record the answer once
-//! (metrics, the request's span, the policy hash) and encode it.
+//! (metrics, the request's span, the policy hash, the audit log) and
+//! encode it.
 
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use tracing::{Span, info, warn};
 use super::handlers::Webhook;
 use super::{AppState, POLICY_HASH, body, error_body};
 use crate::admission::{self, Decoded};
+use crate::audit;
 
 /// Answers one webhook call.
 pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request) -> Response {
@@ -77,11 +79,15 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
     let outcome = response.outcome();
     span.record("outcome", outcome);
     state.metrics.record(name, req, &decision);
+    let elapsed = started.elapsed();
     state
         .metrics
         .admission_duration
         .with_label_values(&[name])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
+    state.audit.record(&decision, || {
+        audit::Record::new(name, req, &decision, &policy.hash, elapsed)
+    });
     if let Some(status) = response.status.as_ref() {
         info!(outcome, message = %status.message, "answered");
     } else {

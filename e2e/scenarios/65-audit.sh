@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The readiness report and the audit log through the real API server: pods
+# that violate restricted in a warn=restricted namespace are counted by
+# `unroot audit --namespace` (run from the host with the admin kubeconfig)
+# and by the server's background report (unroot_namespace_pods_violating),
+# listed page by page; every admission decision is one JSON audit line on
+# stdout; /dashboard shows the namespace.
+#
+# The steps are functions so they can run against an in-cluster install too:
+# only audit_metric, audit_admin and audit_log_lines talk to the local process
+# that start_unroot runs.
+set -euo pipefail
+# shellcheck source=e2e/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+ns=unroot-e2e-audit
+unroot_bin=${UNROOT_BIN:-$E2E_ROOT/target/debug/unroot}
+
+# Only the validating webhook: /mutate would harden the pods (no longer in
+# violation), and the report is about pods that are.
+validating_only=$(mktemp -d)
+cp "$E2E_ROOT/webhook-config/validating.yaml" "$validating_only/"
+
+cleanup() {
+    unregister_webhooks "$validating_only" || true
+    rm -rf "$validating_only"
+    stop_unroot
+    delete_namespace "$ns"
+}
+trap cleanup EXIT
+
+audit_setup_namespace() {
+    create_namespace "$ns" unroot.dev/enforce=privileged unroot.dev/warn=restricted
+}
+
+# A pod: $1 name, $2 "plain" (root, no securityContext: fails restricted),
+# "privileged" (fails baseline too) or "hardened" (passes restricted).
+audit_pod() {
+    local sc=
+    case $2 in
+        plain) sc='{}' ;;
+        privileged) sc='{privileged: true}' ;;
+        hardened) sc='{runAsNonRoot: true, runAsUser: 1000, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, seccompProfile: {type: RuntimeDefault}}' ;;
+    esac
+    cat <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $1}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: main, image: $E2E_IMAGE_ROOT, imagePullPolicy: Never, command: ["sleep", "600"], securityContext: $sc}
+YAML
+}
+
+# Creates 2 plain, 1 privileged and 1 hardened pod; prints kubectl's output.
+audit_create_pods() {
+    local name kind name_kind
+    for name_kind in plain-1:plain plain-2:plain priv:privileged ok:hardened; do
+        name=${name_kind%%:*} kind=${name_kind#*:}
+        audit_pod "$name" "$kind" | e2e_kubectl apply -n "$ns" -f - 2>&1
+    done
+}
+
+# `unroot audit` from the host, with the admin kubeconfig.
+audit_cli() {
+    "$unroot_bin" audit --kubeconfig "$(e2e_kubeconfig)" "$@"
+}
+
+# The value of one sample of the server's /metrics (empty when absent).
+audit_metric() {
+    curl -fsS "http://$UNROOT_ADMIN_URL/metrics" | awk -v s="$1" 'index($0, s " ") == 1 { print $2 }'
+}
+
+audit_admin() {
+    curl -sS -o /dev/null -w '%{http_code}' "$@"
+}
+
+# The audit lines of the server (stdout; its log file holds both streams).
+audit_log_lines() {
+    grep -F '"audit":"admission"' "$UNROOT_LOG" || true
+}
+
+# Waits until $1 has the value $2 (at most $3 seconds).
+audit_wait_metric() {
+    local deadline=$((SECONDS + $3)) value
+    while :; do
+        value=$(audit_metric "$1")
+        [[ $value == "$2" ]] && return 0
+        ((SECONDS >= deadline)) && {
+            e2e_log "$1 is '${value}', not $2, after $3 s"
+            return 1
+        }
+        sleep 0.5
+    done
+}
+
+audit_setup_namespace
+# A short interval and tiny pages: the report runs often, and needs several
+# pages (continue tokens) of the real API server.
+UNROOT_SERVE_ARGS="--log-format json --audit-interval 3s --audit-page-size 2" start_unroot
+register_webhooks "$UNROOT_CA" "$UNROOT_URL" "$validating_only"
+sleep 1
+
+out=$(audit_create_pods)
+assert_contains "the pods are created" "$out" "pod/priv created"
+assert_contains "with the warn=restricted warning" "$out" \
+    'Warning: would violate PodSecurity "restricted:latest": privileged (container "main" must not set securityContext.privileged=true)'
+
+json=$(audit_cli --namespace "$ns" --format json)
+counts=$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+n = r["namespaces"][0]
+print(n["namespace"], n["pods"], n["baseline"]["violating"], n["restricted"]["violating"], n["restricted"]["version"])
+' "$json")
+assert_eq "unroot audit --namespace counts 4 pods, 1 violating baseline, 3 violating restricted" \
+    "$ns 4 1 3 latest" "$counts"
+text=$(audit_cli --namespace "$ns")
+echo "$text"
+assert_contains "the text report is a table" "$text" "NAMESPACE"
+assert_contains "with the namespace's row" "$text" "$ns"
+assert_contains "and its top checks" "$text" "allowPrivilegeEscalation=3"
+
+all=$(audit_cli)
+echo "$all"
+assert_contains "the whole-cluster report has the namespace" "$all" "$ns"
+assert_contains "and skips the excluded kube-system" "$all" "skipped: kube-system (excluded)"
+
+rc=0
+audit_cli --namespace no-such-namespace >/dev/null 2>&1 || rc=$?
+assert_eq "an unknown namespace exits 2" 2 "$rc"
+rc=0
+"$unroot_bin" audit --kubeconfig /nonexistent/kubeconfig >/dev/null 2>&1 || rc=$?
+assert_eq "an unreadable kubeconfig exits 2" 2 "$rc"
+
+assert_eq "POST /audit/run is accepted" 202 "$(audit_admin -X POST "http://$UNROOT_ADMIN_URL/audit/run")"
+if audit_wait_metric "unroot_namespace_pods_violating{level=\"restricted\",namespace=\"$ns\"}" 3 30; then
+    pass "the server's report exports 3 pods violating restricted"
+else
+    fail "the server's report does not show the pods"
+fi
+assert_eq "and 1 violating baseline" 1 "$(audit_metric "unroot_namespace_pods_violating{level=\"baseline\",namespace=\"$ns\"}")"
+assert_eq "of 4 pods" 4 "$(audit_metric "unroot_namespace_pods{namespace=\"$ns\"}")"
+assert_eq "excluded namespaces have no series" "" "$(audit_metric 'unroot_namespace_pods{namespace="kube-system"}')"
+last=$(audit_metric unroot_readiness_report_last_run_timestamp_seconds)
+assert_ok "the report's timestamp is recent" python3 -c "import sys, time; sys.exit(0 if abs(time.time() - float('$last')) < 60 else 1)"
+report=$(curl -fsS "http://$UNROOT_ADMIN_URL/audit/report")
+assert_contains "GET /audit/report has the namespace" "$report" "\"namespace\":\"$ns\""
+
+page=$(curl -fsS "http://$UNROOT_ADMIN_URL/dashboard")
+assert_contains "the dashboard has the namespace's readiness row" "$page" "id=\"readiness-$ns-restricted\" title=\"restricted:latest\">3<"
+
+lines=$(audit_log_lines)
+priv=$(grep -F "\"name\":\"priv\"" <<<"$lines" | grep -F '"webhook":"validate"' | head -n 1)
+echo "audit line: $priv"
+assert_contains "the privileged pod's validation is one audit line" "$priv" '"outcome":"allowed"'
+assert_contains "with the warn checks" "$priv" '{"mode":"warn","level":"restricted","version":"latest","allowed":false,"checks":["privileged","allowPrivilegeEscalation","capabilities_restricted","runAsNonRoot","seccompProfile_restricted"]}'
+assert_contains "and the warning count" "$priv" '"warnings":1'
+assert_contains "and who asked" "$priv" '"user":"unroot-e2e-admin"'
+validate_lines=$(grep -cF "\"namespace\":\"$ns\"" <<<"$lines" || true)
+assert_eq "one audit line per pod created" 4 "$validate_lines"
+assert_not_contains "no object content in the audit log" "$lines" "sleep"
+
+e2e_summary

@@ -1,0 +1,635 @@
+//! The audit log: one structured JSON line per admission decision.
+//!
+//! The review wrapper builds a [`Record`] from the request and the decision
+//! (never from the object: no request body, no pod spec, no secret material
+//! is ever in a record) and hands it to [`Log::record`], which never blocks:
+//! the record goes into a bounded queue, and when the queue is full it is
+//! dropped and counted (`unroot_audit_dropped_total{reason="queue_full"}`).
+//! One writer thread owns the sink (stdout in `serve`, any `Write` in tests),
+//! so a slow or blocked stdout stalls that thread only, never a review.
+//!
+//! The same thread keeps the last [`RECENT`] denied or warned decisions in a
+//! ring for the `/dashboard` page.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::{Timestamp, Unit};
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde::{Serialize, Serializer};
+
+use crate::admission::{Decision, Request};
+
+/// Records waiting for the writer; more are dropped and counted.
+pub const QUEUE: usize = 4096;
+
+/// Denied or warned decisions kept for the dashboard.
+pub const RECENT: usize = 100;
+
+/// The value of the `audit` field that tells audit lines from log lines.
+pub const EVENT: &str = "admission";
+
+/// One admission decision, as the audit log writes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// When the answer was sent (RFC 3339, UTC, milliseconds).
+    #[serde(serialize_with = "millis")]
+    pub time: Timestamp,
+    /// Always [`EVENT`]: marks the line as an audit record.
+    pub audit: &'static str,
+    /// `mutate` or `validate`.
+    pub webhook: &'static str,
+    /// The AdmissionReview request uid (the API server's audit ID for it).
+    pub uid: String,
+    /// The object's namespace (empty for cluster-scoped objects).
+    pub namespace: String,
+    /// The object's name (empty when the API server has not generated it yet).
+    pub name: String,
+    /// The object's kind as the API server sent it.
+    pub kind: String,
+    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT` or `other`.
+    pub operation: &'static str,
+    /// The subresource, e.g. `ephemeralcontainers` (empty for none).
+    pub subresource: String,
+    /// The requesting user's name (`userInfo.username`; groups are not kept).
+    pub user: String,
+    /// Whether the request was a dry run.
+    pub dry_run: bool,
+    /// `allowed`, `patched`, `denied` or `error` (the metrics' outcome).
+    pub outcome: &'static str,
+    /// Whether the request was admitted.
+    pub allowed: bool,
+    /// The status code of a refusal (403 for a Pod Security denial).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// The mutations applied (`security_context`, `trust_bundle`, ...).
+    pub mutations: Vec<&'static str>,
+    /// The Pod Security evaluations that counted, with the failed check IDs.
+    pub pod_security: Vec<PodSecurity>,
+    /// Why Pod Security did not evaluate (`namespace`, `user`,
+    /// `runtimeClass`), if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exempt: Option<&'static str>,
+    /// Warnings returned to the client.
+    pub warnings: usize,
+    /// The hash of the policy that decided.
+    pub policy_hash: String,
+    /// Time from the full body read to the answer.
+    pub duration_seconds: f64,
+}
+
+/// One Pod Security evaluation of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodSecurity {
+    /// `enforce`, `audit` or `warn`.
+    pub mode: &'static str,
+    /// The level evaluated.
+    pub level: &'static str,
+    /// The version evaluated, as the namespace asked for it.
+    pub version: String,
+    /// Whether the object passed.
+    pub allowed: bool,
+    /// The IDs of the failed checks, in upstream order.
+    pub checks: Vec<&'static str>,
+}
+
+/// RFC 3339 with exactly three fractional digits, so every line's time has
+/// the same width and sorts as text.
+fn millis<S: Serializer>(time: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{time:.3}"))
+}
+
+impl Record {
+    /// The record of `decision`, the answer of `webhook` to `request` under
+    /// the policy `policy_hash`, after `duration`.
+    #[must_use]
+    pub fn new(
+        webhook: &'static str,
+        request: &Request<'_>,
+        decision: &Decision,
+        policy_hash: &str,
+        duration: Duration,
+    ) -> Self {
+        let response = &decision.response;
+        let facts = &decision.facts;
+        let now = Timestamp::now();
+        Self {
+            time: now.round(Unit::Millisecond).unwrap_or(now),
+            audit: EVENT,
+            webhook,
+            uid: request.uid.clone(),
+            namespace: request.namespace().to_owned(),
+            name: request.name().to_owned(),
+            kind: if request.kind.kind.is_empty() {
+                request.target().as_str().to_owned()
+            } else {
+                request.kind.kind.clone()
+            },
+            operation: request.operation.as_str(),
+            subresource: request.sub_resource().to_owned(),
+            user: request.user_info.username.clone(),
+            dry_run: request.is_dry_run(),
+            outcome: response.outcome(),
+            allowed: response.allowed,
+            code: response.status.as_ref().and_then(|s| s.code),
+            mutations: facts.mutations.iter().map(|m| m.as_str()).collect(),
+            pod_security: facts
+                .pss
+                .iter()
+                .map(|r| PodSecurity {
+                    mode: r.mode.as_str(),
+                    level: r.policy.level.as_str(),
+                    version: r.policy.version.to_string(),
+                    allowed: r.allowed,
+                    checks: r.checks.clone(),
+                })
+                .collect(),
+            exempt: facts.exempt,
+            warnings: response.warnings.len(),
+            policy_hash: policy_hash.to_owned(),
+            duration_seconds: duration.as_secs_f64(),
+        }
+    }
+
+    /// Whether the dashboard lists it: refused, or answered with warnings.
+    #[must_use]
+    pub fn is_notable(&self) -> bool {
+        !self.allowed || self.warnings > 0
+    }
+
+    /// The failed checks, one `mode: check, check` per mode that failed,
+    /// in the order evaluated.
+    #[must_use]
+    pub fn failed_checks(&self) -> Vec<String> {
+        self.pod_security
+            .iter()
+            .filter(|p| !p.checks.is_empty())
+            .map(|p| format!("{}: {}", p.mode, p.checks.join(", ")))
+            .collect()
+    }
+}
+
+/// The audit log's own counter.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Records lost, by reason: `queue_full` (the writer is behind),
+    /// `write_failed` (the sink refused the line).
+    pub dropped: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers `unroot_audit_dropped_total`.
+    ///
+    /// # Panics
+    /// Never: a constant name, registered once into the server's registry.
+    #[must_use]
+    #[allow(clippy::missing_panics_doc)]
+    pub fn new(registry: &Registry) -> Self {
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "unroot_audit_dropped_total",
+                "Audit records lost, by reason (queue_full: the writer is behind; write_failed: the sink refused them).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["queue_full", "write_failed"] {
+            dropped.with_label_values(&[reason]);
+        }
+        registry
+            .register(Box::new(dropped.clone()))
+            .expect("unique metric");
+        Self { dropped }
+    }
+}
+
+/// What the writer thread receives.
+enum Message {
+    Record(Box<Record>),
+    /// Everything sent before is written and flushed: say so.
+    Flush(mpsc::Sender<()>),
+}
+
+/// The last denied or warned decisions, newest last.
+#[derive(Debug, Default)]
+pub struct Recent {
+    // Only the writer thread and the dashboard take this lock, never a review.
+    ring: Mutex<VecDeque<Arc<Record>>>,
+}
+
+impl Recent {
+    fn push(&self, record: Arc<Record>) {
+        if let Ok(mut ring) = self.ring.lock() {
+            if ring.len() == RECENT {
+                ring.pop_front();
+            }
+            ring.push_back(record);
+        }
+    }
+
+    /// The records, newest first.
+    #[must_use]
+    pub fn newest_first(&self) -> Vec<Arc<Record>> {
+        self.ring
+            .lock()
+            .map(|ring| ring.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The handle reviews write through; cheap to clone.
+#[derive(Clone)]
+pub struct Log {
+    queue: SyncSender<Message>,
+    /// Whether every record is written; without a sink only the notable
+    /// ones are built, for the dashboard.
+    has_sink: bool,
+    metrics: Metrics,
+    recent: Arc<Recent>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("audit::Log")
+            .field("has_sink", &self.has_sink)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Log {
+    /// Starts the writer thread. With `sink`, every record is written to it
+    /// as one JSON line; without, records only feed the dashboard's ring.
+    ///
+    /// # Panics
+    /// When the OS cannot start a thread (the process cannot run then).
+    #[must_use]
+    pub fn start(sink: Option<Box<dyn Write + Send>>, registry: &Registry) -> Self {
+        let metrics = Metrics::new(registry);
+        let (queue, rx) = mpsc::sync_channel(QUEUE);
+        let recent = Arc::new(Recent::default());
+        let has_sink = sink.is_some();
+        let writer = Writer {
+            sink,
+            recent: Arc::clone(&recent),
+            dropped: metrics.dropped.with_label_values(&["write_failed"]),
+            batch: Vec::with_capacity(BATCH),
+            batched: 0,
+            failing: false,
+        };
+        std::thread::Builder::new()
+            .name("audit-writer".to_owned())
+            .spawn(move || writer.run(&rx))
+            .expect("failed to start the audit writer thread");
+        Self {
+            queue,
+            has_sink,
+            metrics,
+            recent,
+        }
+    }
+
+    /// Records a decision; `build` runs only when the record is wanted
+    /// (always with a sink, else only for a denied or warned decision).
+    /// Never blocks: a full queue drops the record and counts it.
+    pub fn record(&self, decision: &Decision, build: impl FnOnce() -> Record) {
+        let notable = !decision.response.allowed || !decision.response.warnings.is_empty();
+        if !self.has_sink && !notable {
+            return;
+        }
+        match self.queue.try_send(Message::Record(Box::new(build()))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["queue_full"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) until every record sent before is written and
+    /// flushed. For shutdown and tests; never call it from a review.
+    #[must_use]
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (tx, rx) = mpsc::channel();
+        if self.queue.send(Message::Flush(tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// The last denied or warned decisions.
+    #[must_use]
+    pub fn recent(&self) -> &Recent {
+        &self.recent
+    }
+}
+
+/// Bytes of lines gathered before they are written out.
+const BATCH: usize = 64 * 1024;
+
+/// The writer thread's state.
+struct Writer {
+    sink: Option<Box<dyn Write + Send>>,
+    recent: Arc<Recent>,
+    dropped: prometheus::IntCounter,
+    /// Whole lines not yet written: a failing sink never gets half a record.
+    batch: Vec<u8>,
+    /// Records in `batch`, lost if writing it fails.
+    batched: u64,
+    /// Set after a failed write, so a dead sink is reported once, not per line.
+    failing: bool,
+}
+
+impl Writer {
+    fn run(mut self, rx: &Receiver<Message>) {
+        while let Ok(message) = rx.recv() {
+            self.handle(message);
+            // Write what is queued, then flush once the queue is empty.
+            while let Ok(message) = rx.try_recv() {
+                self.handle(message);
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Record(record) => {
+                let record: Arc<Record> = Arc::from(record);
+                if self.sink.is_some() {
+                    // A record is strings, numbers and bools: it serializes.
+                    let _ = serde_json::to_writer(&mut self.batch, &*record);
+                    self.batch.push(b'\n');
+                    self.batched += 1;
+                    if self.batch.len() >= BATCH {
+                        self.flush();
+                    }
+                }
+                if record.is_notable() {
+                    self.recent.push(record);
+                }
+            }
+            Message::Flush(done) => {
+                self.flush();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let Some(sink) = &mut self.sink else {
+            return;
+        };
+        if self.batch.is_empty() {
+            return;
+        }
+        let written = sink.write_all(&self.batch).and_then(|()| sink.flush());
+        self.batch.clear();
+        let lost = std::mem::take(&mut self.batched);
+        match written {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                self.dropped.inc_by(lost);
+                if !self.failing {
+                    tracing::warn!(error = %e, "failed to write the audit log; records are dropped and counted in unroot_audit_dropped_total until it works again");
+                }
+                self.failing = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::{Applied, Facts, Mode, PssResult, Response};
+    use crate::pss::{Level, LevelVersion, Version};
+
+    fn request() -> Request<'static> {
+        serde_json::from_str(
+            r#"{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
+            "resource":{"group":"","version":"v1","resource":"pods"},"name":"p","namespace":"ns",
+            "operation":"CREATE","userInfo":{"username":"alice","groups":["g"]}}"#,
+        )
+        .unwrap()
+    }
+
+    fn denied() -> Decision {
+        Decision {
+            response: Response::deny("u1", 403, "Forbidden", "no"),
+            facts: Facts {
+                mutations: vec![Applied::SecurityContext],
+                pss: vec![PssResult {
+                    mode: Mode::Enforce,
+                    policy: LevelVersion {
+                        level: Level::Restricted,
+                        version: Version::Minor(24),
+                    },
+                    allowed: false,
+                    checks: vec!["privileged", "runAsNonRoot"],
+                }],
+                exempt: None,
+                pss_error: None,
+            },
+        }
+    }
+
+    /// A sink the test can read.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_record_is_one_json_line_without_the_object() {
+        let record = Record::new(
+            "validate",
+            &request(),
+            &denied(),
+            "abc",
+            Duration::from_micros(1500),
+        );
+        let mut value = serde_json::to_value(&record).unwrap();
+        assert!(value["time"].as_str().unwrap().ends_with('Z'));
+        value["time"] = serde_json::Value::Null;
+        assert_eq!(
+            value,
+            serde_json::json!({"time":null,"audit":"admission","webhook":"validate","uid":"u1",
+                "namespace":"ns","name":"p","kind":"Pod","operation":"CREATE","subresource":"",
+                "user":"alice","dry_run":false,"outcome":"denied","allowed":false,"code":403,
+                "mutations":["security_context"],
+                "pod_security":[{"mode":"enforce","level":"restricted","version":"v1.24",
+                    "allowed":false,"checks":["privileged","runAsNonRoot"]}],
+                "warnings":0,"policy_hash":"abc","duration_seconds":0.0015})
+        );
+        assert_eq!(
+            record.failed_checks(),
+            ["enforce: privileged, runAsNonRoot"]
+        );
+    }
+
+    #[test]
+    fn every_record_goes_to_the_sink_and_notable_ones_to_the_ring() {
+        let buffer = Buffer::default();
+        let registry = Registry::new();
+        let log = Log::start(Some(Box::new(buffer.clone())), &registry);
+        let allowed = Decision::from(Response::allow("u2"));
+        log.record(&allowed, || {
+            Record::new("validate", &request(), &allowed, "h", Duration::ZERO)
+        });
+        let denied = denied();
+        log.record(&denied, || {
+            Record::new("validate", &request(), &denied, "h", Duration::ZERO)
+        });
+        assert!(log.flush(Duration::from_secs(5)));
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains(r#""outcome":"allowed""#), "{}", lines[0]);
+        assert!(lines[1].contains(r#""outcome":"denied""#), "{}", lines[1]);
+        let recent = log.recent().newest_first();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].outcome, "denied");
+    }
+
+    #[test]
+    fn without_a_sink_only_notable_records_are_built() {
+        let log = Log::start(None, &Registry::new());
+        let allowed = Decision::from(Response::allow("u"));
+        log.record(&allowed, || panic!("an allowed decision needs no record"));
+        let denied = denied();
+        log.record(&denied, || {
+            Record::new("validate", &request(), &denied, "h", Duration::ZERO)
+        });
+        assert!(log.flush(Duration::from_secs(5)));
+        assert_eq!(log.recent().newest_first().len(), 1);
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_hundred() {
+        let log = Log::start(None, &Registry::new());
+        let denied = denied();
+        for i in 0..(RECENT + 5) {
+            log.record(&denied, || {
+                let mut r = Record::new("validate", &request(), &denied, "h", Duration::ZERO);
+                r.name = format!("p{i}");
+                r
+            });
+            // The queue is bounded: let the writer keep up.
+            if i % 50 == 0 {
+                assert!(log.flush(Duration::from_secs(5)));
+            }
+        }
+        assert!(log.flush(Duration::from_secs(5)));
+        let recent = log.recent().newest_first();
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(recent[0].name, format!("p{}", RECENT + 4));
+        assert_eq!(recent[RECENT - 1].name, "p5");
+    }
+
+    /// A sink that blocks until released: the writer thread is stuck.
+    struct Blocked(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+    impl Write for Blocked {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, cvar) = &*self.0;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cvar.wait(open).unwrap();
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_blocked_sink_never_blocks_a_review_and_drops_are_counted() {
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let registry = Registry::new();
+        let log = Log::start(Some(Box::new(Blocked(Arc::clone(&gate)))), &registry);
+        let denied = denied();
+        let extra = 100;
+        let started = std::time::Instant::now();
+        // The writer may take a few records off the queue before it blocks.
+        for _ in 0..(QUEUE * 2 + extra) {
+            log.record(&denied, || {
+                Record::new("validate", &request(), &denied, "h", Duration::ZERO)
+            });
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "recording blocked"
+        );
+        let dropped = log.metrics.dropped.with_label_values(&["queue_full"]).get();
+        assert!(
+            // The writer holds at most a batch (64 KiB, ~150 records).
+            dropped >= (QUEUE + extra) as u64 - 400 && dropped <= (QUEUE + extra) as u64,
+            "dropped {dropped}"
+        );
+        let (lock, cvar) = &*gate;
+        *lock.lock().unwrap() = true;
+        cvar.notify_all();
+        assert!(log.flush(Duration::from_secs(5)));
+    }
+
+    /// A sink that always fails.
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn failed_writes_are_counted() {
+        let log = Log::start(Some(Box::new(Broken)), &Registry::new());
+        let denied = denied();
+        log.record(&denied, || {
+            Record::new("validate", &request(), &denied, "h", Duration::ZERO)
+        });
+        assert!(log.flush(Duration::from_secs(5)));
+        assert_eq!(
+            log.metrics
+                .dropped
+                .with_label_values(&["write_failed"])
+                .get(),
+            1
+        );
+        // The dashboard still sees it.
+        assert_eq!(log.recent().newest_first().len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn times_always_have_three_fractional_digits() {
+        let mut out = Vec::new();
+        let mut ser = serde_json::Serializer::new(&mut out);
+        let t: super::Timestamp = "2026-11-28T12:00:00.1Z".parse().unwrap();
+        super::millis(&t, &mut ser).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"2026-11-28T12:00:00.100Z\""
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The report in `serve`: a background task builds it every
+//! `--audit-interval` and whenever `POST /audit/run` asks, exports it as
+//! metrics, and keeps the latest for `/dashboard` and `GET /audit/report`.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use prometheus::{Gauge, IntCounter, IntGaugeVec, Opts, Registry};
+use tokio::sync::Notify;
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use super::source::ApiPages;
+use super::{Builder, Report, build};
+use crate::namespaces::Namespaces;
+use crate::policy::Snapshot;
+
+/// The report's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// `unroot_namespace_pods{namespace}`.
+    pub pods: IntGaugeVec,
+    /// `unroot_namespace_pods_violating{namespace,level}`.
+    pub violating: IntGaugeVec,
+    /// `unroot_readiness_report_last_run_timestamp_seconds`: when the last
+    /// report that completed finished (0: none yet).
+    pub last_run: Gauge,
+    /// `unroot_readiness_report_duration_seconds`: how long it took.
+    pub duration: Gauge,
+    /// `unroot_readiness_report_errors_total`: reports that failed.
+    pub errors: IntCounter,
+    /// The namespaces with series, so those of deleted namespaces go.
+    exported: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Metrics {
+    /// Registers the report's metrics.
+    ///
+    /// # Panics
+    /// Never: constant names, registered once into the server's registry.
+    #[must_use]
+    #[allow(clippy::missing_panics_doc)]
+    pub fn new(registry: &Registry) -> Self {
+        let pods = IntGaugeVec::new(
+            Opts::new(
+                "unroot_namespace_pods",
+                "Pods evaluated by the last readiness report, by namespace.",
+            ),
+            &["namespace"],
+        )
+        .expect("valid metric");
+        let violating = IntGaugeVec::new(
+            Opts::new(
+                "unroot_namespace_pods_violating",
+                "Pods that would be denied at the level, by namespace, from the last readiness report.",
+            ),
+            &["namespace", "level"],
+        )
+        .expect("valid metric");
+        let last_run = Gauge::new(
+            "unroot_readiness_report_last_run_timestamp_seconds",
+            "When the last readiness report finished (unix seconds; 0 before the first).",
+        )
+        .expect("valid metric");
+        let duration = Gauge::new(
+            "unroot_readiness_report_duration_seconds",
+            "How long the last readiness report took.",
+        )
+        .expect("valid metric");
+        let errors = IntCounter::new(
+            "unroot_readiness_report_errors_total",
+            "Readiness reports that failed (the previous one stays exported).",
+        )
+        .expect("valid metric");
+        for metric in [
+            Box::new(pods.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(violating.clone()),
+            Box::new(last_run.clone()),
+            Box::new(duration.clone()),
+            Box::new(errors.clone()),
+        ] {
+            registry.register(metric).expect("unique metric");
+        }
+        Self {
+            pods,
+            violating,
+            last_run,
+            duration,
+            errors,
+            exported: Arc::default(),
+        }
+    }
+
+    /// Exports `report`, and removes the series of namespaces it no longer
+    /// has (deleted, or now excluded or exempt).
+    pub fn export(&self, report: &Report) {
+        let Ok(mut exported) = self.exported.lock() else {
+            return;
+        };
+        let mut now = BTreeSet::new();
+        for ns in &report.namespaces {
+            let name = ns.namespace.as_str();
+            self.pods
+                .with_label_values(&[name])
+                .set(saturating(ns.pods));
+            self.violating
+                .with_label_values(&[name, "baseline"])
+                .set(saturating(ns.baseline.violating));
+            self.violating
+                .with_label_values(&[name, "restricted"])
+                .set(saturating(ns.restricted.violating));
+            now.insert(ns.namespace.clone());
+        }
+        for gone in exported.difference(&now) {
+            let _ = self.pods.remove_label_values(&[gone]);
+            for level in ["baseline", "restricted"] {
+                let _ = self.violating.remove_label_values(&[gone, level]);
+            }
+        }
+        *exported = now;
+        // Unix seconds of 2026 are far below 2^53: exact in an f64.
+        #[allow(clippy::cast_precision_loss)]
+        self.last_run
+            .set(report.finished_at.as_millisecond() as f64 / 1000.0);
+        self.duration.set(report.duration_seconds);
+    }
+}
+
+fn saturating(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The latest report and how to ask for a new one; cheap to clone. The
+/// default handle has no task behind it (no cluster).
+#[derive(Clone, Default)]
+pub struct Handle {
+    latest: Arc<ArcSwapOption<Report>>,
+    last_error: Arc<ArcSwapOption<String>>,
+    trigger: Option<Arc<Notify>>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("report::Handle")
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// A handle whose report is `report` and that runs nothing (tests, and
+    /// a server shown a report it did not build).
+    #[must_use]
+    pub fn fixed(report: Report) -> Self {
+        let handle = Self::default();
+        handle.latest.store(Some(Arc::new(report)));
+        handle
+    }
+
+    /// The latest report that completed.
+    #[must_use]
+    pub fn latest(&self) -> Option<Arc<Report>> {
+        self.latest.load_full()
+    }
+
+    /// Why the last report failed, if it did.
+    #[must_use]
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.last_error.load_full()
+    }
+
+    /// Whether a task builds reports (only with a cluster).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.trigger.is_some()
+    }
+
+    /// Asks for a report now. Requests made while one is pending coalesce
+    /// into one run. `false` when no task runs.
+    #[must_use]
+    pub fn request_run(&self) -> bool {
+        match &self.trigger {
+            Some(trigger) => {
+                trigger.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Settings of the task.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Time between the end of a report and the start of the next; zero
+    /// builds reports only when asked.
+    pub interval: Duration,
+    /// Pods listed per API request.
+    pub page_size: u32,
+}
+
+/// Starts the task: a first report as soon as the namespace cache has
+/// synced, then one every `settings.interval` and one per request.
+pub fn spawn(
+    client: kube::Client,
+    namespaces: Namespaces,
+    policy: Arc<ArcSwap<Snapshot>>,
+    settings: Settings,
+    metrics: Metrics,
+) -> Handle {
+    let trigger = Arc::new(Notify::new());
+    let handle = Handle {
+        trigger: Some(Arc::clone(&trigger)),
+        ..Handle::default()
+    };
+    let task_handle = handle.clone();
+    let pages = ApiPages::all(client, settings.page_size);
+    tokio::spawn(
+        async move {
+            // Wait for the namespace cache's first full list by looking at
+            // it, not with `Store::wait_until_ready`: in kube-runtime 5.0 that
+            // wakes only the last of several waiters, and /readyz already
+            // waits on it. The reflector swaps the first list in whole, and
+            // every cluster has a namespace, so non-empty means synced.
+            while namespaces.all().is_empty() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            loop {
+                let policy = policy.load_full();
+                let builder = Builder::new(&policy, namespaces.all());
+                match build(builder, &pages).await {
+                    Ok(report) => {
+                        metrics.export(&report);
+                        info!(
+                            namespaces = report.namespaces.len(),
+                            pods = report.namespaces.iter().map(|n| n.pods).sum::<u64>(),
+                            not_restricted_ready = report
+                                .namespaces
+                                .iter()
+                                .filter(|n| n.restricted.violating > 0)
+                                .count(),
+                            seconds = report.duration_seconds,
+                            "readiness report done"
+                        );
+                        task_handle.latest.store(Some(Arc::new(report)));
+                        task_handle.last_error.store(None);
+                    }
+                    Err(e) => {
+                        metrics.errors.inc();
+                        warn!(error = %e, "readiness report failed; the previous one stays exported");
+                        task_handle.last_error.store(Some(Arc::new(e.to_string())));
+                    }
+                }
+                if settings.interval.is_zero() {
+                    trigger.notified().await;
+                } else {
+                    tokio::select! {
+                        () = tokio::time::sleep(settings.interval) => {}
+                        () = trigger.notified() => debug!("readiness report requested"),
+                    }
+                }
+            }
+        }
+        .instrument(info_span!("readiness_report")),
+    );
+    handle
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namespaces::Labels;
+    use crate::policy::Document;
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn report(pods: &[(&str, &str)]) -> Report {
+        let snapshot = Snapshot::new(Document::embedded());
+        let mut builder = Builder::new(&snapshot, std::iter::empty::<(String, Labels)>());
+        for (namespace, name) in pods {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}
+            }))
+            .unwrap();
+            builder.add(&pod);
+        }
+        builder.finish(
+            Timestamp::from_second(1_800_000_000).unwrap(),
+            Duration::from_millis(250),
+        )
+    }
+
+    #[test]
+    fn series_of_namespaces_that_are_gone_are_removed() {
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry);
+        let text = || {
+            let mut out = Vec::new();
+            prometheus::Encoder::encode(
+                &prometheus::TextEncoder::new(),
+                &registry.gather(),
+                &mut out,
+            )
+            .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(
+            text().contains("unroot_readiness_report_last_run_timestamp_seconds 0\n"),
+            "{}",
+            text()
+        );
+        metrics.export(&report(&[("a", "1"), ("a", "2"), ("b", "1")]));
+        let first = text();
+        for line in [
+            "unroot_namespace_pods{namespace=\"a\"} 2\n",
+            "unroot_namespace_pods{namespace=\"b\"} 1\n",
+            "unroot_namespace_pods_violating{level=\"restricted\",namespace=\"a\"} 2\n",
+            "unroot_namespace_pods_violating{level=\"baseline\",namespace=\"a\"} 0\n",
+            "unroot_readiness_report_last_run_timestamp_seconds 1800000000\n",
+            "unroot_readiness_report_duration_seconds 0.25\n",
+        ] {
+            assert!(first.contains(line), "{line} not in\n{first}");
+        }
+        metrics.export(&report(&[("a", "1")]));
+        let second = text();
+        assert!(second.contains("unroot_namespace_pods{namespace=\"a\"} 1\n"));
+        assert!(!second.contains("namespace=\"b\""), "{second}");
+    }
+
+    #[test]
+    fn a_handle_without_a_task_runs_nothing() {
+        let handle = Handle::default();
+        assert!(!handle.is_running());
+        assert!(!handle.request_run());
+        assert!(handle.latest().is_none());
+    }
+}

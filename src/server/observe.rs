@@ -1,0 +1,75 @@
+//! The admin port's observability pages: `/dashboard`, and the readiness
+//! report's `POST /audit/run` and `GET /audit/report`.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::jiff::Timestamp;
+
+use super::{AppState, error_body};
+use crate::dashboard;
+
+/// `GET /dashboard`.
+pub(super) async fn dashboard(State(state): State<AppState>) -> Response {
+    let families = state.metrics.registry().gather();
+    let recent = state.audit.recent().newest_first();
+    let report = state.report.latest();
+    let error = state.report.last_error();
+    let policy = state.policy.load();
+    let page = dashboard::render(&dashboard::View {
+        families: &families,
+        recent: &recent,
+        report: report.as_deref(),
+        report_running: state.report.is_running(),
+        report_error: error.as_deref().map(String::as_str),
+        policy_hash: &policy.hash,
+        now: Timestamp::now(),
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                dashboard::content_security_policy(),
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// `POST /audit/run`: 202 when a report is queued (requests coalesce),
+/// 503 without a cluster.
+pub(super) async fn run_report(State(state): State<AppState>) -> Response {
+    if state.report.request_run() {
+        (
+            StatusCode::ACCEPTED,
+            "readiness report requested; GET /audit/report or the metrics show it when done\n",
+        )
+            .into_response()
+    } else {
+        error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "no readiness report: unroot runs without a cluster",
+        )
+    }
+}
+
+/// `GET /audit/report`: the latest report as JSON (what `unroot audit
+/// --format json` prints), 503 before the first.
+pub(super) async fn report(State(state): State<AppState>) -> Response {
+    if let Some(report) = state.report.latest() {
+        return axum::Json(&*report).into_response();
+    }
+    let why = match state.report.last_error() {
+        Some(e) => format!("no readiness report yet; the last run failed: {e}"),
+        None if state.report.is_running() => {
+            "no readiness report yet: the first one has not finished".to_owned()
+        }
+        None => "no readiness report: unroot runs without a cluster".to_owned(),
+    };
+    error_body(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &why)
+}
