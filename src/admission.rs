@@ -18,6 +18,7 @@
 //! which would cost a second decode (or a `Value` tree) on every review.
 
 pub mod mutate;
+pub mod namespace;
 pub mod policy_configmap;
 pub mod validate;
 

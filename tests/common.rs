@@ -28,7 +28,7 @@ use unroot::metrics::Metrics;
 use unroot::namespaces::Namespaces;
 use unroot::policy::{Document, Snapshot};
 use unroot::readiness::Readiness;
-use unroot::server::{self, AppState, IdentityStore, Running};
+use unroot::server::{self, AppState, IdentityStore, PodLister, Running};
 
 /// Namespace name → labels.
 pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
@@ -52,6 +52,8 @@ pub struct Options {
     pub namespace_labels: NamespaceLabels,
     /// Where identity ConfigMaps go (`None`: no Kubernetes client).
     pub identity_store: Option<Arc<dyn IdentityStore>>,
+    /// Where a namespace's pods are listed (`None`: no Kubernetes client).
+    pub pods: Option<Arc<dyn PodLister>>,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             namespaces: None,
             namespace_labels: NamespaceLabels::new(),
             identity_store: None,
+            pods: None,
         }
     }
 }
@@ -140,6 +143,7 @@ pub async fn start_with(options: Options) -> Server {
         },
         kube: None,
         identity_store: options.identity_store,
+        pods: options.pods,
         metrics: Metrics::new(),
         readiness: Arc::new(Readiness::new(&["serving"])),
         request_timeout: options.request_timeout,
