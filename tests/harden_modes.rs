@@ -172,7 +172,7 @@ fn explicit() -> Value {
         "explicit",
         json!({"securityContext": {"runAsUser": 0},
             "containers": [{"name": "app", "image": "x", "securityContext": {
-                "allowPrivilegeEscalation": true, "capabilities": {"add": ["NET_RAW"]}}}]}),
+                "allowPrivilegeEscalation": true, "capabilities": {"add": ["SYS_ADMIN", "NET_BIND_SERVICE", "NET_RAW"]}}}]}),
     )
 }
 
@@ -191,7 +191,8 @@ async fn warn_keeps_what_is_left_as_set_and_names_what_override_would_change() {
             "would set securityContext.fsGroup=65532 on pod",
             "would set securityContext.seccompProfile.type=\"RuntimeDefault\" on pod",
             "unroot: spec.containers[0].securityContext.allowPrivilegeEscalation (container \"app\")=true is left as set: it lets processes gain privileges (setuid binaries)",
-            "unroot: spec.containers[0].securityContext.capabilities.add[0] (container \"app\")=\"NET_RAW\" is left as set: the capability is not in the policy's allowedCapabilities",
+            "unroot: spec.containers[0].securityContext.capabilities.add[0] (container \"app\")=\"SYS_ADMIN\" is left as set: the capability is not in the policy's allowedCapabilities",
+            "unroot: spec.containers[0].securityContext.capabilities.add[2] (container \"app\")=\"NET_RAW\" is left as set: the capability is not in the policy's allowedCapabilities",
             "unroot: spec.securityContext.runAsUser=0 is left as set: it runs the pod as root",
             "unroot: spec.securityContext.runAsNonRoot is not set because spec.securityContext.runAsUser explicitly runs as root",
         ]
@@ -214,6 +215,7 @@ async fn warn_keeps_what_is_left_as_set_and_names_what_override_would_change() {
         [
             "would set securityContext.allowPrivilegeEscalation=false on container \"app\" (instead of true)",
             "would set securityContext.capabilities.drop=[\"ALL\"] on container \"app\"",
+            "would remove \"SYS_ADMIN\" from securityContext.capabilities.add on container \"app\"",
             "would remove \"NET_RAW\" from securityContext.capabilities.add on container \"app\"",
             "would set securityContext.runAsUser=65532 on pod (instead of 0)",
             "would set securityContext.runAsGroup=65532 on pod",

@@ -247,6 +247,9 @@ fn leaves(pod: &Value) -> std::collections::BTreeMap<(String, String), Value> {
 /// produced, and that every securityContext leaf `on` changed is named.
 fn check_would_lines(original: &Value, hardened: &Value, warnings: &[String]) {
     let mut named = std::collections::BTreeSet::new();
+    // (target, list, element) → how many lines add or remove it.
+    let mut added = std::collections::BTreeMap::new();
+    let mut removed = std::collections::BTreeMap::new();
     for line in warnings.iter().filter_map(|w| w.strip_prefix("would ")) {
         let line = line.split(" (instead of ").next().unwrap();
         if let Some(rest) = line.strip_prefix("set ") {
@@ -265,6 +268,9 @@ fn check_would_lines(original: &Value, hardened: &Value, warnings: &[String]) {
             let value: Value = serde_json::from_str(value).unwrap();
             let list = field_of(security_context_of(hardened, target), field);
             assert!(list.as_array().unwrap().contains(&value), "{line}");
+            *added
+                .entry((target.to_owned(), field.to_owned(), value.to_string()))
+                .or_insert(0) += 1;
             named.insert((target.to_owned(), field.to_owned()));
         } else if let Some(rest) = line.strip_prefix("remove ") {
             let (value, rest) = rest.split_once(" from ").unwrap();
@@ -276,10 +282,24 @@ fn check_would_lines(original: &Value, hardened: &Value, warnings: &[String]) {
                     .map_or(0, |l| l.iter().filter(|v| **v == value).count())
             };
             assert!(count(hardened) < count(original), "{line}");
+            *removed
+                .entry((target.to_owned(), field.to_owned(), value.to_string()))
+                .or_insert(0) += 1;
             named.insert((target.to_owned(), field.to_owned()));
         } else {
             panic!("unexpected warning: would {line}");
         }
+    }
+    // Each element added to or removed from a list has exactly its lines.
+    for ((target, field, value), lines) in added.iter().chain(&removed) {
+        let value: Value = serde_json::from_str(value).unwrap();
+        let count = |pod: &Value| {
+            field_of(security_context_of(pod, target), field)
+                .as_array()
+                .map_or(0, |l| l.iter().filter(|v| **v == value).count())
+        };
+        let changed = count(hardened).abs_diff(count(original));
+        assert_eq!(changed, *lines, "{target} {field} {value}: {lines} lines");
     }
     let (before, after) = (leaves(original), leaves(hardened));
     for (key, value) in &after {
