@@ -46,6 +46,9 @@ pub(super) async fn decide(
                 crate::mutate::provenance_index(pod, &input, crate::mutate::Requester::StoredPod)
             };
             let listed = pods.len();
+            // Evaluated on this task: at most MAX_PODS pods and the budget
+            // (1 s), for a label change, which is rare; a blocking-pool hop
+            // would need owned copies of the policy and labels.
             let warnings = namespace::check_existing_pods(
                 &dry.namespace,
                 dry.enforce,
