@@ -18,6 +18,7 @@
 //! which would cost a second decode (or a `Value` tree) on every review.
 
 pub mod mutate;
+pub mod namespace;
 pub mod policy_configmap;
 pub mod validate;
 
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::policy::HardenMode;
 use crate::pss::LevelVersion;
 use crate::workload;
 
@@ -561,6 +563,9 @@ pub struct Facts {
     /// A Pod Security evaluation error; `Some(true)` when it decided the
     /// request.
     pub pss_error: Option<bool>,
+    /// The hardening mode a pod was admitted in, when it was considered for
+    /// hardening.
+    pub harden: Option<HardenMode>,
 }
 
 /// A response and the facts behind it.

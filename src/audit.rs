@@ -434,6 +434,7 @@ mod tests {
                     checks: vec!["privileged", "runAsNonRoot"],
                 }],
                 exempt: None,
+                harden: None,
                 pss_error: None,
             },
         }

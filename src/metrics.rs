@@ -11,6 +11,7 @@ use prometheus::{
 
 use crate::admission::validate::metric_version;
 use crate::admission::{Applied, Decision, Operation, Request, Target};
+use crate::policy::HardenMode;
 
 /// Latency buckets: 50 µs to 10 s (the API server's webhook timeout).
 pub const DURATION_BUCKETS: [f64; 18] = [
@@ -40,6 +41,8 @@ pub struct Metrics {
     pub pss_evaluations: IntCounterVec,
     /// Pod Security check failures, by mode, level and check ID.
     pub pss_violations: IntCounterVec,
+    /// Pods admitted by `/mutate`, by hardening mode (`on`, `warn`, `off`).
+    pub harden: IntCounterVec,
     /// Pod Security Admission's own counters.
     pub pod_security: PodSecurityMetrics,
     /// The readiness report's gauges, registered with or without a cluster
@@ -106,6 +109,11 @@ impl Metrics {
             "unroot_pss_violations_total",
             "Pod Security check failures, by mode, level and check.",
             &["mode", "level", "check"],
+        );
+        let harden = counter(
+            "unroot_harden_total",
+            "Pods considered for securityContext hardening, by their namespace's mode (unroot.dev/harden: on, warn, off).",
+            &["mode"],
         );
         let admission_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -174,6 +182,9 @@ impl Metrics {
         for applied in Applied::ALL {
             mutations.with_label_values(&[applied.as_str()]);
         }
+        for mode in HardenMode::ALL {
+            harden.with_label_values(&[mode.as_str()]);
+        }
         for webhook in ["mutate", "validate"] {
             admission_duration.with_label_values(&[webhook]);
             warnings.with_label_values(&[webhook]);
@@ -192,6 +203,7 @@ impl Metrics {
             mutations,
             pss_evaluations,
             pss_violations,
+            harden,
             pod_security,
             report,
         }
@@ -223,6 +235,9 @@ impl Metrics {
         }
         for applied in &facts.mutations {
             self.mutations.with_label_values(&[applied.as_str()]).inc();
+        }
+        if let Some(mode) = facts.harden {
+            self.harden.with_label_values(&[mode.as_str()]).inc();
         }
         let upstream = upstream_labels(request);
         let [op, resource, sub] = &upstream;
@@ -335,6 +350,7 @@ mod tests {
                 }],
                 exempt: None,
                 pss_error: None,
+                harden: None,
             },
         };
         m.record("validate", &request, &decision);

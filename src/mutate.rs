@@ -26,8 +26,8 @@ use self::patch::{Builder, Seg};
 pub use self::provisioning::{
     Denial, Requester, Rule, identity_annotations_changed, provenance_index,
 };
-use self::security_context::{CONTAINER_LISTS, Context, containers};
-use crate::policy::{Document, selector_matches};
+use self::security_context::{CHANGE_NOTE, CONTAINER_LISTS, Context, containers};
+use crate::policy::{Document, HardenMode, SecurityContext, selector_matches};
 use crate::workload;
 
 /// Annotation a mirror (static) pod carries; such pods are never mutated.
@@ -113,6 +113,10 @@ pub struct Outcome {
     pub identity: Option<ConfigMap>,
     /// Which mutations changed the object.
     pub applied: Vec<Applied>,
+    /// The hardening mode the namespace's pods are in (`unroot.dev/harden`),
+    /// when the object was considered for hardening at all (not for a
+    /// mirror pod or an object of another kind).
+    pub harden: Option<HardenMode>,
 }
 
 impl Outcome {
@@ -123,6 +127,7 @@ impl Outcome {
             warnings: Vec::new(),
             identity: None,
             applied: Vec::new(),
+            harden: None,
         }
     }
 }
@@ -203,7 +208,7 @@ pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {
 pub fn ephemeral_containers(
     object: &Value,
     old: Option<&Value>,
-    policy: &Document,
+    input: &Input<'_>,
 ) -> Result<Outcome> {
     let is_pod = object.get("kind").and_then(Value::as_str) != Some("EphemeralContainers");
     if !is_pod {
@@ -251,15 +256,11 @@ pub fn ephemeral_containers(
         .into_iter()
         .filter(|c| !old_names.contains(&c.name))
         .collect();
-    let mut ctx = Context {
-        builder: &mut builder,
-        policy,
-        warnings: &mut warnings,
-        fs_group: true,
-    };
-    for c in &added {
-        ctx.harden_container(c, windows);
-    }
+    let (mode, _) = stage_hardening(&mut builder, input, true, &[], &mut warnings, |ctx| {
+        for c in &added {
+            ctx.harden_container(c, windows);
+        }
+    });
     let applied = if builder.is_empty() {
         Vec::new()
     } else {
@@ -272,6 +273,7 @@ pub fn ephemeral_containers(
         warnings,
         identity: None,
         applied,
+        harden: Some(mode),
     })
 }
 
@@ -377,20 +379,19 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> 
     .into_iter()
     .filter(|c| Some(c.path.as_slice()) != skip.as_deref())
     .collect();
-    let before = builder.changes();
-    let mut ctx = Context {
-        builder: &mut builder,
-        policy,
-        warnings: &mut warnings,
-        fs_group: identity.is_none() || policy.provisioning.set_fs_group,
-    };
-    // Containers first: with `override`, fixing a container's runAsUser=0
-    // decides whether the pod can get runAsNonRoot.
-    for c in &found {
-        ctx.harden_container(c, windows);
-    }
-    ctx.harden_pod(pod, display, windows);
-    if builder.changes() != before {
+    // A provisioned pod's volumes belong to its user unless the policy says
+    // otherwise.
+    let fs_group = identity.is_none() || policy.provisioning.set_fs_group;
+    let (mode, hardened) =
+        stage_hardening(&mut builder, input, fs_group, pod, &mut warnings, |ctx| {
+            // Containers first: with `override`, fixing a container's
+            // runAsUser=0 decides whether the pod can get runAsNonRoot.
+            for c in &found {
+                ctx.harden_container(c, windows);
+            }
+            ctx.harden_pod(pod, display, windows);
+        });
+    if hardened {
         applied.push(Applied::SecurityContext);
     }
     if !builder.is_empty() {
@@ -405,5 +406,179 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> 
         warnings,
         identity,
         applied,
+        harden: Some(mode),
     })
+}
+
+/// Runs the securityContext pass `pass` as the namespace's hardening mode
+/// says, with the namespace's settings (top level and override), and
+/// returns the mode and whether `builder` changed. `on`: on `builder`.
+/// `warn`: on a copy, leaving `builder` alone; the pass's patch becomes one
+/// warning per change (see [`describe_changes`]), so the warnings say
+/// exactly what `on` would do. `off`: not at all. `pod` is the path of the
+/// pod object in the document (`[]` for a Pod).
+fn stage_hardening(
+    builder: &mut Builder,
+    input: &Input<'_>,
+    fs_group: bool,
+    pod: &[Seg<'_>],
+    warnings: &mut Vec<String>,
+    pass: impl FnOnce(&mut Context<'_>),
+) -> (HardenMode, bool) {
+    let mode = input.policy.harden_mode(input.namespace_labels);
+    let settings: &SecurityContext = &input.policy.security_context_for(input.namespace_labels);
+    let changed = match mode {
+        HardenMode::Off => false,
+        HardenMode::On => {
+            let before = builder.changes();
+            pass(&mut Context {
+                builder: &mut *builder,
+                settings,
+                warnings,
+                fs_group,
+            });
+            builder.changes() != before
+        }
+        HardenMode::Warn => {
+            let start = builder.doc().clone();
+            let mut probe = Builder::new(start.clone());
+            let mut notes = Vec::new();
+            pass(&mut Context {
+                builder: &mut probe,
+                settings,
+                warnings: &mut notes,
+                fs_group,
+            });
+            let (patch, _) = probe.finish();
+            warnings.extend(describe_changes(start, &patch, pod));
+            // What the pass leaves as set stays true; what it says it
+            // changed is now named by the lines above.
+            warnings.extend(notes.into_iter().filter(|n| !n.ends_with(CHANGE_NOTE)));
+            false
+        }
+    };
+    (mode, changed)
+}
+
+/// One line per field `patch` changes in `doc` (the pod object at `pod`):
+/// `would set securityContext.runAsNonRoot=true on pod`,
+/// `would set securityContext.allowPrivilegeEscalation=false on container "app"`,
+/// `would set securityContext.runAsUser=65532 on container "app" (instead of 0)`,
+/// `would add "ALL" to securityContext.capabilities.drop on container "app"`,
+/// `would remove "NET_RAW" from securityContext.capabilities.add on container "app"`.
+/// An added object is named field by field. The operations are replayed in
+/// order, so each is described against the document it applies to.
+#[must_use]
+pub fn describe_changes(mut doc: Value, patch: &Patch, pod: &[Seg<'_>]) -> Vec<String> {
+    use json_patch::PatchOperation;
+    let json = |v: &Value| serde_json::to_string(v).unwrap_or_default();
+    let mut lines = Vec::new();
+    for op in &patch.0 {
+        let tokens: Vec<String> = op
+            .path()
+            .tokens()
+            .map(|t| t.decoded().into_owned())
+            .collect();
+        let (target, field) = describe_path(&doc, pod, &tokens);
+        let current = doc.pointer(op.path().as_str()).cloned();
+        let parent_is_array = tokens.len() > 1
+            && doc
+                .pointer(&parent_pointer(op.path().as_str()))
+                .is_some_and(Value::is_array);
+        match op {
+            // `field` names the list: indexes are not part of field names.
+            PatchOperation::Add(add) if parent_is_array => {
+                lines.push(format!(
+                    "would add {} to {field} on {target}",
+                    json(&add.value)
+                ));
+            }
+            PatchOperation::Add(add) => {
+                let mut leaves = Vec::new();
+                flatten(&field, &add.value, &mut leaves);
+                for (field, value) in leaves {
+                    lines.push(format!("would set {field}={} on {target}", json(value)));
+                }
+            }
+            PatchOperation::Replace(replace) => lines.push(match &current {
+                Some(old) => format!(
+                    "would set {field}={} on {target} (instead of {})",
+                    json(&replace.value),
+                    json(old)
+                ),
+                None => format!("would set {field}={} on {target}", json(&replace.value)),
+            }),
+            PatchOperation::Remove(_) if parent_is_array => {
+                let old = current.as_ref().map(json).unwrap_or_default();
+                lines.push(format!("would remove {old} from {field} on {target}"));
+            }
+            PatchOperation::Remove(_) => {
+                lines.push(format!("would remove {field} from {target}"));
+            }
+            other => lines.push(format!("would change {field} on {target} ({other:?})")),
+        }
+        // Replay, so the next operation is read against its own document.
+        let _ = json_patch::patch(&mut doc, std::slice::from_ref(op));
+    }
+    lines
+}
+
+/// `/a/b/c` → `/a/b`.
+fn parent_pointer(pointer: &str) -> String {
+    pointer
+        .rsplit_once('/')
+        .map_or_else(String::new, |(parent, _)| parent.to_owned())
+}
+
+/// Who a patch path is about (`pod`, `container "app"`) and the field below
+/// it, dotted (`securityContext.capabilities.drop`); array indexes inside the
+/// field are dropped from the name.
+fn describe_path(doc: &Value, pod: &[Seg<'_>], path: &[String]) -> (String, String) {
+    let prefix: Vec<String> = pod
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => (*k).to_owned(),
+            Seg::Index(i) => i.to_string(),
+        })
+        .chain(["spec".to_owned()])
+        .collect();
+    let dotted = |rest: &[String]| {
+        rest.iter()
+            .filter(|t| t.parse::<usize>().is_err())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let Some(rest) = path.strip_prefix(prefix.as_slice()) else {
+        return ("pod".to_owned(), dotted(path));
+    };
+    match rest {
+        [list, index, field @ ..] if CONTAINER_LISTS.contains(&list.as_str()) => {
+            let pointer = format!("/{}/{list}/{index}/name", prefix.join("/"));
+            let name = doc
+                .pointer(&pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            (format!("container {name:?}"), dotted(field))
+        }
+        _ => ("pod".to_owned(), dotted(rest)),
+    }
+}
+
+/// The leaves of `value` below `field`: an object is named key by key, any
+/// other value (a list included) is one leaf.
+fn flatten<'v>(field: &str, value: &'v Value, out: &mut Vec<(String, &'v Value)>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, v) in map {
+                let name = if field.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{field}.{key}")
+                };
+                flatten(&name, v, out);
+            }
+        }
+        _ => out.push((field.to_owned(), value)),
+    }
 }

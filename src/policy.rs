@@ -10,8 +10,11 @@ pub mod selector;
 pub mod trust_bundle;
 pub mod watch;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,10 @@ pub const CONFIGMAP_KEY: &str = "policy.yaml";
 /// The label the policy ConfigMap carries; the validating webhook selects
 /// ConfigMaps by it to refuse invalid policies before they are stored.
 pub const CONFIGMAP_LABEL: &str = "unroot.dev/policy";
+
+/// The namespace label that stages the securityContext hardening: `on`,
+/// `warn` or `off` (absent: the policy's `securityContext.harden`).
+pub const HARDEN_LABEL: &str = "unroot.dev/harden";
 
 /// The embedded default policy, byte for byte the shipped file.
 pub const DEFAULT_YAML: &str = include_str!("../webhook-config/policy.yaml");
@@ -96,6 +103,9 @@ pub struct Document {
     /// and warn restricted, all latest).
     #[serde(default)]
     pub pod_security: PodSecurity,
+    /// Who may weaken a namespace's `unroot.dev/` labels.
+    #[serde(default)]
+    pub namespace_label_admins: NamespaceLabelAdmins,
     /// Which pods get the cluster's CA bundle at `/etc/ssl/certs`.
     #[serde(default)]
     pub trust_bundle: TrustBundle,
@@ -127,6 +137,152 @@ pub struct SecurityContext {
     /// Capabilities a container may add without a warning.
     #[serde(default)]
     pub allowed_capabilities: Vec<String>,
+    /// The hardening mode of namespaces without an `unroot.dev/harden` label.
+    #[serde(default)]
+    pub harden: HardenMode,
+    /// Settings for the namespaces a selector picks: the first entry that
+    /// matches a namespace's labels wins, and what it omits comes from the
+    /// fields above.
+    #[serde(default)]
+    pub namespace_overrides: Vec<NamespaceOverride>,
+}
+
+/// How a namespace's pods get the securityContext hardening
+/// (`unroot.dev/harden`), ordered from weakest to strongest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HardenMode {
+    /// No hardening; an audit annotation says so.
+    Off,
+    /// No hardening; a warning names each field `on` would set.
+    Warn,
+    /// Pods are hardened.
+    #[default]
+    On,
+}
+
+/// A value of `unroot.dev/harden` that is not `on`, `warn` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be one of on, warn, off")]
+pub struct InvalidHardenMode;
+
+impl HardenMode {
+    /// The label spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Warn => "warn",
+            Self::On => "on",
+        }
+    }
+
+    /// Every mode, weakest first.
+    pub const ALL: [HardenMode; 3] = [Self::Off, Self::Warn, Self::On];
+}
+
+impl FromStr for HardenMode {
+    type Err = InvalidHardenMode;
+
+    /// Exact and case-sensitive, like the Pod Security labels.
+    fn from_str(s: &str) -> Result<Self, InvalidHardenMode> {
+        match s {
+            "on" => Ok(Self::On),
+            "warn" => Ok(Self::Warn),
+            "off" => Ok(Self::Off),
+            _ => Err(InvalidHardenMode),
+        }
+    }
+}
+
+impl fmt::Display for HardenMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for HardenMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for HardenMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = HardenMode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("one of on, warn, off")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<HardenMode, E> {
+                s.parse()
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+            }
+            // YAML 1.1 reads an unquoted `on` or `off` as a boolean.
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<HardenMode, E> {
+                Ok(if b { HardenMode::On } else { HardenMode::Off })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// One `securityContext.namespaceOverrides` entry: settings for the
+/// namespaces its selector picks. Omitted fields keep the top-level value; a
+/// list given replaces the top-level list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamespaceOverride {
+    /// The namespaces this entry applies to (a standard label selector).
+    pub namespace_selector: LabelSelector,
+    /// Replaces `securityContext.allowedCapabilities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_capabilities: Option<Vec<String>>,
+    /// Replaces `securityContext.runAsUser`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<i64>,
+    /// Replaces `securityContext.runAsGroup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_group: Option<i64>,
+    /// Replaces `securityContext.fsGroup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_group: Option<i64>,
+    /// Replaces `securityContext.seccompProfileType`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile_type: Option<SeccompProfileType>,
+}
+
+/// `namespaceLabelAdmins`: the requesters who may weaken a namespace
+/// (lower `unroot.dev/harden` or `unroot.dev/enforce`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamespaceLabelAdmins {
+    /// User names (`userInfo.username`, exact).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Groups (`userInfo.groups`, exact).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl Default for NamespaceLabelAdmins {
+    fn default() -> Self {
+        Self {
+            users: Vec::new(),
+            groups: vec!["system:masters".to_owned()],
+        }
+    }
+}
+
+impl NamespaceLabelAdmins {
+    /// Whether a requester with `username` and `groups` is one of them.
+    #[must_use]
+    pub fn includes(&self, username: &str, groups: &[String]) -> bool {
+        (!username.is_empty() && self.users.iter().any(|u| u == username))
+            || groups
+                .iter()
+                .any(|g| !g.is_empty() && self.groups.contains(g))
+    }
 }
 
 /// Seccomp profile types the policy may inject.
@@ -301,43 +457,29 @@ impl Document {
             ("securityContext.runAsGroup", sc.run_as_group),
             ("securityContext.fsGroup", sc.fs_group),
         ] {
-            if value <= 0 || value > i64::from(u32::MAX - 1) {
-                err(
-                    path,
-                    format!(
-                        "{value} is not allowed: must be a non-root id between 1 and 4294967294"
-                    ),
-                );
+            if let Some(message) = id_error(value) {
+                err(path, message);
             }
         }
         if sc.seccomp_profile_type == SeccompProfileType::Localhost {
             err(
                 "securityContext.seccompProfileType",
-                "Localhost needs a per-pod localhostProfile and cannot be injected; use RuntimeDefault".to_owned(),
+                LOCALHOST_ERROR.to_owned(),
             );
         }
-        for (i, cap) in sc.allowed_capabilities.iter().enumerate() {
-            if cap.is_empty()
-                || cap.starts_with("CAP_")
-                || !cap
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-            {
-                err(
-                    &format!("securityContext.allowedCapabilities[{i}]"),
-                    format!(
-                        "{cap:?} is not a capability name (upper case, without the CAP_ prefix, e.g. NET_BIND_SERVICE)"
-                    ),
-                );
-            }
-            if cap == "ALL" || cap == "SYS_ADMIN" {
-                err(
-                    &format!("securityContext.allowedCapabilities[{i}]"),
-                    format!("{cap:?} would grant root-equivalent power and cannot be allowed"),
-                );
-            }
+        check_capabilities(
+            &mut errors,
+            "securityContext.allowedCapabilities",
+            &sc.allowed_capabilities,
+        );
+        for (i, o) in sc.namespace_overrides.iter().enumerate() {
+            o.validate(
+                &format!("securityContext.namespaceOverrides[{i}]"),
+                &mut errors,
+            );
         }
         self.validate_pod_security(&mut errors);
+        self.namespace_label_admins.validate(&mut errors);
         self.trust_bundle.validate(&mut errors);
         self.provisioning.validate(&mut errors);
         check_names(
@@ -425,6 +567,60 @@ impl Document {
         })
     }
 
+    /// The hardening mode of a namespace with `labels`: its
+    /// `unroot.dev/harden` label, else `securityContext.harden`. An invalid
+    /// value (the namespace webhook refuses them, but one may predate it)
+    /// hardens: fail closed.
+    #[must_use]
+    pub fn harden_mode(&self, labels: &BTreeMap<String, String>) -> HardenMode {
+        match labels.get(HARDEN_LABEL) {
+            None => self.security_context.harden,
+            Some(value) => value.parse().unwrap_or(HardenMode::On),
+        }
+    }
+
+    /// The first `securityContext.namespaceOverrides` entry whose selector
+    /// matches `labels`, with its index.
+    #[must_use]
+    pub fn namespace_override(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<(usize, &NamespaceOverride)> {
+        self.security_context
+            .namespace_overrides
+            .iter()
+            .enumerate()
+            .find(|(_, o)| selector_matches(&o.namespace_selector, labels))
+    }
+
+    /// The securityContext settings for a namespace with `labels`: the
+    /// top level, with the first matching namespace override laid over it.
+    /// Borrowed (no copy) when no override matches.
+    #[must_use]
+    pub fn security_context_for(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Cow<'_, SecurityContext> {
+        let top = &self.security_context;
+        let Some((_, o)) = self.namespace_override(labels) else {
+            return Cow::Borrowed(top);
+        };
+        Cow::Owned(SecurityContext {
+            run_as_user: o.run_as_user.unwrap_or(top.run_as_user),
+            run_as_group: o.run_as_group.unwrap_or(top.run_as_group),
+            fs_group: o.fs_group.unwrap_or(top.fs_group),
+            seccomp_profile_type: o.seccomp_profile_type.unwrap_or(top.seccomp_profile_type),
+            read_only_root_filesystem: top.read_only_root_filesystem,
+            r#override: top.r#override,
+            allowed_capabilities: o
+                .allowed_capabilities
+                .clone()
+                .unwrap_or_else(|| top.allowed_capabilities.clone()),
+            harden: top.harden,
+            namespace_overrides: Vec::new(),
+        })
+    }
+
     /// Whether `namespace` is excluded from everything unroot does.
     #[must_use]
     pub fn is_excluded_namespace(&self, namespace: &str) -> bool {
@@ -459,6 +655,115 @@ fn check_names(
                 path: format!("{path}[{i}]"),
                 message: format!("{name:?} is listed twice"),
             });
+        }
+    }
+}
+
+/// Why a uid or gid cannot be injected, if it cannot.
+fn id_error(value: i64) -> Option<String> {
+    (value <= 0 || value > i64::from(u32::MAX - 1))
+        .then(|| format!("{value} is not allowed: must be a non-root id between 1 and 4294967294"))
+}
+
+const LOCALHOST_ERROR: &str =
+    "Localhost needs a per-pod localhostProfile and cannot be injected; use RuntimeDefault";
+
+/// Every entry of an allowed-capabilities list must be a Linux capability
+/// that does not amount to root.
+fn check_capabilities(errors: &mut Vec<FieldError>, path: &str, list: &[String]) {
+    for (i, cap) in list.iter().enumerate() {
+        let message = if cap == "ALL" || cap == "SYS_ADMIN" {
+            format!("{cap:?} would grant root-equivalent power and cannot be allowed")
+        } else if !names::is_capability_name(cap) {
+            format!(
+                "{cap:?} is not a capability name (upper case, without the CAP_ prefix, e.g. NET_BIND_SERVICE)"
+            )
+        } else if !names::is_linux_capability(cap) {
+            format!(
+                "{cap:?} is not a Linux capability (see capabilities(7); e.g. IPC_LOCK, NET_ADMIN)"
+            )
+        } else {
+            continue;
+        };
+        errors.push(FieldError::new(format!("{path}[{i}]"), message));
+    }
+}
+
+impl NamespaceOverride {
+    /// Every rule this entry breaks, with paths below `path`.
+    fn validate(&self, path: &str, errors: &mut Vec<FieldError>) {
+        self.namespace_selector
+            .validate(&format!("{path}.namespaceSelector"), errors);
+        if let Some(caps) = &self.allowed_capabilities {
+            check_capabilities(errors, &format!("{path}.allowedCapabilities"), caps);
+        }
+        for (field, value) in [
+            ("runAsUser", self.run_as_user),
+            ("runAsGroup", self.run_as_group),
+            ("fsGroup", self.fs_group),
+        ] {
+            if let Some(message) = value.and_then(id_error) {
+                errors.push(FieldError::new(format!("{path}.{field}"), message));
+            }
+        }
+        if self.seccomp_profile_type == Some(SeccompProfileType::Localhost) {
+            errors.push(FieldError::new(
+                format!("{path}.seccompProfileType"),
+                LOCALHOST_ERROR,
+            ));
+        }
+        if self.allowed_capabilities.is_none()
+            && self.run_as_user.is_none()
+            && self.run_as_group.is_none()
+            && self.fs_group.is_none()
+            && self.seccomp_profile_type.is_none()
+        {
+            errors.push(FieldError::new(
+                path,
+                "changes nothing: set at least one of allowedCapabilities, runAsUser, runAsGroup, fsGroup, seccompProfileType",
+            ));
+        }
+    }
+}
+
+impl NamespaceLabelAdmins {
+    /// Every rule this list breaks.
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        check_names(
+            errors,
+            "namespaceLabelAdmins.users",
+            &self.users,
+            |s| !s.is_empty(),
+            "a user name",
+        );
+        check_names(
+            errors,
+            "namespaceLabelAdmins.groups",
+            &self.groups,
+            |s| !s.is_empty(),
+            "a group name",
+        );
+        for (i, user) in self.users.iter().enumerate() {
+            if user == "system:anonymous" {
+                errors.push(FieldError::new(
+                    format!("namespaceLabelAdmins.users[{i}]"),
+                    "system:anonymous cannot be trusted: anyone could weaken any namespace",
+                ));
+            }
+        }
+        for (i, group) in self.groups.iter().enumerate() {
+            if [
+                "system:authenticated",
+                "system:unauthenticated",
+                "system:serviceaccounts",
+            ]
+            .contains(&group.as_str())
+            {
+                errors.push(FieldError::new(
+                    format!("namespaceLabelAdmins.groups[{i}]"),
+                    format!("{group} cannot be trusted: every member could weaken any namespace; list the platform's administrators"),
+                ));
+            }
         }
     }
 }
@@ -863,12 +1168,164 @@ mod tests {
                 "apiVersion: is required: set it to \"unroot.dev/v1\"",
                 "securityContext.allowedCapabilities[1]: invalid type: integer `7`, expected a string",
                 "securityContext.allowedCapabilities[2]: invalid type: map, expected a string",
-                "securityContext.overide: unknown field \"overide\" (expected one of runAsUser, runAsGroup, fsGroup, seccompProfileType, readOnlyRootFilesystem, override, allowedCapabilities)",
+                "securityContext.overide: unknown field \"overide\" (expected one of runAsUser, runAsGroup, fsGroup, seccompProfileType, readOnlyRootFilesystem, override, allowedCapabilities, harden, namespaceOverrides)",
                 "securityContext.runAsUser: 0 is not allowed: must be a non-root id between 1 and 4294967294",
                 "securityContext.allowedCapabilities[3]: \"SYS_ADMIN\" would grant root-equivalent power and cannot be allowed",
                 "podSecurity.defaults.enforce: \"strict\" is not one of privileged, baseline, restricted",
             ]
         );
+    }
+
+    #[test]
+    fn harden_mode_reads_strings_and_yaml_booleans() {
+        for (text, want) in [
+            ("\"on\"", HardenMode::On),
+            ("warn", HardenMode::Warn),
+            ("\"off\"", HardenMode::Off),
+            // YAML 1.1 readers turn a bare on/off into a boolean.
+            ("on", HardenMode::On),
+            ("off", HardenMode::Off),
+        ] {
+            let doc = Document::from_yaml(&format!(
+                "apiVersion: unroot.dev/v1\nkind: Policy\nsecurityContext: {{harden: {text}}}\n"
+            ))
+            .unwrap();
+            assert_eq!(doc.security_context.harden, want, "{text}");
+        }
+        let err = Document::from_yaml(
+            "apiVersion: unroot.dev/v1\nkind: Policy\nsecurityContext: {harden: maybe}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("securityContext.harden: invalid value: string \"maybe\", expected one of on, warn, off"),
+            "{err}"
+        );
+        assert_eq!(Document::embedded().security_context.harden, HardenMode::On);
+        assert!(HardenMode::Off < HardenMode::Warn && HardenMode::Warn < HardenMode::On);
+    }
+
+    #[test]
+    fn harden_mode_of_a_namespace() {
+        let doc = Document::embedded();
+        let labels = |v: &str| BTreeMap::from([(HARDEN_LABEL.to_owned(), v.to_owned())]);
+        assert_eq!(doc.harden_mode(&BTreeMap::new()), HardenMode::On);
+        assert_eq!(doc.harden_mode(&labels("warn")), HardenMode::Warn);
+        assert_eq!(doc.harden_mode(&labels("off")), HardenMode::Off);
+        // An invalid value hardens (fail closed).
+        assert_eq!(doc.harden_mode(&labels("Off")), HardenMode::On);
+        let mut warn_by_default = doc.clone();
+        warn_by_default.security_context.harden = HardenMode::Warn;
+        assert_eq!(
+            warn_by_default.harden_mode(&BTreeMap::new()),
+            HardenMode::Warn
+        );
+        assert_eq!(warn_by_default.harden_mode(&labels("on")), HardenMode::On);
+    }
+
+    const OVERRIDES: &str = "apiVersion: unroot.dev/v1
+kind: Policy
+securityContext:
+  namespaceOverrides:
+    - namespaceSelector: {matchLabels: {unroot.dev/profile: hpc}}
+      allowedCapabilities: [NET_BIND_SERVICE, IPC_LOCK]
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: legacy}}
+      runAsUser: 1000
+      runAsGroup: 1001
+      fsGroup: 1002
+    - namespaceSelector: {}
+      runAsUser: 4242
+";
+
+    #[test]
+    fn the_first_matching_override_wins_and_omitted_fields_fall_back() {
+        let doc = Document::from_yaml(OVERRIDES).unwrap();
+        let labels = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        let top = &doc.security_context;
+
+        let hpc = doc.security_context_for(&labels("unroot.dev/profile", "hpc"));
+        assert!(matches!(hpc, Cow::Owned(_)));
+        assert_eq!(hpc.allowed_capabilities, ["NET_BIND_SERVICE", "IPC_LOCK"]);
+        assert_eq!(
+            (hpc.run_as_user, hpc.run_as_group, hpc.fs_group),
+            (65532, 65532, 65532)
+        );
+
+        let legacy = doc.security_context_for(&labels("kubernetes.io/metadata.name", "legacy"));
+        assert_eq!(
+            (legacy.run_as_user, legacy.run_as_group, legacy.fs_group),
+            (1000, 1001, 1002)
+        );
+        assert_eq!(legacy.allowed_capabilities, top.allowed_capabilities);
+        assert_eq!(legacy.seccomp_profile_type, top.seccomp_profile_type);
+
+        // The catch-all entry comes last: anything else gets it.
+        let other = doc.security_context_for(&BTreeMap::new());
+        assert_eq!(other.run_as_user, 4242);
+        assert_eq!(doc.namespace_override(&BTreeMap::new()).unwrap().0, 2);
+
+        let plain = Document::embedded();
+        assert!(matches!(
+            plain.security_context_for(&BTreeMap::new()),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn overrides_and_admins_are_validated() {
+        let text = "apiVersion: unroot.dev/v1
+kind: Policy
+securityContext:
+  allowedCapabilities: [IPC_LOK]
+  namespaceOverrides:
+    - namespaceSelector: {matchLabels: {team: a}}
+      runAsUser: 0
+      runAsGroup: 0
+      fsGroup: -5
+      allowedCapabilities: [IPC_LOCK, CAP_NET_ADMIN, NET_ADMN, ALL]
+      seccompProfileType: Localhost
+    - namespaceSelector: {matchExpressions: [{key: team, operator: In}]}
+namespaceLabelAdmins:
+  users: [\"\", system:anonymous]
+  groups: [system:masters, system:authenticated, system:masters]
+";
+        let Err(Error::Invalid(errors)) = Document::from_yaml(text) else {
+            panic!("expected invalid");
+        };
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "securityContext.allowedCapabilities[0]: \"IPC_LOK\" is not a Linux capability (see capabilities(7); e.g. IPC_LOCK, NET_ADMIN)",
+                "securityContext.namespaceOverrides[0].allowedCapabilities[1]: \"CAP_NET_ADMIN\" is not a capability name (upper case, without the CAP_ prefix, e.g. NET_BIND_SERVICE)",
+                "securityContext.namespaceOverrides[0].allowedCapabilities[2]: \"NET_ADMN\" is not a Linux capability (see capabilities(7); e.g. IPC_LOCK, NET_ADMIN)",
+                "securityContext.namespaceOverrides[0].allowedCapabilities[3]: \"ALL\" would grant root-equivalent power and cannot be allowed",
+                "securityContext.namespaceOverrides[0].runAsUser: 0 is not allowed: must be a non-root id between 1 and 4294967294",
+                "securityContext.namespaceOverrides[0].runAsGroup: 0 is not allowed: must be a non-root id between 1 and 4294967294",
+                "securityContext.namespaceOverrides[0].fsGroup: -5 is not allowed: must be a non-root id between 1 and 4294967294",
+                "securityContext.namespaceOverrides[0].seccompProfileType: Localhost needs a per-pod localhostProfile and cannot be injected; use RuntimeDefault",
+                "securityContext.namespaceOverrides[1].namespaceSelector.matchExpressions[0].values: must not be empty for operator In",
+                "securityContext.namespaceOverrides[1]: changes nothing: set at least one of allowedCapabilities, runAsUser, runAsGroup, fsGroup, seccompProfileType",
+                "namespaceLabelAdmins.users[0]: \"\" is not a user name",
+                "namespaceLabelAdmins.groups[2]: \"system:masters\" is listed twice",
+                "namespaceLabelAdmins.users[1]: system:anonymous cannot be trusted: anyone could weaken any namespace",
+                "namespaceLabelAdmins.groups[1]: system:authenticated cannot be trusted: every member could weaken any namespace; list the platform's administrators",
+            ]
+        );
+    }
+
+    #[test]
+    fn admins_match_users_and_groups_exactly() {
+        let admins = NamespaceLabelAdmins {
+            users: vec!["alice".to_owned()],
+            groups: vec!["platform".to_owned()],
+        };
+        let groups = |g: &[&str]| g.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(admins.includes("alice", &[]));
+        assert!(admins.includes("bob", &groups(&["x", "platform"])));
+        assert!(!admins.includes("bob", &groups(&["Platform", "system:authenticated"])));
+        assert!(!admins.includes("", &groups(&[""])));
+        assert!(NamespaceLabelAdmins::default().includes("x", &groups(&["system:masters"])));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod identity;
 mod listener;
 mod observe;
+pub mod pods;
 mod review;
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 use tracing::{Instrument as _, info, info_span, warn};
 
 pub use self::identity::{IdentityStore, KubeStore};
+pub use self::pods::{KubePods, PodLister};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::policy::Snapshot;
@@ -105,6 +107,10 @@ pub struct AppState {
     /// Where identity ConfigMaps are applied. `None` (no Kubernetes client):
     /// a pod that needs one is denied.
     pub identity_store: Option<Arc<dyn IdentityStore>>,
+    /// Where the pods of a namespace are listed when its enforce level is
+    /// raised. `None` (no Kubernetes client): the client is warned that
+    /// they could not be listed.
+    pub pods: Option<Arc<dyn PodLister>>,
     /// The metrics registry and handles.
     pub metrics: Metrics,
     /// Readiness conditions for `/readyz`.

@@ -29,7 +29,7 @@ use unroot::metrics::Metrics;
 use unroot::namespaces::Namespaces;
 use unroot::policy::{Document, Snapshot};
 use unroot::readiness::Readiness;
-use unroot::server::{self, AppState, IdentityStore, Running};
+use unroot::server::{self, AppState, IdentityStore, PodLister, Running};
 
 /// Namespace name → labels.
 pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
@@ -61,6 +61,8 @@ pub struct Options {
     pub audit_sink: Option<Box<dyn std::io::Write + Send>>,
     /// The readiness report the dashboard shows (no task runs in tests).
     pub report: unroot::report::task::Handle,
+    /// Where a namespace's pods are listed (`None`: no Kubernetes client).
+    pub pods: Option<Arc<dyn PodLister>>,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             tls: None,
             audit_sink: None,
             report: unroot::report::task::Handle::default(),
+            pods: None,
         }
     }
 }
@@ -156,6 +159,7 @@ pub async fn start_with(options: Options) -> Server {
         audit: unroot::audit::Log::start(options.audit_sink, metrics.registry()),
         report: options.report,
         metrics,
+        pods: options.pods,
         readiness: Arc::new(Readiness::new(&["serving"])),
         request_timeout: options.request_timeout,
     };

@@ -347,7 +347,7 @@ fn webhooks() -> Vec<(&'static str, &'static Value, BTreeSet<&'static str>)> {
 }
 
 #[test]
-fn pod_webhooks_fail_closed_and_everything_else_fails_open() {
+fn pod_and_namespace_webhooks_fail_closed_and_everything_else_fails_open() {
     let webhooks = webhooks();
     let names: Vec<_> = webhooks.iter().map(|(n, ..)| *n).collect();
     assert_eq!(
@@ -355,15 +355,18 @@ fn pod_webhooks_fail_closed_and_everything_else_fails_open() {
         [
             "mutate.pods.unroot.dev",
             "validate.pods.unroot.dev",
+            "validate.namespaces.unroot.dev",
             "validate.workloads.unroot.dev",
             "validate.policy.unroot.dev"
         ]
     );
     for (name, w, resources) in &webhooks {
-        let covers_pods = resources
+        // Namespaces fail closed too: failing open would let a tenant who
+        // may label its namespace turn hardening off while unroot is down.
+        let fails_closed = resources
             .iter()
-            .any(|r| *r == "pods" || r.starts_with("pods/"));
-        let want = if covers_pods { "Fail" } else { "Ignore" };
+            .any(|r| *r == "pods" || r.starts_with("pods/") || *r == "namespaces");
+        let want = if fails_closed { "Fail" } else { "Ignore" };
         assert_eq!(w["failurePolicy"], want, "{name}");
         let service = &w["clientConfig"]["service"];
         assert_eq!(

@@ -180,3 +180,164 @@ proptest! {
         prop_assert!(second.patch.0.is_empty(), "second patch: {:?}", second.patch);
     }
 }
+
+/// The pod-level or container securityContext a warning line names.
+fn security_context_of<'p>(pod: &'p Value, target: &str) -> &'p Value {
+    if target == "pod" {
+        return &pod["spec"]["securityContext"];
+    }
+    let name = target
+        .strip_prefix("container \"")
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("unexpected target {target:?}"));
+    ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|l| pod["spec"][l].as_array().into_iter().flatten())
+        .find(|c| c["name"] == name)
+        .map_or(&Value::Null, |c| &c["securityContext"])
+}
+
+/// The value at a dotted field (`securityContext.capabilities.drop`) below
+/// the securityContext.
+fn field_of<'v>(sc: &'v Value, field: &str) -> &'v Value {
+    field
+        .strip_prefix("securityContext.")
+        .unwrap_or_else(|| panic!("unexpected field {field:?}"))
+        .split('.')
+        .fold(sc, |v, k| &v[k])
+}
+
+/// Every leaf of the securityContexts of `pod`, as (target, field) → value.
+fn leaves(pod: &Value) -> std::collections::BTreeMap<(String, String), Value> {
+    fn walk(
+        target: &str,
+        field: &str,
+        v: &Value,
+        out: &mut std::collections::BTreeMap<(String, String), Value>,
+    ) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    walk(target, &format!("{field}.{k}"), v, out);
+                }
+            }
+            _ => {
+                out.insert((target.to_owned(), field.to_owned()), v.clone());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(
+        "pod",
+        "securityContext",
+        &pod["spec"]["securityContext"],
+        &mut out,
+    );
+    for l in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in pod["spec"][l].as_array().into_iter().flatten() {
+            let target = format!("container {:?}", c["name"].as_str().unwrap());
+            walk(&target, "securityContext", &c["securityContext"], &mut out);
+        }
+    }
+    out.retain(|_, v| !v.is_null());
+    out
+}
+
+/// Checks each `would ...` line of warn mode against the pod `on` mode
+/// produced, and that every securityContext leaf `on` changed is named.
+fn check_would_lines(original: &Value, hardened: &Value, warnings: &[String]) {
+    let mut named = std::collections::BTreeSet::new();
+    // (target, list, element) → how many lines add or remove it.
+    let mut added = std::collections::BTreeMap::new();
+    let mut removed = std::collections::BTreeMap::new();
+    for line in warnings.iter().filter_map(|w| w.strip_prefix("would ")) {
+        let line = line.split(" (instead of ").next().unwrap();
+        if let Some(rest) = line.strip_prefix("set ") {
+            let (assignment, target) = rest.rsplit_once(" on ").unwrap();
+            let (field, value) = assignment.split_once('=').unwrap();
+            let value: Value = serde_json::from_str(value).unwrap();
+            assert_eq!(
+                field_of(security_context_of(hardened, target), field),
+                &value,
+                "{line}"
+            );
+            named.insert((target.to_owned(), field.to_owned()));
+        } else if let Some(rest) = line.strip_prefix("add ") {
+            let (value, rest) = rest.split_once(" to ").unwrap();
+            let (field, target) = rest.rsplit_once(" on ").unwrap();
+            let value: Value = serde_json::from_str(value).unwrap();
+            let list = field_of(security_context_of(hardened, target), field);
+            assert!(list.as_array().unwrap().contains(&value), "{line}");
+            *added
+                .entry((target.to_owned(), field.to_owned(), value.to_string()))
+                .or_insert(0) += 1;
+            named.insert((target.to_owned(), field.to_owned()));
+        } else if let Some(rest) = line.strip_prefix("remove ") {
+            let (value, rest) = rest.split_once(" from ").unwrap();
+            let (field, target) = rest.rsplit_once(" on ").unwrap();
+            let value: Value = serde_json::from_str(value).unwrap();
+            let count = |pod: &Value| {
+                field_of(security_context_of(pod, target), field)
+                    .as_array()
+                    .map_or(0, |l| l.iter().filter(|v| **v == value).count())
+            };
+            assert!(count(hardened) < count(original), "{line}");
+            *removed
+                .entry((target.to_owned(), field.to_owned(), value.to_string()))
+                .or_insert(0) += 1;
+            named.insert((target.to_owned(), field.to_owned()));
+        } else {
+            panic!("unexpected warning: would {line}");
+        }
+    }
+    // Each element added to or removed from a list has exactly its lines.
+    for ((target, field, value), lines) in added.iter().chain(&removed) {
+        let value: Value = serde_json::from_str(value).unwrap();
+        let count = |pod: &Value| {
+            field_of(security_context_of(pod, target), field)
+                .as_array()
+                .map_or(0, |l| l.iter().filter(|v| **v == value).count())
+        };
+        let changed = count(hardened).abs_diff(count(original));
+        assert_eq!(changed, *lines, "{target} {field} {value}: {lines} lines");
+    }
+    let (before, after) = (leaves(original), leaves(hardened));
+    for (key, value) in &after {
+        if before.get(key) != Some(value) {
+            assert!(named.contains(key), "{key:?} changed to {value} unnamed");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Warn mode changes nothing, and its warnings say exactly what on mode
+    /// changes: each line holds in the hardened pod, and every changed field
+    /// has its line.
+    #[test]
+    fn warn_names_exactly_what_on_changes(pod in pod(true), r#override in any::<bool>()) {
+        // Warnings name containers; the generator repeats names across
+        // lists, which the API server refuses: make them unique.
+        let mut pod = pod;
+        for l in ["initContainers", "containers", "ephemeralContainers"] {
+            for (i, c) in pod["spec"][l].as_array_mut().into_iter().flatten().enumerate() {
+                c["name"] = json!(format!("{l}-{i}"));
+            }
+        }
+        let mut policy = Document::embedded();
+        policy.security_context.r#override = r#override;
+        let labels = |mode: &str| {
+            std::collections::BTreeMap::from([("unroot.dev/harden".to_owned(), mode.to_owned())])
+        };
+        let (on_labels, warn_labels) = (labels("on"), labels("warn"));
+        let input = |labels| mutate::Input { namespace_labels: labels, ..mutate::Input::new(&policy) };
+        let on = mutate::pod(&pod, &input(&on_labels)).unwrap();
+        let warn = mutate::pod(&pod, &input(&warn_labels)).unwrap();
+        prop_assert!(warn.patch.0.is_empty(), "warn patched: {:?}", warn.patch);
+        prop_assert_eq!(&warn.object, &pod);
+        check_would_lines(&pod, &on.object, &warn.warnings);
+        let would = warn.warnings.iter().filter(|w| w.starts_with("would ")).count();
+        prop_assert_eq!(would == 0, on.patch.0.is_empty(), "{:?}", warn.warnings);
+    }
+}

@@ -8,7 +8,14 @@ use serde_json::Value;
 
 use super::{Decision, Facts, Operation, Request, Response, Target};
 use crate::mutate::{self, Input};
-use crate::policy::Document;
+use crate::policy::{Document, HardenMode};
+
+/// Audit annotation on a pod not hardened because of its namespace's
+/// `unroot.dev/harden`: `warn` or `off`.
+pub const HARDEN: &str = "harden";
+/// Audit annotation in `warn` mode: what `on` would have set, `; `-separated
+/// (`set securityContext.runAsNonRoot=true on pod; ...`).
+pub const HARDEN_WOULD: &str = "harden-would";
 
 /// The answer to a `/mutate` request, and the side effect the shell must
 /// carry out before sending an admitting answer.
@@ -69,13 +76,36 @@ pub fn mutate(
             let old = request
                 .old_object
                 .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
-            object.and_then(|object| mutate::ephemeral_containers(&object, old.as_ref(), policy))
+            object.and_then(|object| mutate::ephemeral_containers(&object, old.as_ref(), &input))
         }
         _ => return Response::allow(uid).into(),
     };
     match outcome {
         Ok(outcome) => {
             let mut response = Response::allow(uid).with_patch(&outcome.patch);
+            match outcome.harden {
+                Some(HardenMode::Warn) => {
+                    response
+                        .audit_annotations
+                        .insert(HARDEN.to_owned(), HardenMode::Warn.to_string());
+                    let would: Vec<&str> = outcome
+                        .warnings
+                        .iter()
+                        .filter_map(|w| w.strip_prefix("would "))
+                        .collect();
+                    if !would.is_empty() {
+                        response
+                            .audit_annotations
+                            .insert(HARDEN_WOULD.to_owned(), would.join("; "));
+                    }
+                }
+                Some(HardenMode::Off) => {
+                    response
+                        .audit_annotations
+                        .insert(HARDEN.to_owned(), HardenMode::Off.to_string());
+                }
+                Some(HardenMode::On) | None => {}
+            }
             response.warnings = outcome.warnings;
             let identity = outcome.identity.map(|mut cm| {
                 // On CREATE the object often has no namespace yet; the
@@ -88,6 +118,7 @@ pub fn mutate(
                     response,
                     facts: Facts {
                         mutations: outcome.applied,
+                        harden: outcome.harden,
                         ..Facts::default()
                     },
                 },

@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::admission::namespace;
 use crate::manifest;
 use crate::mutate::{self, Input};
-use crate::policy::Document;
 use crate::policy::names::{is_label_key, is_label_value};
+use crate::policy::{Document, HARDEN_LABEL, HardenMode};
 
 /// Arguments of `unroot mutate`.
 #[derive(Debug, clap::Args)]
@@ -16,8 +17,11 @@ pub struct Args {
     /// Policy file. Without it, the embedded default policy applies.
     #[arg(long, env = "UNROOT_POLICY")]
     pub policy: Option<PathBuf>,
-    /// Labels of the namespace the objects are created in (`k=v,...`):
-    /// they select the trust bundle and provisioning, as in the cluster.
+    /// Labels of the namespace the objects are created in (`k=v,...`), as
+    /// in the cluster: `unroot.dev/harden` (on, warn, off) stages the
+    /// hardening, and they select `securityContext.namespaceOverrides`, the
+    /// trust bundle and provisioning. Labels the namespace webhook would
+    /// refuse (an invalid `unroot.dev/` value) are an error.
     #[arg(long, value_name = "K=V,...", value_delimiter = ',', value_parser = parse_label)]
     pub namespace_labels: Vec<(String, String)>,
     /// The user creating the pods, as the API server would report it
@@ -74,6 +78,42 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     }
 }
 
+/// Says on `err` what the namespace's labels change: a hardening mode other
+/// than `on`, a namespace override.
+fn note_namespace_settings(
+    policy: &Document,
+    labels: &BTreeMap<String, String>,
+    err: &mut dyn Write,
+) {
+    let mode = policy.harden_mode(labels);
+    let source = if labels.contains_key(HARDEN_LABEL) {
+        format!("label {HARDEN_LABEL}")
+    } else {
+        "policy securityContext.harden".to_owned()
+    };
+    match mode {
+        HardenMode::On => {}
+        HardenMode::Warn => {
+            let _ = writeln!(
+                err,
+                "note: hardening mode warn ({source}): the securityContext is not changed; the \"would\" warnings name each field mode on would set"
+            );
+        }
+        HardenMode::Off => {
+            let _ = writeln!(
+                err,
+                "note: hardening mode off ({source}): the securityContext is not changed"
+            );
+        }
+    }
+    if let Some((index, _)) = policy.namespace_override(labels) {
+        let _ = writeln!(
+            err,
+            "note: securityContext.namespaceOverrides[{index}] matches these namespace labels"
+        );
+    }
+}
+
 fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), (u8, String)> {
     let invalid = |message: String| (EXIT_INVALID, message);
     let policy = match &args.policy {
@@ -81,6 +121,15 @@ fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         None => Document::embedded(),
     };
     let labels: BTreeMap<String, String> = args.namespace_labels.iter().cloned().collect();
+    let (_, label_errors) = namespace::evaluate_labels(&labels, policy.pod_security_defaults());
+    if !label_errors.is_empty() {
+        let shown: Vec<String> = label_errors.iter().map(ToString::to_string).collect();
+        return Err(invalid(format!(
+            "--namespace-labels: {} (the namespace webhook refuses such labels)",
+            shown.join("; ")
+        )));
+    }
+    note_namespace_settings(&policy, &labels, err);
     let input = Input {
         policy: &policy,
         namespace_labels: &labels,

@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::policy::{Document, Snapshot, watch};
 use crate::readiness::Readiness;
-use crate::server::{self, AppState, IdentityStore, KubeStore};
+use crate::server::{self, AppState, IdentityStore, KubePods, KubeStore, PodLister};
 
 /// Arguments of `unroot serve`.
 #[derive(Debug, clap::Args)]
@@ -272,6 +272,9 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
         identity_store: client
             .clone()
             .map(|c| Arc::new(KubeStore::new(c)) as Arc<dyn IdentityStore>),
+        pods: client
+            .clone()
+            .map(|c| Arc::new(KubePods::new(c)) as Arc<dyn PodLister>),
         kube: client,
         metrics,
         readiness: Arc::clone(&readiness),

@@ -15,17 +15,23 @@ use serde_json::{Value, json};
 
 use super::mounts::with;
 use super::patch::{Builder, Seg};
-use crate::policy::Document;
+use crate::policy::SecurityContext;
 
 /// The container lists of a pod spec, in the order Kubernetes visits them.
 pub const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
+
+/// How every warning about a value the pass changed ends (an overridden or a
+/// removed value), as opposed to one about a value left as set: in `warn`
+/// mode nothing changes, so these are dropped and the change itself is named.
+pub const CHANGE_NOTE: &str = "by policy (securityContext.override)";
 
 /// Everything a hardening pass needs to know and records.
 pub struct Context<'a> {
     /// The patch being built.
     pub builder: &'a mut Builder,
-    /// The policy in force.
-    pub policy: &'a Document,
+    /// The securityContext settings for the pod's namespace: the policy's,
+    /// with a matching `namespaceOverrides` entry laid over them.
+    pub settings: &'a SecurityContext,
     /// Warnings for the response, one per field left or made insecure.
     pub warnings: &'a mut Vec<String>,
     /// Whether the pod gets an `fsGroup` when it sets none (not for a
@@ -85,14 +91,14 @@ impl Context<'_> {
 
     fn warn_overridden(&mut self, field: &str, old: &Value, new: &Value) {
         self.warnings.push(format!(
-            "unroot: {field}={old} is overridden to {new} by policy (securityContext.override)"
+            "unroot: {field}={old} is overridden to {new} {CHANGE_NOTE}"
         ));
     }
 
     /// Applies `fix` to an explicit insecure value: overwrite (with a
     /// warning) when the policy overrides, else leave it (with a warning).
     fn insecure(&mut self, path: &[Seg<'_>], field: &str, old: &Value, fix: Value, why: &str) {
-        if self.policy.security_context.r#override {
+        if self.settings.r#override {
             self.warn_overridden(field, old, &fix);
             self.builder.overwrite(path, fix);
         } else {
@@ -105,7 +111,7 @@ impl Context<'_> {
     pub fn harden_pod(&mut self, pod: &[Seg<'_>], display: &str, windows: bool) {
         let sc = with(pod, &["spec", "securityContext"]);
         let field = |name: &str| format!("{display}spec.securityContext.{name}");
-        let policy = &self.policy.security_context;
+        let policy = self.settings;
         let (uid, gid, fs_group) = (policy.run_as_user, policy.run_as_group, policy.fs_group);
         let seccomp_type = policy.seccomp_profile_type.as_str();
 
@@ -272,7 +278,7 @@ impl Context<'_> {
             }
         }
 
-        let allowed = &self.policy.security_context.allowed_capabilities;
+        let allowed = &self.settings.allowed_capabilities;
         let mut removed = 0;
         for (i, cap) in adds.iter().enumerate() {
             if allowed.iter().any(|a| a == cap) {
@@ -282,14 +288,13 @@ impl Context<'_> {
                 "{}.securityContext.capabilities.add[{i}] (container {:?})",
                 c.display, c.name
             );
-            if self.policy.security_context.r#override {
+            if self.settings.r#override {
                 let mut path = with(&sc, &["capabilities", "add"]);
                 path.push(Seg::Index(i - removed));
                 self.builder.remove(&path);
                 removed += 1;
-                self.warnings.push(format!(
-                    "unroot: {at}={cap:?} is removed by policy (securityContext.override)"
-                ));
+                self.warnings
+                    .push(format!("unroot: {at}={cap:?} is removed {CHANGE_NOTE}"));
             } else {
                 self.warn_left(
                     &at,
@@ -312,8 +317,8 @@ impl Context<'_> {
             )
         };
         let get = |b: &Builder, name: &[&str]| b.get(&with(&sc, name)).cloned();
-        let uid = self.policy.security_context.run_as_user;
-        let gid = self.policy.security_context.run_as_group;
+        let uid = self.settings.run_as_user;
+        let gid = self.settings.run_as_group;
         for (name, fix, why) in [
             ("runAsUser", json!(uid), "it runs the container as root"),
             (
@@ -341,7 +346,7 @@ impl Context<'_> {
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             if ty != "RuntimeDefault" && ty != "Localhost" {
-                let fix = self.policy.security_context.seccomp_profile_type.as_str();
+                let fix = self.settings.seccomp_profile_type.as_str();
                 self.insecure(
                     &with(&sc, &["seccompProfile", "type"]),
                     &field("seccompProfile.type"),
@@ -351,7 +356,7 @@ impl Context<'_> {
                 );
             }
         }
-        if self.policy.security_context.read_only_root_filesystem {
+        if self.settings.read_only_root_filesystem {
             self.builder
                 .ensure(&with(&sc, &["readOnlyRootFilesystem"]), json!(true));
         }

@@ -126,6 +126,59 @@ pub fn is_capability_name(s: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// Every Linux capability (capabilities(7), Linux 6.x), as Kubernetes spells
+/// them: without the `CAP_` prefix, in kernel number order (`CHOWN` is 0,
+/// `CHECKPOINT_RESTORE` is 40).
+pub const LINUX_CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// A capability the Linux kernel defines ([`LINUX_CAPABILITIES`]).
+#[must_use]
+pub fn is_linux_capability(s: &str) -> bool {
+    LINUX_CAPABILITIES.contains(&s)
+}
+
 /// An image reference pinned by digest: `name@sha256:<64 lower-case hex>`
 /// (a tag before the digest is allowed; the digest decides).
 #[must_use]
@@ -221,6 +274,15 @@ mod tests {
             ("capability", is_capability_name, "CHOWN", true),
             ("capability", is_capability_name, "CAP_CHOWN", false),
             ("capability", is_capability_name, "chown", false),
+            ("linux capability", is_linux_capability, "IPC_LOCK", true),
+            (
+                "linux capability",
+                is_linux_capability,
+                "CHECKPOINT_RESTORE",
+                true,
+            ),
+            ("linux capability", is_linux_capability, "IPC_LOK", false),
+            ("linux capability", is_linux_capability, "ALL", false),
             ("image", is_pinned_image, &pinned, true),
             ("image", is_pinned_image, &tagged_and_pinned, true),
             ("image", is_pinned_image, "busybox:1.36", false),

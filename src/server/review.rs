@@ -20,6 +20,7 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
     let name = webhook.as_str();
     let _in_flight = InFlight::new(&state.metrics);
     let (parts, body) = request.into_parts();
+    let deadline = super::handlers::deadline(&parts.uri, Instant::now());
     let bytes = match body::read(&parts.headers, body, state.request_timeout).await {
         Ok(b) => b,
         Err(rejection) => {
@@ -70,7 +71,7 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
     // The snapshot that decides is the one whose hash the answer carries,
     // even if a reload lands while the handler runs.
     let policy = state.policy.load_full();
-    let mut decision = webhook.decide(state, &policy, req).await;
+    let mut decision = webhook.decide(state, &policy, req, deadline).await;
     decision
         .response
         .audit_annotations

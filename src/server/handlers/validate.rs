@@ -3,6 +3,7 @@
 //! pod in.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -15,11 +16,13 @@ pub(super) async fn decide(
     state: &AppState,
     policy: &Snapshot,
     req: &admission::Request<'_>,
+    deadline: Option<Instant>,
 ) -> Decision {
     match req.target() {
         Target::ConfigMap => admission::validate_policy_configmap(req).into(),
         Target::Pod | Target::Workload(_) => pod_security(state, policy, req).await,
-        Target::Namespace | Target::Other => Response::allow(&req.uid).into(),
+        Target::Namespace => super::namespace::decide(state, policy, req, deadline).await,
+        Target::Other => Response::allow(&req.uid).into(),
     }
 }
 
