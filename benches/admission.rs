@@ -16,6 +16,11 @@
 #[path = "support/review.rs"]
 mod review;
 
+// The allocator of the unroot binary (src/main.rs), so these figures are
+// the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;

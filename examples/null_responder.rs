@@ -27,6 +27,10 @@ use unroot::certs::{self, Authority, Resolver};
 use unroot::readiness::Readiness;
 use unroot::server::{self, body};
 
+// The same allocator as the unroot binary (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The answer to every review: allowed, with the uid of the benchmark's
 /// review (`benches/support/review.rs`), so that clients that check it can.
 const ANSWER: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"0d5c7c1b-8f3e-4f7a-9a55-6c2a3b1e9d40","allowed":true}}"#;
