@@ -47,9 +47,12 @@ e2e: release
 release:
 	$(CARGO) build --release --bin unroot
 
-## bench: the Pod Security evaluator benchmarks (see BENCHMARKS.md).
+## bench: criterion micro-benchmarks, a TLS load test against the null
+## responder (examples/null_responder.rs), memory and startup; rewrites
+## BENCHMARKS.md. Takes several minutes; installs oha into ~/.cache once.
+## Not part of `make test`.
 bench:
-	$(CARGO) bench --bench pss
+	python3 bench/run.py
 
 clean:
 	$(CARGO) clean

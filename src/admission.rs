@@ -328,6 +328,27 @@ struct Envelope<'a> {
     request: Option<&'a RawValue>,
 }
 
+/// The whole review, read in one pass: what nearly every body is. Anything
+/// this does not read is decoded again step by step, to say what is wrong.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Whole<'a> {
+    #[serde(default, borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    api_version: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    request: Option<Request<'a>>,
+}
+
+fn api_version_of(text: &str) -> Option<ApiVersion> {
+    match text {
+        "admission.k8s.io/v1" => Some(ApiVersion::V1),
+        "admission.k8s.io/v1beta1" => Some(ApiVersion::V1Beta1),
+        _ => None,
+    }
+}
+
 /// Just the uid, to answer a request that is otherwise malformed.
 #[derive(Deserialize)]
 struct UidOnly {
@@ -344,6 +365,17 @@ pub fn decode(body: &[u8]) -> Result<Decoded<'_>, DecodeError> {
             Err(e) => DecodeError::NotJson(e.to_string()),
         });
     }
+    if let Ok(whole) = serde_json::from_slice::<Whole<'_>>(body)
+        && whole.kind.as_deref() == Some("AdmissionReview")
+        && let Some(api_version) = whole.api_version.as_deref().and_then(api_version_of)
+        && let Some(request) = whole.request
+        && !request.uid.is_empty()
+    {
+        return Ok(Decoded::Review(Review {
+            api_version,
+            request,
+        }));
+    }
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             DecodeError::NotReview(e.to_string())
@@ -357,16 +389,13 @@ pub fn decode(body: &[u8]) -> Result<Decoded<'_>, DecodeError> {
             "kind is {kind:?}, expected \"AdmissionReview\""
         )));
     }
-    let api_version = match envelope.api_version.as_deref().unwrap_or_default() {
-        "admission.k8s.io/v1" => ApiVersion::V1,
-        "admission.k8s.io/v1beta1" => ApiVersion::V1Beta1,
-        other => {
-            return Err(DecodeError::NotReview(format!(
-                "apiVersion is {other:?}, expected one of {}",
-                VERSIONS.join(", ")
-            )));
-        }
-    };
+    let version = envelope.api_version.as_deref().unwrap_or_default();
+    let api_version = api_version_of(version).ok_or_else(|| {
+        DecodeError::NotReview(format!(
+            "apiVersion is {version:?}, expected one of {}",
+            VERSIONS.join(", ")
+        ))
+    })?;
     let raw = match envelope.request {
         None => return Err(DecodeError::NoRequest),
         Some(raw) if raw.get() == "null" => return Err(DecodeError::NoRequest),
@@ -472,8 +501,13 @@ impl Response {
     #[must_use]
     pub fn with_patch(mut self, patch: &json_patch::Patch) -> Self {
         if !patch.0.is_empty() {
-            let bytes = serde_json::to_vec(patch).unwrap_or_default();
-            self.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+            // Serializing values and pointers cannot fail.
+            let mut json = Vec::with_capacity(1024);
+            let _ = serde_json::to_writer(&mut json, patch);
+            let mut encoded =
+                String::with_capacity(base64::encoded_len(json.len(), true).unwrap_or(0));
+            base64::engine::general_purpose::STANDARD.encode_string(&json, &mut encoded);
+            self.patch = Some(encoded);
             self.patch_type = Some("JSONPatch".to_owned());
         }
         self
@@ -505,13 +539,27 @@ struct ReviewOut<'a> {
 /// Encodes the AdmissionReview that answers with `response`.
 #[must_use]
 pub fn encode(api_version: ApiVersion, response: &Response) -> Vec<u8> {
+    // One allocation for the whole answer: the envelope and the fixed
+    // fields fit in the slack, the patch and the texts are counted.
+    let texts = response.patch.as_ref().map_or(0, String::len)
+        + response.warnings.iter().map(String::len).sum::<usize>()
+        + response.status.as_ref().map_or(0, |s| s.message.len())
+        + response
+            .audit_annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(256 + texts + texts / 8);
     // Serializing plain strings, bools and maps of strings cannot fail.
-    serde_json::to_vec(&ReviewOut {
-        api_version: api_version.as_str(),
-        kind: "AdmissionReview",
-        response,
-    })
-    .unwrap_or_default()
+    let _ = serde_json::to_writer(
+        &mut out,
+        &ReviewOut {
+            api_version: api_version.as_str(),
+            kind: "AdmissionReview",
+            response,
+        },
+    );
+    out
 }
 
 /// A Pod Security mode.

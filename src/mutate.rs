@@ -120,10 +120,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn unchanged(object: &Value) -> Self {
+    fn unchanged(object: Value) -> Self {
         Self {
             patch: Patch(Vec::new()),
-            object: object.clone(),
+            object,
             warnings: Vec::new(),
             identity: None,
             applied: Vec::new(),
@@ -163,7 +163,14 @@ impl<'a> Input<'a> {
 /// Mutates a Pod (the whole object as JSON): provisioning, trust bundle,
 /// securityContext hardening.
 pub fn pod(object: &Value, input: &Input<'_>) -> Result<Outcome> {
-    Pod::deserialize(object).map_err(|source| Error::Decode {
+    pod_owned(object.clone(), input)
+}
+
+/// Like [`pod`], taking the object by value: the patch is built against it
+/// in place (no copy of the pod), and it comes back patched in
+/// [`Outcome::object`].
+pub fn pod_owned(object: Value, input: &Input<'_>) -> Result<Outcome> {
+    Pod::deserialize(&object).map_err(|source| Error::Decode {
         what: "Pod".to_owned(),
         source,
     })?;
@@ -181,12 +188,12 @@ pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {
         return pod(object, input);
     }
     let Some(kind) = workload::Kind::from_kind(kind) else {
-        return Ok(Outcome::unchanged(object));
+        return Ok(Outcome::unchanged(object.clone()));
     };
     // The one template extraction: what the webhook and `unroot check` see.
     match workload::pod_template_of(object) {
         Ok(Some(_)) => {}
-        Ok(None) => return Ok(Outcome::unchanged(object)),
+        Ok(None) => return Ok(Outcome::unchanged(object.clone())),
         Err(e) => {
             return Err(Error::Template {
                 kind: kind.as_str(),
@@ -197,7 +204,7 @@ pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {
     let template = kind.template_path();
     let at: Vec<Seg<'_>> = template.iter().map(|k| Seg::Key(k)).collect();
     let display = format!("{}.", template.join("."));
-    harden(object, &at, &display, input)
+    harden(object.clone(), &at, &display, input)
 }
 
 /// Hardens the ephemeral containers added by an UPDATE of the
@@ -216,7 +223,7 @@ pub fn ephemeral_containers(
         // container ("cannot be set for an Ephemeral Container"): hardening
         // it would only make the request invalid. Validation still evaluates
         // the whole pod with the new container.
-        return Ok(Outcome::unchanged(object));
+        return Ok(Outcome::unchanged(object.clone()));
     }
     let list: Vec<Seg<'_>> = if is_pod {
         vec![Seg::Key("spec")]
@@ -303,23 +310,23 @@ fn mount_trust_bundle(
 }
 
 /// Runs every pod mutation on the pod object at `pod` inside `object`.
-fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> Result<Outcome> {
+fn harden(object: Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> Result<Outcome> {
     let mut annotations = pod.to_vec();
     annotations.extend([Seg::Key("metadata"), Seg::Key("annotations")]);
     let mut mirror = annotations.clone();
     mirror.push(Seg::Key(MIRROR_ANNOTATION));
-    if patch::lookup(object, &mirror).is_some() {
+    if patch::lookup(&object, &mirror).is_some() {
         return Ok(Outcome::unchanged(object));
     }
     let policy = input.policy;
-    let windows = is_windows(object, pod);
-    let mut builder = Builder::new(object.clone());
+    let windows = is_windows(&object, pod);
+    let claimed = provisioning::claimed_identity(patch::lookup(&object, &annotations), input)
+        .map_err(Error::Forbidden)?;
+    let mut builder = Builder::new(object);
     let mut warnings = Vec::new();
     let mut spec = pod.to_vec();
     spec.push(Seg::Key("spec"));
 
-    let claimed = provisioning::claimed_identity(patch::lookup(object, &annotations), input)
-        .map_err(Error::Forbidden)?;
     let mut skip = None;
     let mut identity = None;
     let mut applied = Vec::new();
@@ -344,7 +351,10 @@ fn harden(object: &Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> 
         let mut path = spec.clone();
         path.extend([Seg::Key("initContainers"), Seg::Index(index)]);
         skip = Some(path);
-        let namespace = object
+        // Mutations never change the namespace: the working copy's is the
+        // object's.
+        let namespace = builder
+            .doc()
             .pointer("/metadata/namespace")
             .and_then(Value::as_str);
         identity = Some(provisioning::identity_config_map(

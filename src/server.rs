@@ -11,7 +11,7 @@
 pub mod body;
 pub mod handlers;
 pub mod identity;
-mod listener;
+pub mod listener;
 mod observe;
 pub mod pods;
 mod review;

@@ -61,7 +61,7 @@ pub fn mutate(
                 return Response::deny(uid, 400, "BadRequest", "pod CREATE request has no object")
                     .into();
             };
-            object.and_then(|object| mutate::pod(&object, &input))
+            object.and_then(|object| mutate::pod_owned(object, &input))
         }
         (Operation::Update, "ephemeralcontainers") => {
             let Some(object) = parse_object(request) else {

@@ -8,6 +8,9 @@
 //! own. The builder keeps a working copy of the document with every operation
 //! applied, so each step sees the result of the previous ones.
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
 use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value};
@@ -50,6 +53,13 @@ impl OwnedSeg {
         }
     }
 
+    fn as_seg(&self) -> Seg<'_> {
+        match self {
+            OwnedSeg::Key(k) => Seg::Key(k),
+            OwnedSeg::Index(i) => Seg::Index(*i),
+        }
+    }
+
     fn token(&self) -> Token<'static> {
         match self {
             OwnedSeg::Key(k) => Token::new(k.clone()),
@@ -58,11 +68,61 @@ impl OwnedSeg {
     }
 }
 
+/// FNV-1a over the segments of a path, extended one segment at a time, so
+/// the hashes of every prefix of a path cost one pass over it.
+#[derive(Clone, Copy)]
+struct PathHash(u64);
+
+impl PathHash {
+    const EMPTY: Self = Self(0xcbf2_9ce4_8422_2325);
+
+    fn bytes(self, bytes: &[u8]) -> Self {
+        Self(bytes.iter().fold(self.0, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        }))
+    }
+
+    fn push(self, seg: Seg<'_>) -> Self {
+        match seg {
+            // The tag and terminator keep ["ab"] and ["a", "b"] apart.
+            Seg::Key(k) => self.bytes(&[0]).bytes(k.as_bytes()).bytes(&[0xff]),
+            Seg::Index(i) => self.bytes(&[1]).bytes(&(i as u64).to_le_bytes()),
+        }
+    }
+}
+
+/// The hashes are keys already: a map keyed by them needs no second hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ByPath = HashMap<u64, Vec<usize>, BuildHasherDefault<Prehashed>>;
+
 /// Builds a minimal JSON Patch against a document.
 #[derive(Debug)]
 pub struct Builder {
     doc: Value,
     ops: Vec<(OwnedPath, Op)>,
+    /// The indexes in `ops` of the operations at each path, by the path's
+    /// hash: finding the operation a change folds into looks up the prefixes
+    /// of the change's path instead of scanning every operation, which
+    /// would make a pod's cost quadratic in its containers.
+    by_path: ByPath,
     /// Changes made so far (folded ones included): tells a step whether it
     /// changed anything.
     changes: usize,
@@ -82,6 +142,7 @@ impl Builder {
         Self {
             doc,
             ops: Vec::new(),
+            by_path: ByPath::default(),
             changes: 0,
         }
     }
@@ -113,10 +174,10 @@ impl Builder {
 
     /// Sets `path` to `value` whatever it holds now (a `replace` when present).
     pub fn overwrite(&mut self, path: &[Seg<'_>], value: Value) -> bool {
-        if self.get(path) == Some(&value) {
-            return false;
-        }
-        let present = self.get(path).is_some();
+        let present = match self.get(path) {
+            Some(current) if *current == value => return false,
+            current => current.is_some(),
+        };
         self.set(path, value, present)
     }
 
@@ -125,7 +186,8 @@ impl Builder {
         match self.get(path) {
             Some(Value::Array(items)) => {
                 let index = items.len();
-                let mut full: Vec<Seg<'_>> = path.to_vec();
+                let mut full: Vec<Seg<'_>> = Vec::with_capacity(path.len() + 1);
+                full.extend_from_slice(path);
                 full.push(Seg::Index(index));
                 self.set(&full, value, false);
             }
@@ -159,26 +221,21 @@ impl Builder {
         if lookup_raw(&self.doc, path).is_none() {
             return false;
         }
-        let owned: OwnedPath = path.iter().copied().map(OwnedSeg::from_seg).collect();
-        remove_at(&mut self.doc, &owned);
+        remove_at(&mut self.doc, path);
         self.changes += 1;
         // An element removed from inside a value this patch added is dropped
         // from that value; anything else becomes an operation.
-        if let Some((op_path, Op::Add(v) | Op::Replace(v))) = self
-            .ops
-            .iter_mut()
-            .find(|(p, _)| p.len() < owned.len() && owned.starts_with(p))
+        if let Some(i) = self.first_op_above(path)
+            && let (op_path, Op::Add(v) | Op::Replace(v)) = &mut self.ops[i]
         {
-            let rest = owned[op_path.len()..].to_vec();
-            remove_at(v, &rest);
+            remove_at(v, &path[op_path.len()..]);
             return true;
         }
-        self.ops.push((owned, Op::Remove));
+        self.record(path, Op::Remove);
         true
     }
 
     fn set(&mut self, path: &[Seg<'_>], value: Value, replace: bool) -> bool {
-        let owned: OwnedPath = path.iter().copied().map(OwnedSeg::from_seg).collect();
         // Find how much of the path exists (a `null` member counts as absent:
         // `add` on it replaces it, which is what we want).
         let mut existing = 0;
@@ -218,18 +275,15 @@ impl Builder {
                 nested = Value::Object(map);
             }
         }
-        let target: OwnedPath = owned[..split].to_vec();
-        insert_at(&mut self.doc, &target, nested.clone());
+        let target = &path[..split];
+        insert_at(&mut self.doc, target, nested.clone());
         self.changes += 1;
 
         // Fold into an operation of ours that created a parent of `target`.
-        if let Some((op_path, Op::Add(v) | Op::Replace(v))) = self
-            .ops
-            .iter_mut()
-            .find(|(p, _)| p.len() < target.len() && target.starts_with(p))
+        if let Some(i) = self.first_op_above(target)
+            && let (op_path, Op::Add(v) | Op::Replace(v)) = &mut self.ops[i]
         {
-            let rest = target[op_path.len()..].to_vec();
-            insert_at(v, &rest, nested);
+            insert_at(v, &target[op_path.len()..], nested);
             return true;
         }
         let op = if replace {
@@ -237,8 +291,33 @@ impl Builder {
         } else {
             Op::Add(nested)
         };
-        self.ops.push((target, op));
+        self.record(target, op);
         true
+    }
+
+    /// The first operation recorded at a strict prefix of `path`, if any.
+    fn first_op_above(&self, path: &[Seg<'_>]) -> Option<usize> {
+        let mut first: Option<usize> = None;
+        let mut hash = PathHash::EMPTY;
+        for (len, seg) in path.iter().enumerate() {
+            if let Some(indexes) = self.by_path.get(&hash.0)
+                && let Some(i) = indexes.iter().copied().find(|&i| {
+                    let at = &self.ops[i].0;
+                    at.len() == len && at.iter().zip(path).all(|(a, b)| a.as_seg() == *b)
+                })
+            {
+                first = Some(first.map_or(i, |f| f.min(i)));
+            }
+            hash = hash.push(*seg);
+        }
+        first
+    }
+
+    fn record(&mut self, path: &[Seg<'_>], op: Op) {
+        let hash = path.iter().fold(PathHash::EMPTY, |h, s| h.push(*s));
+        self.by_path.entry(hash.0).or_default().push(self.ops.len());
+        self.ops
+            .push((path.iter().copied().map(OwnedSeg::from_seg).collect(), op));
     }
 
     /// How many changes were made so far; compare before and after a step
@@ -291,17 +370,17 @@ pub fn lookup<'v>(doc: &'v Value, path: &[Seg<'_>]) -> Option<&'v Value> {
     lookup_raw(doc, path).filter(|v| !v.is_null())
 }
 
-/// The value at an owned path, for changing it.
-fn walk_mut<'v>(doc: &'v mut Value, path: &[OwnedSeg]) -> Option<&'v mut Value> {
+/// The value at `path`, for changing it.
+fn walk_mut<'v>(doc: &'v mut Value, path: &[Seg<'_>]) -> Option<&'v mut Value> {
     path.iter()
-        .try_fold(doc, |cursor, seg| match (cursor, seg) {
-            (Value::Object(map), OwnedSeg::Key(k)) => map.get_mut(k),
-            (Value::Array(items), OwnedSeg::Index(i)) => items.get_mut(*i),
+        .try_fold(doc, |cursor, seg| match (cursor, *seg) {
+            (Value::Object(map), Seg::Key(k)) => map.get_mut(k),
+            (Value::Array(items), Seg::Index(i)) => items.get_mut(i),
             _ => None,
         })
 }
 
-fn insert_at(doc: &mut Value, path: &[OwnedSeg], value: Value) {
+fn insert_at(doc: &mut Value, path: &[Seg<'_>], value: Value) {
     let Some((last, parents)) = path.split_last() else {
         *doc = value;
         return;
@@ -309,30 +388,30 @@ fn insert_at(doc: &mut Value, path: &[OwnedSeg], value: Value) {
     let Some(cursor) = walk_mut(doc, parents) else {
         return;
     };
-    match (cursor, last) {
-        (Value::Object(map), OwnedSeg::Key(k)) => {
-            map.insert(k.clone(), value);
+    match (cursor, *last) {
+        (Value::Object(map), Seg::Key(k)) => {
+            map.insert(k.to_owned(), value);
         }
-        (Value::Array(items), OwnedSeg::Index(i)) if *i <= items.len() => {
-            items.insert(*i, value);
+        (Value::Array(items), Seg::Index(i)) if i <= items.len() => {
+            items.insert(i, value);
         }
         _ => {}
     }
 }
 
-fn remove_at(doc: &mut Value, path: &[OwnedSeg]) {
+fn remove_at(doc: &mut Value, path: &[Seg<'_>]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
     let Some(cursor) = walk_mut(doc, parents) else {
         return;
     };
-    match (cursor, last) {
-        (Value::Object(map), OwnedSeg::Key(k)) => {
+    match (cursor, *last) {
+        (Value::Object(map), Seg::Key(k)) => {
             map.remove(k);
         }
-        (Value::Array(items), OwnedSeg::Index(i)) if *i < items.len() => {
-            items.remove(*i);
+        (Value::Array(items), Seg::Index(i)) if i < items.len() => {
+            items.remove(i);
         }
         _ => {}
     }

@@ -19,7 +19,10 @@ use crate::readiness::Readiness;
 
 /// Accepts TLS connections and serves `app` on them until `shutdown` fires,
 /// then drains the connections in flight for up to the drain timeout.
-pub(super) async fn serve_tls(
+///
+/// Public so that a benchmark's null responder (`examples/null_responder.rs`)
+/// pays exactly what unroot's webhook listener pays.
+pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
@@ -93,6 +96,6 @@ pub(super) async fn serve_tls(
 }
 
 /// Resolves once shutdown was requested (or its sender is gone).
-pub(super) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
