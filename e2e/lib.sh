@@ -22,8 +22,9 @@
 # unroot in the cluster (manifests/ through the test overlay e2e/overlay/):
 #   unroot_kustomization                   a new dir with the kustomization install_unroot applies
 #   install_unroot                         build/import the image from E2E_UNROOT_BINARY (default
-#                                          target/release/unroot), kubectl apply -k, wait until every
-#                                          replica is Ready and an Endpoint, and the webhook answers
+#                                          target/release/unroot), kubectl apply -k (and the manifests'
+#                                          args and replicas, if a scenario changed them), wait until
+#                                          every replica is Ready and an Endpoint, and the webhook answers
 #   uninstall_unroot                       webhook configurations first, then kubectl delete -k; waits
 #                                          until namespace unroot is gone
 #   unroot_installed                       true if any of it exists
@@ -39,8 +40,9 @@
 #                                          every replica runs it
 #   reset_unroot_policy                    the shipped webhook-config/policy.yaml again
 #   grant_unroot_identity NS               RoleBinding to ClusterRole unroot-identity in NS
-#   bootstrap_tls_until_manage_certs PHASE TEMPORARY (install_unroot calls it): the serving
-#                                          certificate Secret and the caBundles, until --manage-certs
+#   set_unroot_args ARG...                 run every replica with the manifests' args plus ARG...
+#                                          (rolls the Deployment; install_unroot puts the manifests'
+#                                          args and replicas back)
 #   pass MSG / fail MSG                    count a result (fail also prints MSG to stderr)
 #   assert_eq WHAT EXPECTED ACTUAL
 #   assert_contains WHAT HAYSTACK NEEDLE / assert_not_contains WHAT HAYSTACK NEEDLE
@@ -257,67 +259,55 @@ YAML
     } >"$dir/kustomization.yaml"
 }
 
-# --- TEMPORARY: until `unroot serve --manage-certs` exists (issue 12) ---------
-# Issue a CA and a serving certificate for unroot.unroot.svc with openssl into
-# the Secret unroot-tls (which e2e/overlay/ mounts for --tls-cert/--tls-key),
-# unless it holds one already, and put the CA into every webhook's caBundle.
-# Delete this function, its two calls in install_unroot and the TEMPORARY
-# patch in e2e/overlay/kustomization.yaml when --manage-certs lands.
-bootstrap_tls_until_manage_certs() {
-    local phase=$1 work ca kind n i patch
-    if [[ $phase == secret ]]; then
-        if [[ -n $(e2e_kubectl get secret unroot-tls -n "$UNROOT_NS" -o jsonpath='{.data.tls\.crt}' 2>/dev/null) ]]; then
-            return 0
-        fi
-        work=$(mktemp -d)
-        (
-            cd "$work" && umask 077 &&
-                openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-                    -keyout ca.key -out ca.crt -days 2 -subj "/CN=unroot e2e bootstrap CA" &&
-                openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-                    -keyout tls.key -out tls.csr -subj "/CN=unroot.$UNROOT_NS.svc" &&
-                printf 'subjectAltName=DNS:unroot.%s.svc,DNS:unroot.%s.svc.cluster.local\nextendedKeyUsage=serverAuth\n' \
-                    "$UNROOT_NS" "$UNROOT_NS" >ext &&
-                openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-                    -extfile ext -out tls.crt
-        ) >/dev/null 2>&1 || {
-            e2e_log "openssl failed to issue unroot's bootstrap certificate"
-            rm -rf "$work"
-            return 1
-        }
-        # Not `kubectl apply`: its last-applied record would then own the
-        # data, and the next `kubectl apply -k` (whose Secret has none) would
-        # remove it. unroot's own writes leave no such record either.
-        local data rc=0
-        data=$(e2e_kubectl create secret generic unroot-tls -n "$UNROOT_NS" --from-file="$work/ca.crt" \
-            --from-file="$work/ca.key" --from-file="$work/tls.crt" --from-file="$work/tls.key" \
-            --dry-run=client -o jsonpath='{.data}') || rc=1
-        rm -rf "$work"
-        ((rc == 0)) || return 1
-        if e2e_kubectl get secret unroot-tls -n "$UNROOT_NS" >/dev/null 2>&1; then
-            e2e_kubectl patch secret unroot-tls -n "$UNROOT_NS" --type=merge -p "{\"data\":$data}" >/dev/null
-        else
-            e2e_kubectl create -f - >/dev/null <<JSON
-{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
- "metadata": {"name": "unroot-tls", "namespace": "$UNROOT_NS", "labels": {"app.kubernetes.io/name": "unroot"}},
- "data": $data}
-JSON
-        fi
-        return
-    fi
-    # phase caBundle
-    ca=$(e2e_kubectl get secret unroot-tls -n "$UNROOT_NS" -o jsonpath='{.data.ca\.crt}') || return 1
-    for kind in mutatingwebhookconfiguration validatingwebhookconfiguration; do
-        n=$(e2e_kubectl get "$kind" unroot -o jsonpath='{range .webhooks[*]}x{end}') || return 1
-        patch="["
-        for ((i = 0; i < ${#n}; i++)); do
-            ((i > 0)) && patch+=","
-            patch+="{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$ca\"}"
-        done
-        e2e_kubectl patch "$kind" unroot --type=json -p "$patch]" >/dev/null || return 1
-    done
+# The Deployment's args and replicas as the kustomization in DIR renders
+# them, as JSON: {"args": [...], "replicas": N}.
+unroot_deployment_spec() {
+    e2e_kubectl kustomize "$1" | select_kinds Deployment |
+        e2e_kubectl create --dry-run=client -o json -f - | python3 -c '
+import json, sys
+spec = json.load(sys.stdin)["spec"]
+print(json.dumps({"args": spec["template"]["spec"]["containers"][0]["args"], "replicas": spec.get("replicas", 1)}))
+'
 }
-# --- end TEMPORARY -----------------------------------------------------------
+
+# Patch the live Deployment's args and replicas to WANT (unroot_deployment_spec's
+# JSON) where they differ. `kubectl apply` alone would not: a field equal to
+# its last-applied value is left as it is live.
+unroot_patch_deployment() {
+    local want=$1 patch
+    patch=$(e2e_kubectl get deployment unroot -n "$UNROOT_NS" -o json | python3 -c '
+import json, sys
+want, live = json.loads(sys.argv[1]), json.load(sys.stdin)["spec"]
+ops = []
+if live["template"]["spec"]["containers"][0].get("args") != want["args"]:
+    ops.append({"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": want["args"]})
+if live.get("replicas") != want["replicas"]:
+    ops.append({"op": "replace", "path": "/spec/replicas", "value": want["replicas"]})
+print(json.dumps(ops) if ops else "")
+' "$want") || return 1
+    if [[ -n $patch ]]; then
+        e2e_kubectl patch deployment unroot -n "$UNROOT_NS" --type=json -p "$patch" >/dev/null
+    fi
+}
+
+# set_unroot_args ARG...: every replica runs with the manifests' args plus
+# ARG... (a later flag wins); rolls the Deployment and waits until it answers.
+set_unroot_args() {
+    local dir want
+    dir=$(unroot_kustomization) || return 1
+    want=$(unroot_deployment_spec "$dir" | python3 -c '
+import json, sys
+w = json.load(sys.stdin)
+w["args"] += sys.argv[1:]
+print(json.dumps(w))
+' "$@") || {
+        rm -rf "$dir"
+        return 1
+    }
+    rm -rf "$dir"
+    unroot_patch_deployment "$want" && wait_unroot_ready 180 && wait_unroot_answers 90
+}
+
 
 # Wait until the Deployment has rolled out and exactly its replicas are
 # Ready, not terminating, and listed as ready Endpoints of the Service.
@@ -379,23 +369,26 @@ unroot_kustomization() {
 }
 
 # install_unroot: kubectl apply -k of the test overlay (the image from
-# unroot_image), then wait until every replica is Ready and in the Service's
-# Endpoints and the webhook answers through the API server. Idempotent: when
-# unroot runs already with the same image and settings, it returns quickly.
+# unroot_image), the manifests' args and replicas where a scenario changed
+# them, then wait until every replica is Ready and in the Service's Endpoints
+# and the webhook answers through the API server. Idempotent: when unroot runs
+# already with the same image and settings, it returns quickly.
 install_unroot() {
-    local dir out
+    local dir out want
     dir=$(unroot_kustomization) || return 1
-    # The namespace first, for the bootstrap certificate's Secret.
-    if ! out=$(e2e_kubectl kustomize "$dir" | select_kinds Namespace | e2e_kubectl apply -f - 2>&1 &&
-        bootstrap_tls_until_manage_certs secret 2>&1 &&
-        e2e_kubectl apply -k "$dir" 2>&1 &&
-        bootstrap_tls_until_manage_certs caBundle 2>&1); then
+    # unroot issues its serving certificate into the (empty) Secret it ships
+    # and injects the CA into the webhook configurations (--manage-certs):
+    # until it has, admissions through the API server fail, which
+    # wait_unroot_answers waits out.
+    if ! out=$(e2e_kubectl apply -k "$dir" 2>&1) ||
+        ! want=$(unroot_deployment_spec "$dir") ||
+        ! unroot_patch_deployment "$want"; then
         e2e_log "install_unroot: applying the manifests failed: $out"
         rm -rf "$dir"
         return 1
     fi
     rm -rf "$dir"
-    wait_unroot_ready 180 && wait_unroot_answers 60
+    wait_unroot_ready 180 && wait_unroot_answers 90
 }
 
 unroot_installed() {

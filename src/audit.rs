@@ -73,6 +73,10 @@ pub struct Record {
     /// `runtimeClass`), if it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exempt: Option<&'static str>,
+    /// The namespace's `unroot.dev/harden` mode (`on`, `warn`, `off`), for a
+    /// pod /mutate considered for hardening.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub harden: Option<&'static str>,
     /// Warnings returned to the client.
     pub warnings: usize,
     /// The hash of the policy that decided.
@@ -148,6 +152,7 @@ impl Record {
                 })
                 .collect(),
             exempt: facts.exempt,
+            harden: facts.harden.map(crate::policy::HardenMode::as_str),
             warnings: response.warnings.len(),
             policy_hash: policy_hash.to_owned(),
             duration_seconds: duration.as_secs_f64(),

@@ -680,16 +680,13 @@ fn the_e2e_overlay_changes_only_what_its_node_demands() {
         e2e.iter().map(key).collect::<BTreeSet<_>>(),
         "the same objects"
     );
-    // Image and pull policy (no registry), the PDB's API version (1.20), and
-    // the TEMPORARY certificate bootstrap (args and the Secret's volume) until
-    // --manage-certs lands; nothing else.
+    // Image and pull policy (no registry) and the PDB's API version (1.20);
+    // nothing else: unroot runs with the shipped args, --manage-certs
+    // included.
     let c = "/spec/template/spec/containers/0";
     let allowed = [
         format!("Deployment{c}/image"),
         format!("Deployment{c}/imagePullPolicy"),
-        format!("Deployment{c}/args"),
-        format!("Deployment{c}/volumeMounts"),
-        "Deployment/spec/template/spec/volumes".to_owned(),
         "PodDisruptionBudget/apiVersion".to_owned(),
     ];
     let mut changed = Vec::new();
@@ -718,11 +715,5 @@ fn the_e2e_overlay_changes_only_what_its_node_demands() {
     let e2e_args = strings(
         &find(e2e, "Deployment", "unroot")["spec"]["template"]["spec"]["containers"][0]["args"],
     );
-    let product_args: Vec<_> = args()
-        .into_iter()
-        .filter(|a| *a != "--manage-certs")
-        .collect();
-    for a in &product_args {
-        assert!(e2e_args.contains(a), "the e2e overlay drops {a}");
-    }
+    assert_eq!(e2e_args, args(), "the e2e overlay runs the shipped args");
 }

@@ -5,7 +5,10 @@
 # the vetted init container, which held only the capabilities the policy
 # grants; a dry run writes no ConfigMap; a tenant forging an identity is
 # denied; under enforce=restricted the provisioned pod is admitted (its init
-# container exempt by provenance) and a look-alike with a tagged image is not.
+# container exempt by provenance) and a look-alike with a tagged image is not;
+# an operator's label and ephemeral container on that pod are judged without
+# blaming the init container; identity ConfigMaps of a denied pod and of a
+# deleted pod are collected after the grace period, a mounted one is kept.
 # unroot runs in the cluster: the policy is its ConfigMap, and it may write
 # identity ConfigMaps only where the platform bound ClusterRole unroot-identity.
 set -euo pipefail
@@ -19,6 +22,8 @@ unbound=unroot-e2e-hub-unbound
 work=$(mktemp -d)
 cleanup() {
     reset_unroot_policy || e2e_log "restoring the shipped policy failed"
+    # The manifests' args again (set_unroot_args below changed them).
+    install_unroot >/dev/null || e2e_log "restoring unroot's args failed"
     delete_namespace "$trust" "$hub" "$strict" "$unbound"
     rm -rf "$work"
 }
@@ -165,5 +170,47 @@ json.dump(pod, sys.stdout)' >"$work/look-alike.json"
 out=$(e2e_kubectl create -n "$strict" -f "$work/look-alike.json" 2>&1 || true)
 assert_contains "the same pod with the init container's image as a tag is denied" "$out" "denied the request"
 assert_contains "naming that container" "$out" 'unroot-provision'
+
+# --- an operator at work on the provisioned pod ---------------------------------
+# Provenance is read from the pod and the policy, not from who sends the
+# request: the admin here is not a trusted requester for this pod's update.
+out=$(e2e_kubectl label pod jupyter-carol -n "$strict" unroot-e2e/debugged=true 2>&1 || true)
+assert_contains "an operator may label the provisioned pod under enforce=restricted" "$out" "pod/jupyter-carol labeled"
+out=$(e2e_kubectl replace --raw "/api/v1/namespaces/$strict/pods/jupyter-carol/ephemeralcontainers" -f - 2>&1 <<JSON || true
+{"apiVersion": "v1", "kind": "EphemeralContainers", "metadata": {"name": "jupyter-carol", "namespace": "$strict"},
+ "ephemeralContainers": [{"name": "debug", "image": "$E2E_IMAGE_ROOT", "imagePullPolicy": "Never",
+   "command": ["sleep", "600"], "terminationMessagePolicy": "File"}]}
+JSON
+)
+# 1.20 forbids a securityContext on ephemeral containers, so restricted
+# denies every one there; the denial must name only the debug container.
+assert_contains "an operator's ephemeral container is judged on its own fields" "$out" '(container "debug" must set securityContext.allowPrivilegeEscalation=false)'
+assert_not_contains "while the init container keeps its provenance exemption" "$out" 'unroot-provision'
+
+# --- identity ConfigMaps are collected ------------------------------------------
+set_unroot_args --identity-sweep-interval=2s --identity-grace=5s
+out=$({
+    notebook jupyter-erin erin 2006
+    echo "    securityContext: {privileged: true}"
+} | e2e_kubectl apply -n "$strict" -f - 2>&1 || true)
+assert_contains "a privileged provisioned pod is denied under enforce=restricted" "$out" 'violates PodSecurity "restricted:latest"'
+e2e_kubectl delete pod jupyter-alice -n "$hub" --wait=true --timeout=60s >/dev/null
+gone() { # NS NAME TIMEOUT: until the ConfigMap no longer exists
+    local deadline=$((SECONDS + $3))
+    while e2e_kubectl get configmap "$2" -n "$1" >/dev/null 2>&1; do
+        ((SECONDS >= deadline)) && return 1
+        sleep 1
+    done
+}
+assert_ok "the identity ConfigMap of the denied pod is collected after the grace period" \
+    gone "$strict" unroot-identity-erin 40
+assert_ok "and that of the deleted pod" gone "$hub" unroot-identity-alice 40
+assert_ok "while that of the running pod stays" e2e_kubectl get configmap unroot-identity-carol -n "$strict"
+collected=0
+while read -r pod _; do
+    v=$(unroot_metrics "$pod" | awk '$1 == "unroot_identity_configmaps_collected_total" {print $2}')
+    collected=$((collected + ${v%.*}))
+done < <(unroot_pods)
+assert_eq "the replicas count what they collected" True "$( ((collected >= 2)) && echo True || echo False)"
 
 e2e_summary

@@ -6,31 +6,27 @@
 # listed page by page; every admission decision is one JSON audit line on
 # stdout; /dashboard shows the namespace.
 #
-# The steps are functions so they can run against an in-cluster install too:
-# only audit_metric, audit_admin and audit_log_lines talk to the local process
-# that start_unroot runs.
+# unroot runs installed from manifests/ (install_unroot), its replicas with a
+# short report interval and tiny pages (set_unroot_args); the namespace is
+# unroot.dev/harden=off, so its pods stay as written (violating).
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 ns=unroot-e2e-audit
-unroot_bin=${UNROOT_BIN:-$E2E_ROOT/target/debug/unroot}
-
-# Only the validating webhook: /mutate would harden the pods (no longer in
-# violation), and the report is about pods that are.
-validating_only=$(mktemp -d)
-cp "$E2E_ROOT/webhook-config/validating.yaml" "$validating_only/"
+unroot_bin=${UNROOT_BIN:-$E2E_UNROOT_BINARY}
 
 cleanup() {
-    unregister_webhooks "$validating_only" || true
-    rm -rf "$validating_only"
-    stop_unroot
     delete_namespace "$ns"
+    # The manifests' args again (set_unroot_args below changed them).
+    install_unroot >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 audit_setup_namespace() {
-    create_namespace "$ns" unroot.dev/enforce=privileged unroot.dev/warn=restricted
+    # harden=off: unroot's /mutate leaves the pods as written (an
+    # administrator, system:masters, may set it).
+    create_namespace "$ns" unroot.dev/enforce=privileged unroot.dev/warn=restricted unroot.dev/harden=off
 }
 
 # A pod: $1 name, $2 "plain" (root, no securityContext: fails restricted),
@@ -67,18 +63,26 @@ audit_cli() {
     "$unroot_bin" audit --kubeconfig "$(e2e_kubeconfig)" "$@"
 }
 
-# The value of one sample of the server's /metrics (empty when absent).
+# One replica's admin port (every replica runs the report), from this host
+# on the node's bridge.
+audit_admin_url() {
+    local _ ip
+    read -r _ ip < <(unroot_pods)
+    echo "http://$ip:8080"
+}
+
+# The value of one sample of that replica's /metrics (empty when absent).
 audit_metric() {
-    curl -fsS "http://$UNROOT_ADMIN_URL/metrics" | awk -v s="$1" 'index($0, s " ") == 1 { print $2 }'
+    curl -fsS "$(audit_admin_url)/metrics" | awk -v s="$1" 'index($0, s " ") == 1 { print $2 }'
 }
 
 audit_admin() {
     curl -sS -o /dev/null -w '%{http_code}' "$@"
 }
 
-# The audit lines of the server (stdout; its log file holds both streams).
+# The audit lines of every replica (JSON on stdout, --log-format=json).
 audit_log_lines() {
-    grep -F '"audit":"admission"' "$UNROOT_LOG" || true
+    unroot_logs | grep -F '"audit":"admission"' || true
 }
 
 # Waits until $1 has the value $2 (at most $3 seconds).
@@ -98,9 +102,9 @@ audit_wait_metric() {
 audit_setup_namespace
 # A short interval and tiny pages: the report runs often, and needs several
 # pages (continue tokens) of the real API server.
-UNROOT_SERVE_ARGS="--log-format json --audit-interval 3s --audit-page-size 2" start_unroot
-register_webhooks "$UNROOT_CA" "$UNROOT_URL" "$validating_only"
-sleep 1
+install_unroot
+set_unroot_args --audit-interval=3s --audit-page-size=2
+admin=$(audit_admin_url)
 
 out=$(audit_create_pods)
 assert_contains "the pods are created" "$out" "pod/priv created"
@@ -134,7 +138,7 @@ rc=0
 "$unroot_bin" audit --kubeconfig /nonexistent/kubeconfig >/dev/null 2>&1 || rc=$?
 assert_eq "an unreadable kubeconfig exits 2" 2 "$rc"
 
-assert_eq "POST /audit/run is accepted" 202 "$(audit_admin -X POST "http://$UNROOT_ADMIN_URL/audit/run")"
+assert_eq "POST /audit/run is accepted" 202 "$(audit_admin -X POST "$admin/audit/run")"
 if audit_wait_metric "unroot_namespace_pods_violating{level=\"restricted\",namespace=\"$ns\"}" 3 30; then
     pass "the server's report exports 3 pods violating restricted"
 else
@@ -145,10 +149,10 @@ assert_eq "of 4 pods" 4 "$(audit_metric "unroot_namespace_pods{namespace=\"$ns\"
 assert_eq "excluded namespaces have no series" "" "$(audit_metric 'unroot_namespace_pods{namespace="kube-system"}')"
 last=$(audit_metric unroot_readiness_report_last_run_timestamp_seconds)
 assert_ok "the report's timestamp is recent" python3 -c "import sys, time; sys.exit(0 if abs(time.time() - float('$last')) < 60 else 1)"
-report=$(curl -fsS "http://$UNROOT_ADMIN_URL/audit/report")
+report=$(curl -fsS "$admin/audit/report")
 assert_contains "GET /audit/report has the namespace" "$report" "\"namespace\":\"$ns\""
 
-page=$(curl -fsS "http://$UNROOT_ADMIN_URL/dashboard")
+page=$(curl -fsS "$admin/dashboard")
 assert_contains "the dashboard has the namespace's readiness row" "$page" "id=\"readiness-$ns-restricted\" title=\"restricted:latest\">3<"
 
 lines=$(audit_log_lines)
@@ -158,8 +162,12 @@ assert_contains "the privileged pod's validation is one audit line" "$priv" '"ou
 assert_contains "with the warn checks" "$priv" '{"mode":"warn","level":"restricted","version":"latest","allowed":false,"checks":["privileged","allowPrivilegeEscalation","capabilities_restricted","runAsNonRoot","seccompProfile_restricted"]}'
 assert_contains "and the warning count" "$priv" '"warnings":1'
 assert_contains "and who asked" "$priv" '"user":"unroot-e2e-admin"'
-validate_lines=$(grep -cF "\"namespace\":\"$ns\"" <<<"$lines" || true)
-assert_eq "one audit line per pod created" 4 "$validate_lines"
+validate_lines=$(grep -F "\"namespace\":\"$ns\"" <<<"$lines" | grep -F '"kind":"Pod"' | grep -cF '"webhook":"validate"' || true)
+assert_eq "one validation audit line per pod created" 4 "$validate_lines"
+off=$(grep -F "\"name\":\"priv\"" <<<"$lines" | grep -F '"webhook":"mutate"' | head -n 1)
+assert_contains "the mutation of a pod in a harden=off namespace is audited too" "$off" '"outcome":"allowed"'
+assert_contains "with no mutation" "$off" '"mutations":[]'
+assert_contains "and the namespace's mode" "$off" '"harden":"off"' 
 assert_not_contains "no object content in the audit log" "$lines" "sleep"
 
 e2e_summary

@@ -8,8 +8,8 @@
 # invalid labels are refused; and `kubectl label --dry-run=server` of
 # enforce=restricted lists the existing pods that would be denied.
 #
-# unroot runs as a local process (start_unroot) with a policy file, and the
-# webhooks of webhook-config/ are registered by URL. Each part is a function.
+# unroot runs installed from manifests/ (install_unroot), with the policy
+# below in its ConfigMap (set_unroot_policy). Each part is a function.
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -248,8 +248,7 @@ test_enforce_dry_run() {
 }
 
 cleanup() {
-    unregister_webhooks || true
-    stop_unroot
+    reset_unroot_policy >/dev/null 2>&1 || true
     delete_namespace "$ns" "$hpc" "$elsewhere" "$tenant_ns"
     e2e_kubectl delete clusterrolebinding,clusterrole "$rbac" --ignore-not-found >/dev/null 2>&1 || true
     [[ -n ${policy_dir:-} ]] && rm -rf "$policy_dir"
@@ -258,15 +257,13 @@ trap cleanup EXIT
 
 policy_dir=$(mktemp -d "${TMPDIR:-/tmp}/unroot-e2e-rollout.XXXXXX")
 rollout_policy >"$policy_dir/policy.yaml"
+install_unroot
+set_unroot_policy "$policy_dir/policy.yaml" >/dev/null
 create_namespace "$ns"
 create_namespace "$hpc" unroot.dev/profile=hpc unroot.dev/enforce=privileged
 create_namespace "$elsewhere" unroot.dev/enforce=privileged
 label_namespace_name kube-system
 grant_tenant_namespace_rights
-
-UNROOT_SERVE_ARGS="--policy $policy_dir/policy.yaml" start_unroot
-register_webhooks "$UNROOT_CA" "$UNROOT_URL"
-sleep 1
 
 test_off_warn_on
 test_tenant_cannot_weaken
