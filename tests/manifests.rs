@@ -401,6 +401,21 @@ fn pod_and_namespace_webhooks_fail_closed_and_everything_else_fails_open() {
 }
 
 #[test]
+fn the_shipped_policy_excludes_what_the_webhooks_exclude() {
+    let shipped = find(manifests(), "ConfigMap", "unroot-policy")["data"]["policy.yaml"]
+        .as_str()
+        .expect("the policy ConfigMap has policy.yaml");
+    let policy = unroot::policy::Document::from_yaml(shipped).expect("the shipped policy is valid");
+    let excluded: BTreeSet<&str> = policy
+        .webhook
+        .excluded_namespaces
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(excluded, BTreeSet::from(EXCLUDED));
+}
+
+#[test]
 fn no_pod_or_workload_webhook_covers_the_namespaces_a_cluster_recovers_with() {
     for (name, w, resources) in webhooks() {
         if resources.contains("configmaps") {
