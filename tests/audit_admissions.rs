@@ -53,12 +53,12 @@ async fn every_decision_is_one_exact_audit_line() {
         with(
             line("mutate", "uid-web-1", "open", "web-1", "alice"),
             json!({"outcome": "patched", "allowed": true, "mutations": ["security_context"],
-                "pod_security": [], "warnings": 0}),
+                "pod_security": [], "harden": "on", "warnings": 0}),
         ),
         with(
             line("mutate", "uid-web-2", "strict", "web-2", "alice"),
             json!({"outcome": "patched", "allowed": true, "mutations": ["security_context"],
-                "pod_security": [], "warnings": 0}),
+                "pod_security": [], "harden": "on", "warnings": 0}),
         ),
         with(
             line("validate", "uid-web-2", "strict", "web-2", "alice"),
