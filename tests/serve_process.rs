@@ -164,6 +164,24 @@ async fn sigterm_finishes_in_flight_reviews_then_exits_cleanly() {
     tls.flush().await.unwrap();
 
     // The review is in flight: the server has its headers, not its body.
+    // Wait until it says so: under load it may not have read them yet, and a
+    // connection with no request started is closed at SIGTERM.
+    let mut in_flight = false;
+    for _ in 0..200 {
+        if admin_get(server.admin, "/metrics")
+            .await
+            .lines()
+            .any(|l| l == "unroot_admission_in_flight 1")
+        {
+            in_flight = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        in_flight,
+        "the review never showed in unroot_admission_in_flight"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
