@@ -292,9 +292,10 @@ for m in o["metadata"]["managedFields"]:
 assert_eq "in the MutatingWebhookConfiguration, the field manager unroot-certs owns only caBundle" \
     'f:webhooks.k:{"name":"mutate.pods.unroot.dev"}.f:clientConfig.f:caBundle' \
     "$(e2e_kubectl get mutatingwebhookconfiguration unroot -o json --show-managed-fields | owned unroot-certs)"
+words_sorted() { tr ' ' '\n' | sed '/^$/d' | sort | tr '\n' ' '; }
 assert_eq "and in the ValidatingWebhookConfiguration, each webhook's caBundle" \
-    "$(e2e_kubectl get validatingwebhookconfiguration unroot -o jsonpath='{range .webhooks[*]}f:webhooks.k:{"{"}"name":"{.name}"{"}"}.f:clientConfig.f:caBundle {end}' | sed 's/ $//')" \
-    "$(e2e_kubectl get validatingwebhookconfiguration unroot -o json --show-managed-fields | owned unroot-certs)"
+    "$(e2e_kubectl get validatingwebhookconfiguration unroot -o jsonpath='{range .webhooks[*]}f:webhooks.k:{"{"}"name":"{.name}"{"}"}.f:clientConfig.f:caBundle {end}' | words_sorted)" \
+    "$(e2e_kubectl get validatingwebhookconfiguration unroot -o json --show-managed-fields | owned unroot-certs | words_sorted)"
 
 # ---- rotations under load ----------------------------------------------------
 
