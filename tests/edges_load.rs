@@ -159,3 +159,36 @@ async fn bodies_beyond_the_buffered_bytes_get_a_fast_429() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn one_large_review_is_decided_at_a_time() {
+    let server = Arc::new(start(Limits::default()).await);
+    let large = 1024 * 1024 + 1;
+    let first = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            server
+                .post("/mutate", "application/json", review_body(large))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = server
+        .post("/mutate", "application/json", review_body(large))
+        .await;
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert_eq!(
+        status_message(&reply),
+        "unroot is overloaded: another review over 1 MiB is being decided, and one is decided at a time; retry in 1 s"
+    );
+    // Small reviews are not held up by it.
+    let small = server
+        .post("/mutate", "application/json", review_body(0))
+        .await;
+    assert_eq!(small.status, 200);
+    assert_eq!(first.await.unwrap().status, 200);
+    let again = server
+        .post("/mutate", "application/json", review_body(large))
+        .await;
+    assert_eq!(again.status, 200);
+}

@@ -80,6 +80,22 @@ pub fn too_many_reviews(max: usize) -> Rejection {
     }
 }
 
+/// Refused because another review over [`limits::LARGE_REVIEW_BYTES`] is
+/// being decided.
+#[must_use]
+pub fn another_large_review() -> Rejection {
+    Rejection {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        reason: "TooManyRequests",
+        label: "overloaded",
+        message: format!(
+            "unroot is overloaded: another review over {} MiB is being decided, and one is decided at a time; retry in {} s",
+            limits::LARGE_REVIEW_BYTES / (1024 * 1024),
+            limits::RETRY_AFTER_SECONDS
+        ),
+    }
+}
+
 /// Reads the body of a webhook call, refusing what is not a JSON review.
 /// Without a budget of buffered bytes (the null responder's way).
 pub async fn read(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, Rejection> {

@@ -18,6 +18,12 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 4 * super::MAX_BODY_BYTES;
 /// timeout (`timeoutSeconds` is at most 30, and defaults to 10).
 pub const DEFAULT_REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A review body larger than this is decoded only while no other such
+/// review is: decoded, a review costs many times its size (the 3 MB review
+/// of 50,000 containers takes about 170 MiB as typed pod structs), so two
+/// at once would double the worst case a replica must fit in memory.
+pub const LARGE_REVIEW_BYTES: usize = 1024 * 1024;
+
 /// What a client is told to wait before it retries a shed request.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
@@ -30,6 +36,7 @@ pub struct Limits {
     max_concurrent_reviews: usize,
     max_buffered_bytes: usize,
     reviews: Arc<Semaphore>,
+    large: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
 }
 
@@ -60,6 +67,7 @@ impl Limits {
             max_concurrent_reviews,
             max_buffered_bytes,
             reviews: Arc::new(Semaphore::new(max_concurrent_reviews)),
+            large: Arc::new(Semaphore::new(1)),
             bytes: Arc::new(Semaphore::new(max_buffered_bytes)),
         }
     }
@@ -80,6 +88,13 @@ impl Limits {
     #[must_use]
     pub fn try_review(&self) -> Option<OwnedSemaphorePermit> {
         Arc::clone(&self.reviews).try_acquire_owned().ok()
+    }
+
+    /// The one place for a review over [`LARGE_REVIEW_BYTES`], or `None`
+    /// while another holds it.
+    #[must_use]
+    pub fn try_large_review(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.large).try_acquire_owned().ok()
     }
 
     /// A budget for request bytes, empty until [`Bytes::take`] grows it.

@@ -37,6 +37,14 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
             &body::too_many_reviews(state.limits.max_concurrent_reviews()),
         );
     };
+    let _large = if bytes.len() > super::limits::LARGE_REVIEW_BYTES {
+        match state.limits.try_large_review() {
+            Some(permit) => Some(permit),
+            None => return reject(state, name, &body::another_large_review()),
+        }
+    } else {
+        None
+    };
     let started = Instant::now();
     let span = Span::current();
     let review = match admission::decode(&bytes) {
