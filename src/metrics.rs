@@ -28,8 +28,10 @@ pub struct Metrics {
     pub admission_requests: IntCounterVec,
     /// Time from a review's arrival to its answer, by webhook.
     pub admission_duration: HistogramVec,
-    /// Requests refused before they were a review (`malformed`, `too_large`,
-    /// `unsupported_media_type`, `body_timeout`), by webhook.
+    /// Requests refused before they were a review, by webhook and reason
+    /// (`malformed`, `too_large`, `unsupported_media_type`, `body_timeout`,
+    /// `overloaded`), and connections refused before any webhook was named
+    /// (`webhook="none"`: `unauthenticated`, `header_timeout`).
     pub rejected_requests: IntCounterVec,
     /// Warnings returned to clients, by webhook.
     pub warnings: IntCounterVec,
@@ -185,7 +187,19 @@ impl Metrics {
         for mode in HardenMode::ALL {
             harden.with_label_values(&[mode.as_str()]);
         }
+        for reason in ["unauthenticated", "header_timeout"] {
+            rejected_requests.with_label_values(&["none", reason]);
+        }
         for webhook in ["mutate", "validate"] {
+            for reason in [
+                "malformed",
+                "too_large",
+                "unsupported_media_type",
+                "body_timeout",
+                "overloaded",
+            ] {
+                rejected_requests.with_label_values(&[webhook, reason]);
+            }
             admission_duration.with_label_values(&[webhook]);
             warnings.with_label_values(&[webhook]);
             for outcome in ["allowed", "patched", "denied", "error"] {

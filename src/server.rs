@@ -9,8 +9,10 @@
 //!   (namespace labels, the stored pod, the identity ConfigMap write).
 
 pub mod body;
+pub mod deadline;
 pub mod handlers;
 pub mod identity;
+pub mod limits;
 pub mod listener;
 mod observe;
 pub mod pods;
@@ -31,7 +33,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{Instrument as _, info, info_span, warn};
 
+pub use self::deadline::Deadline;
 pub use self::identity::{IdentityStore, KubeStore};
+pub use self::limits::Limits;
 pub use self::pods::{KubePods, PodLister};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
@@ -117,6 +121,9 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Longest time a request body may take to arrive.
     pub request_timeout: Duration,
+    /// The review deadline's maximum, and how many reviews and request
+    /// bytes are taken on at once before excess load is shed.
+    pub limits: Limits,
     /// The audit log every decision is recorded in (and the dashboard's
     /// ring of recent denials and warnings).
     pub audit: crate::audit::Log,
@@ -208,6 +215,7 @@ pub async fn start(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let readiness = Arc::clone(&state.readiness);
+    let rejected = state.metrics.rejected_requests.clone();
     let webhook = webhook_router(state.clone());
     let admin_app = admin_router(state);
 
@@ -228,7 +236,16 @@ pub async fn start(
     info!(%addr, %admin_addr, "serving");
     let task = tokio::spawn(
         async move {
-            listener::serve_tls(listener, tls, webhook, &config, shutdown_rx, &readiness).await;
+            listener::serve_tls_counted(
+                listener,
+                tls,
+                webhook,
+                &config,
+                shutdown_rx,
+                &readiness,
+                Some(rejected),
+            )
+            .await;
             let _ = admin_task.await;
             info!("stopped");
         }
@@ -252,6 +269,16 @@ struct StatusBody<'a> {
     message: &'a str,
     reason: &'a str,
     code: u16,
+}
+
+/// A 429 that tells the client when to retry.
+fn overloaded_body(message: &str) -> Response {
+    let mut response = error_body(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(limits::RETRY_AFTER_SECONDS),
+    );
+    response
 }
 
 fn error_body(status: StatusCode, reason: &str, message: &str) -> Response {

@@ -63,6 +63,13 @@ pub struct Options {
     pub report: unroot::report::task::Handle,
     /// Where a namespace's pods are listed (`None`: no Kubernetes client).
     pub pods: Option<Arc<dyn PodLister>>,
+    /// The review deadline's maximum and the load-shedding limits.
+    pub limits: server::Limits,
+    /// An API server client (`None`: no Kubernetes client).
+    pub kube: Option<kube::Client>,
+    /// Where namespace labels come from, overriding `namespaces` and
+    /// `namespace_labels` (e.g. `Namespaces::watch` on a fake API server).
+    pub namespace_source: Option<Namespaces>,
 }
 
 impl Default for Options {
@@ -77,6 +84,9 @@ impl Default for Options {
             audit_sink: None,
             report: unroot::report::task::Handle::default(),
             pods: None,
+            limits: server::Limits::default(),
+            kube: None,
+            namespace_source: None,
         }
     }
 }
@@ -149,12 +159,17 @@ pub async fn start_with(options: Options) -> Server {
     let metrics = Metrics::new();
     let state = AppState {
         policy: Arc::new(ArcSwap::from_pointee(Snapshot::new(options.policy))),
-        namespaces: match (options.namespaces, options.namespace_labels) {
-            (Some(map), _) => Namespaces::Fixed(Arc::new(map)),
-            (None, map) if !map.is_empty() => Namespaces::Fixed(Arc::new(map)),
-            (None, _) => Namespaces::Unknown,
+        namespaces: match (
+            options.namespace_source,
+            options.namespaces,
+            options.namespace_labels,
+        ) {
+            (Some(source), _, _) => source,
+            (None, Some(map), _) => Namespaces::Fixed(Arc::new(map)),
+            (None, None, map) if !map.is_empty() => Namespaces::Fixed(Arc::new(map)),
+            (None, None, _) => Namespaces::Unknown,
         },
-        kube: None,
+        kube: options.kube,
         identity_store: options.identity_store,
         audit: unroot::audit::Log::start(options.audit_sink, metrics.registry()),
         report: options.report,
@@ -162,6 +177,7 @@ pub async fn start_with(options: Options) -> Server {
         pods: options.pods,
         readiness: Arc::new(Readiness::new(&["serving"])),
         request_timeout: options.request_timeout,
+        limits: options.limits,
     };
     let config = server::Config {
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -116,6 +116,21 @@ pub struct Args {
     /// Longest time a client may take to send a request's headers and body.
     #[arg(long, env = "UNROOT_REQUEST_TIMEOUT", default_value = "10s", value_parser = super::parse_duration)]
     pub request_timeout: Duration,
+    /// Longest time a review may take once its headers arrived; the API
+    /// server's own `?timeout=` shortens it. Every wait on the API server
+    /// (namespace lookup, pod read, identity ConfigMap write) ends at this
+    /// deadline minus a margin, and the pod is then denied.
+    #[arg(long, env = "UNROOT_REVIEW_TIMEOUT", default_value = "10s", value_parser = super::parse_duration)]
+    pub review_timeout: Duration,
+    /// Most reviews decided at once; more are shed at once with 429 and
+    /// Retry-After (the API server retries them) instead of queueing.
+    #[arg(long, env = "UNROOT_MAX_CONCURRENT_REVIEWS", default_value_t = server::limits::DEFAULT_MAX_CONCURRENT_REVIEWS, value_parser = parse_positive)]
+    pub max_concurrent_reviews: usize,
+    /// Most request body bytes held in memory at once, over all requests;
+    /// a request that would go beyond is shed with 429 and Retry-After.
+    /// At least 8 MiB (one largest body).
+    #[arg(long, env = "UNROOT_MAX_BUFFERED_BYTES", default_value_t = server::limits::DEFAULT_MAX_BUFFERED_BYTES, value_parser = parse_buffered_bytes)]
+    pub max_buffered_bytes: usize,
     /// How often identity ConfigMaps (unroot-identity-<user>) that no pod
     /// mounts any more are collected, in the namespaces selected for
     /// provisioning.
@@ -145,6 +160,49 @@ pub struct Args {
     /// Service endpoints drop this replica before it stops accepting.
     #[arg(long, env = "UNROOT_SHUTDOWN_DELAY", default_value = "0s", value_parser = super::parse_duration)]
     pub shutdown_delay: Duration,
+}
+
+/// The listeners' addresses and timeouts.
+fn listener_config(args: &Args) -> server::Config {
+    server::Config {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        request_timeout: args.request_timeout,
+        drain_timeout: args.drain_timeout,
+        ..server::Config::default()
+    }
+}
+
+/// The review deadline's maximum and the load-shedding limits.
+fn limits(args: &Args) -> server::Limits {
+    server::Limits::new(
+        args.review_timeout,
+        args.max_concurrent_reviews,
+        args.max_buffered_bytes,
+    )
+}
+
+/// A count of at least 1.
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?} is not a count: {e}")),
+    }
+}
+
+/// `--max-buffered-bytes`: a byte count, at least one largest body.
+fn parse_buffered_bytes(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a byte count: {e}"))?;
+    if n < server::MAX_BODY_BYTES {
+        return Err(format!(
+            "{n} is less than one largest request body ({} bytes): such a request could never be served",
+            server::MAX_BODY_BYTES
+        ));
+    }
+    Ok(n)
 }
 
 /// Where the audit log goes.
@@ -279,15 +337,9 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
         metrics,
         readiness: Arc::clone(&readiness),
         request_timeout: args.request_timeout,
+        limits: limits(args),
     };
-    let config = server::Config {
-        listen: args.listen,
-        admin_listen: args.admin_listen,
-        request_timeout: args.request_timeout,
-        drain_timeout: args.drain_timeout,
-        ..server::Config::default()
-    };
-    let running = server::start(config, state, Arc::new(tls))
+    let running = server::start(listener_config(args), state, Arc::new(tls))
         .await
         .map_err(|e| e.to_string())?;
     wait_for_signal().await;

@@ -1,13 +1,31 @@
 //! What a webhook request must be before its body is read as a review: JSON,
-//! at most [`MAX_BODY_BYTES`], arriving within the request timeout.
+//! at most [`MAX_BODY_BYTES`], arriving within the request timeout, and
+//! within the replica's budget of buffered bytes.
+//!
+//! A body that is refused part-way (too large, or over the budget) is read
+//! on and thrown away for a while (at most [`LINGER_BYTES`] within
+//! [`LINGER_TIME`]) before the answer goes out: a client that writes its
+//! whole body before it reads (Python's `http.client`, many others) then
+//! gets the 413 instead of a connection reset.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt as _;
 
 use super::MAX_BODY_BYTES;
+use super::limits;
+
+/// Most bytes of a refused body read and thrown away before answering.
+pub const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest time spent reading a refused body before answering.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// A refused body whose client sends nothing for this long is given up on
+/// (the client has stopped writing and may be waiting for the answer).
+pub const LINGER_IDLE: Duration = Duration::from_millis(500);
 
 /// Why a request was refused before it was read as a review.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +52,74 @@ fn too_large() -> Rejection {
     }
 }
 
+/// Refused because the replica holds as many request bytes as it may.
+#[must_use]
+pub fn overloaded() -> Rejection {
+    Rejection {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        reason: "TooManyRequests",
+        label: "overloaded",
+        message: format!(
+            "unroot is overloaded: too many request bytes are being handled at once; retry in {} s",
+            limits::RETRY_AFTER_SECONDS
+        ),
+    }
+}
+
+/// Refused because `max` reviews are being decided already.
+#[must_use]
+pub fn too_many_reviews(max: usize) -> Rejection {
+    Rejection {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        reason: "TooManyRequests",
+        label: "overloaded",
+        message: format!(
+            "unroot is overloaded: {max} reviews are being decided already; retry in {} s",
+            limits::RETRY_AFTER_SECONDS
+        ),
+    }
+}
+
+/// Refused because another review over [`limits::LARGE_REVIEW_BYTES`] is
+/// being decided.
+#[must_use]
+pub fn another_large_review() -> Rejection {
+    Rejection {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        reason: "TooManyRequests",
+        label: "overloaded",
+        message: format!(
+            "unroot is overloaded: another review over {} MiB is being decided, and one is decided at a time; retry in {} s",
+            limits::LARGE_REVIEW_BYTES / (1024 * 1024),
+            limits::RETRY_AFTER_SECONDS
+        ),
+    }
+}
+
 /// Reads the body of a webhook call, refusing what is not a JSON review.
+/// Without a budget of buffered bytes (the null responder's way).
 pub async fn read(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, Rejection> {
+    read_body(headers, body, timeout, None).await
+}
+
+/// Reads the body of a webhook call, refusing what is not a JSON review,
+/// and taking every byte it holds from `budget` (refused with 429 when the
+/// budget runs dry: the replica holds too many bytes already).
+pub async fn read_within(
+    headers: &HeaderMap,
+    body: Body,
+    timeout: Duration,
+    budget: &mut limits::Bytes,
+) -> Result<Bytes, Rejection> {
+    read_body(headers, body, timeout, Some(budget)).await
+}
+
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    timeout: Duration,
+    mut budget: Option<&mut limits::Bytes>,
+) -> Result<Bytes, Rejection> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -56,27 +140,93 @@ pub async fn read(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        linger(body).await;
         return Err(too_large());
     }
-    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(Rejection {
-            status: StatusCode::BAD_REQUEST,
-            reason: "BadRequest",
-            label: "malformed",
-            message: format!("failed to read request body: {e}"),
-        }),
-        Err(_) => Err(Rejection {
-            status: StatusCode::REQUEST_TIMEOUT,
-            reason: "Timeout",
-            label: "body_timeout",
-            message: format!(
-                "request body did not arrive within {} s",
-                timeout.as_secs_f64()
-            ),
-        }),
+    // The whole declared body is taken at once: a replica over its budget
+    // refuses before reading a byte.
+    if let (Some(n), Some(budget)) = (declared, budget.as_deref_mut())
+        && !budget.take(n)
+    {
+        linger(body).await;
+        return Err(overloaded());
+    }
+    let deadline = tokio::time::Instant::from_std(Instant::now() + timeout);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0_usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(Rejection {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    reason: "Timeout",
+                    label: "body_timeout",
+                    message: format!(
+                        "request body did not arrive within {} s",
+                        timeout.as_secs_f64()
+                    ),
+                });
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(Rejection {
+                    status: StatusCode::BAD_REQUEST,
+                    reason: "BadRequest",
+                    label: "malformed",
+                    message: format!("failed to read request body: {e}"),
+                });
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += data.len();
+        if total > MAX_BODY_BYTES {
+            linger(body).await;
+            return Err(too_large());
+        }
+        if let Some(budget) = budget.as_deref_mut()
+            && total > budget.held()
+            && !budget.take(total - budget.held())
+        {
+            linger(body).await;
+            return Err(overloaded());
+        }
+        chunks.push(data);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut all = Vec::with_capacity(total);
+            for chunk in &chunks {
+                all.extend_from_slice(chunk);
+            }
+            Bytes::from(all)
+        }
+    })
+}
+
+/// Reads what is left of a refused body and throws it away, for at most
+/// [`LINGER_BYTES`] and [`LINGER_TIME`], and until the client pauses for
+/// [`LINGER_IDLE`], so that a client still writing it can then read the
+/// answer.
+async fn linger(mut body: Body) {
+    let stop = tokio::time::Instant::now() + LINGER_TIME;
+    let mut left = LINGER_BYTES;
+    loop {
+        let idle = tokio::time::Instant::now() + LINGER_IDLE;
+        let Ok(Some(Ok(frame))) = tokio::time::timeout_at(stop.min(idle), body.frame()).await
+        else {
+            return;
+        };
+        if let Some(data) = frame.data_ref() {
+            if data.len() >= left {
+                return;
+            }
+            left -= data.len();
+        }
     }
 }
 

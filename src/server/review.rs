@@ -10,8 +10,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::{Span, info, warn};
 
+use super::deadline::Deadline;
 use super::handlers::Webhook;
-use super::{AppState, POLICY_HASH, body, error_body};
+use super::{AppState, POLICY_HASH, body, error_body, overloaded_body};
 use crate::admission::{self, Decoded};
 use crate::audit;
 
@@ -20,17 +21,29 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
     let name = webhook.as_str();
     let _in_flight = InFlight::new(&state.metrics);
     let (parts, body) = request.into_parts();
-    let deadline = super::handlers::deadline(&parts.uri, Instant::now());
-    let bytes = match body::read(&parts.headers, body, state.request_timeout).await {
-        Ok(b) => b,
-        Err(rejection) => {
-            state
-                .metrics
-                .rejected_requests
-                .with_label_values(&[name, rejection.label])
-                .inc();
-            return error_body(rejection.status, rejection.reason, &rejection.message);
+    let deadline = Deadline::for_request(&parts.uri, Instant::now(), state.limits.review_timeout);
+    // Held until the answer is sent: the body and what is decoded from it
+    // live that long.
+    let mut held = state.limits.bytes();
+    let bytes =
+        match body::read_within(&parts.headers, body, state.request_timeout, &mut held).await {
+            Ok(b) => b,
+            Err(rejection) => return reject(state, name, &rejection),
+        };
+    let Some(_deciding) = state.limits.try_review() else {
+        return reject(
+            state,
+            name,
+            &body::too_many_reviews(state.limits.max_concurrent_reviews()),
+        );
+    };
+    let _large = if bytes.len() > super::limits::LARGE_REVIEW_BYTES {
+        match state.limits.try_large_review() {
+            Some(permit) => Some(permit),
+            None => return reject(state, name, &body::another_large_review()),
         }
+    } else {
+        None
     };
     let started = Instant::now();
     let span = Span::current();
@@ -95,6 +108,20 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
         info!(outcome, warnings = response.warnings.len(), "answered");
     }
     encoded(admission::encode(review.api_version, response))
+}
+
+/// Counts a request refused before it was a review, and answers it.
+fn reject(state: &AppState, name: &str, rejection: &body::Rejection) -> Response {
+    state
+        .metrics
+        .rejected_requests
+        .with_label_values(&[name, rejection.label])
+        .inc();
+    if rejection.status == StatusCode::TOO_MANY_REQUESTS {
+        tracing::debug!(reason = rejection.label, "shed a request: overloaded");
+        return overloaded_body(&rejection.message);
+    }
+    error_body(rejection.status, rejection.reason, &rejection.message)
 }
 
 fn encoded(bytes: Vec<u8>) -> Response {

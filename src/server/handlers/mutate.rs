@@ -5,15 +5,24 @@ use tracing::{info, warn};
 use crate::admission::{self, Applied, Decision, Response};
 use crate::policy::Snapshot;
 use crate::server::AppState;
+use crate::server::deadline::{Deadline, Expired};
 
 pub(super) async fn decide(
     state: &AppState,
     policy: &Snapshot,
     req: &admission::Request<'_>,
+    deadline: Deadline,
 ) -> Decision {
-    let labels = match state.namespaces.labels(req.namespace()).await {
-        Ok(labels) => labels.unwrap_or_default(),
-        Err(e) => {
+    let lookup = deadline
+        .bound(
+            || format!("reading the labels of namespace {:?}", req.namespace()),
+            state.namespaces.labels(req.namespace()),
+        )
+        .await;
+    let labels = match lookup {
+        Err(expired) => return out_of_time(req, &expired),
+        Ok(Ok(labels)) => labels.unwrap_or_default(),
+        Ok(Err(e)) => {
             return Response::deny(
                 &req.uid,
                 500,
@@ -27,7 +36,13 @@ pub(super) async fn decide(
         }
     };
     let mutation = admission::mutate(req, policy, &labels);
-    store_identity(req, state, mutation).await
+    store_identity(req, state, mutation, deadline).await
+}
+
+/// The answer when a step ran out of time: denied (fail closed).
+pub(super) fn out_of_time(req: &admission::Request<'_>, expired: &Expired) -> Decision {
+    warn!(step = %expired.step, budget_ms = expired.budget.as_millis(), "review ran out of time");
+    Response::deny(&req.uid, 504, "Timeout", expired.to_string()).into()
 }
 
 /// Applies the identity ConfigMap a mutation needs, then answers; a pod whose
@@ -36,6 +51,7 @@ async fn store_identity(
     req: &admission::Request<'_>,
     state: &AppState,
     mutation: admission::Mutation,
+    deadline: Deadline,
 ) -> Decision {
     let admission::Mutation {
         mut decision,
@@ -71,13 +87,20 @@ async fn store_identity(
         info!(configmap = %name, "dry run: identity ConfigMap not written");
         return decision;
     }
-    match store.apply(config_map).await {
-        Ok(()) => {
+    // Nothing is written once the API server may have given up on the pod:
+    // the write does not start late, and is abandoned at the deadline.
+    let step = || format!("writing the identity ConfigMap {namespace}/{name}");
+    if let Err(expired) = deadline.check(step) {
+        return out_of_time(req, &expired);
+    }
+    match deadline.bound(step, store.apply(config_map)).await {
+        Err(expired) => out_of_time(req, &expired),
+        Ok(Ok(())) => {
             info!(configmap = %name, "identity ConfigMap applied");
             decision.facts.mutations.push(Applied::IdentityConfigMap);
             decision
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             warn!(configmap = %name, error = %e, "failed to apply the identity ConfigMap");
             Response::deny(
                 &req.uid,

@@ -11,23 +11,32 @@ use crate::admission::namespace::{self, BUDGET, LIST_FAILED, Step};
 use crate::admission::{self, Decision, Response};
 use crate::policy::Snapshot;
 use crate::server::AppState;
+use crate::server::deadline::Deadline;
 
-/// Decides a namespace request. `deadline` is when the API server stops
-/// waiting for the answer (from the webhook URL's `?timeout=`), if it said.
+/// Decides a namespace request. `deadline` bounds the review; the check of
+/// existing pods gets upstream's budget within it.
 pub(super) async fn decide(
     state: &AppState,
     policy: &Snapshot,
     req: &admission::Request<'_>,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 ) -> Decision {
     let dry = match namespace::decide(req, policy) {
         Step::Done(decision) => return decision,
         Step::DryRun(dry) => dry,
     };
     let started = Instant::now();
-    let stop = started + budget(started, deadline);
+    let stop = started + budget(started, Some(deadline.caller_gives_up()));
+    // A lister that ignores `stop` (a cache answers late, and the checks
+    // then stop at the budget) is still cut off at the review's deadline.
     let pods = match &state.pods {
-        Some(lister) => lister.list(&dry.namespace, stop).await,
+        Some(lister) => deadline
+            .bound(
+                || format!("listing the pods of namespace {:?}", dry.namespace),
+                lister.list(&dry.namespace, stop),
+            )
+            .await
+            .unwrap_or_else(|expired| Err(expired.step + ": timed out")),
         None => Err("no cluster to list pods from".to_owned()),
     };
     let mut response = Response::allow(&req.uid);

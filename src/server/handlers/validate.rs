@@ -3,7 +3,6 @@
 //! pod in.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -11,16 +10,17 @@ use crate::admission::validate::{self, NamespaceLabels};
 use crate::admission::{self, Decision, Response, Target};
 use crate::policy::Snapshot;
 use crate::server::AppState;
+use crate::server::deadline::Deadline;
 
 pub(super) async fn decide(
     state: &AppState,
     policy: &Snapshot,
     req: &admission::Request<'_>,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 ) -> Decision {
     match req.target() {
         Target::ConfigMap => admission::validate_policy_configmap(req).into(),
-        Target::Pod | Target::Workload(_) => pod_security(state, policy, req).await,
+        Target::Pod | Target::Workload(_) => pod_security(state, policy, req, deadline).await,
         Target::Namespace => super::namespace::decide(state, policy, req, deadline).await,
         Target::Other => Response::allow(&req.uid).into(),
     }
@@ -30,19 +30,39 @@ async fn pod_security(
     state: &AppState,
     policy: &Snapshot,
     req: &admission::Request<'_>,
+    deadline: Deadline,
 ) -> Decision {
     if let Some(answer) = validate::before_lookup(req, policy) {
         return answer;
     }
-    let namespace = match state.namespaces.labels(req.namespace()).await {
-        Ok(Some(labels)) => NamespaceLabels::Found(labels),
-        Ok(None) => NamespaceLabels::Unknown,
-        Err(e) => NamespaceLabels::Failed(e),
+    let lookup = deadline
+        .bound(
+            || format!("reading the labels of namespace {:?}", req.namespace()),
+            state.namespaces.labels(req.namespace()),
+        )
+        .await;
+    let namespace = match lookup {
+        // A pod is denied naming the step; a workload is let through with
+        // the failure in its audit annotations, as for any failed lookup.
+        Err(expired) if req.target() == Target::Pod => {
+            return super::mutate::out_of_time(req, &expired);
+        }
+        Err(expired) => NamespaceLabels::Failed(expired.to_string()),
+        Ok(Ok(Some(labels))) => NamespaceLabels::Found(labels),
+        Ok(Ok(None)) => NamespaceLabels::Unknown,
+        Ok(Err(e)) => NamespaceLabels::Failed(e),
     };
     let pod = if validate::needs_pod(req) {
-        match read_pod_with_ephemeral_containers(state, req).await {
-            Ok(pod) => Some(pod),
-            Err(message) => {
+        let read = deadline
+            .bound(
+                || format!("reading pod {:?} for its ephemeral containers", req.name()),
+                read_pod_with_ephemeral_containers(state, req),
+            )
+            .await;
+        match read {
+            Err(expired) => return super::mutate::out_of_time(req, &expired),
+            Ok(Ok(pod)) => Some(pod),
+            Ok(Err(message)) => {
                 return Response::deny(&req.uid, 500, "InternalError", message).into();
             }
         }

@@ -1,0 +1,180 @@
+//! What one replica takes on at once: reviews being decided, and request
+//! bytes held in memory. Beyond either, a request is shed at once with 429
+//! and `Retry-After` (the API server's REST client retries it within the
+//! webhook's timeout) instead of waiting in an unbounded queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Default of `--max-concurrent-reviews`.
+pub const DEFAULT_MAX_CONCURRENT_REVIEWS: usize = 256;
+
+/// Default of `--max-buffered-bytes`: four of the largest bodies.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 4 * super::MAX_BODY_BYTES;
+
+/// Default of `--review-timeout`: the API server's own maximum webhook
+/// timeout (`timeoutSeconds` is at most 30, and defaults to 10).
+pub const DEFAULT_REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A review body larger than this is decoded only while no other such
+/// review is: decoded, a review costs many times its size (the 3 MB review
+/// of 50,000 containers takes about 170 MiB as typed pod structs), so two
+/// at once would double the worst case a replica must fit in memory.
+pub const LARGE_REVIEW_BYTES: usize = 1024 * 1024;
+
+/// What a client is told to wait before it retries a shed request.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// The limits and what is taken of them right now. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The longest a review may take (the API server's `?timeout=` may
+    /// shorten it).
+    pub review_timeout: Duration,
+    max_concurrent_reviews: usize,
+    max_buffered_bytes: usize,
+    reviews: Arc<Semaphore>,
+    large: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_REVIEW_TIMEOUT,
+            DEFAULT_MAX_CONCURRENT_REVIEWS,
+            DEFAULT_MAX_BUFFERED_BYTES,
+        )
+    }
+}
+
+impl Limits {
+    /// Limits of `max_concurrent_reviews` reviews being decided and
+    /// `max_buffered_bytes` of request bodies held at once (both at least 1,
+    /// and at most what a semaphore counts).
+    #[must_use]
+    pub fn new(
+        review_timeout: Duration,
+        max_concurrent_reviews: usize,
+        max_buffered_bytes: usize,
+    ) -> Self {
+        let max_concurrent_reviews = max_concurrent_reviews.clamp(1, Semaphore::MAX_PERMITS);
+        let max_buffered_bytes = max_buffered_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            review_timeout,
+            max_concurrent_reviews,
+            max_buffered_bytes,
+            reviews: Arc::new(Semaphore::new(max_concurrent_reviews)),
+            large: Arc::new(Semaphore::new(1)),
+            bytes: Arc::new(Semaphore::new(max_buffered_bytes)),
+        }
+    }
+
+    /// Most reviews decided at once.
+    #[must_use]
+    pub fn max_concurrent_reviews(&self) -> usize {
+        self.max_concurrent_reviews
+    }
+
+    /// Most request bytes held at once.
+    #[must_use]
+    pub fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered_bytes
+    }
+
+    /// A place for one review to be decided, or `None` when all are taken.
+    #[must_use]
+    pub fn try_review(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.reviews).try_acquire_owned().ok()
+    }
+
+    /// The one place for a review over [`LARGE_REVIEW_BYTES`], or `None`
+    /// while another holds it.
+    #[must_use]
+    pub fn try_large_review(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.large).try_acquire_owned().ok()
+    }
+
+    /// A budget for request bytes, empty until [`Bytes::take`] grows it.
+    #[must_use]
+    pub fn bytes(&self) -> Bytes {
+        Bytes {
+            pool: Arc::clone(&self.bytes),
+            held: None,
+        }
+    }
+}
+
+/// Request bytes one request holds; given back when dropped.
+#[derive(Debug)]
+pub struct Bytes {
+    pool: Arc<Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+impl Bytes {
+    /// Takes `n` more bytes from the pool; `false` when the pool has fewer
+    /// left (then nothing is taken).
+    pub fn take(&mut self, n: usize) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let Ok(n) = u32::try_from(n) else {
+            return false;
+        };
+        match Arc::clone(&self.pool).try_acquire_many_owned(n) {
+            Ok(permit) => {
+                match &mut self.held {
+                    Some(held) => held.merge(permit),
+                    None => self.held = Some(permit),
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Bytes held.
+    #[must_use]
+    pub fn held(&self) -> usize {
+        self.held
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reviews_and_bytes_are_shed_beyond_the_limits_and_given_back() {
+        let limits = Limits::new(Duration::from_secs(1), 2, 100);
+        let a = limits.try_review();
+        let b = limits.try_review();
+        assert!(a.is_some() && b.is_some());
+        assert!(limits.try_review().is_none(), "a third review is shed");
+        drop(a);
+        assert!(
+            limits.try_review().is_some(),
+            "a finished review frees its place"
+        );
+
+        let mut first = limits.bytes();
+        assert!(first.take(60));
+        assert!(first.take(30));
+        assert_eq!(first.held(), 90);
+        let mut second = limits.bytes();
+        assert!(!second.take(20), "only 10 bytes are left");
+        assert_eq!(second.held(), 0);
+        assert!(second.take(10));
+        drop(first);
+        assert!(
+            limits.bytes().take(90),
+            "dropped budgets go back to the pool"
+        );
+        assert!(!limits.bytes().take(usize::MAX));
+    }
+}

@@ -1,0 +1,194 @@
+//! Load shedding over real TLS: beyond the concurrent reviews or the
+//! buffered bytes a replica takes on, a request gets a fast 429 with
+//! Retry-After (which the API server retries), counted as
+//! `reason="overloaded"`, and the capacity comes back when reviews finish.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{fixture, labels, review_as};
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::ConfigMap;
+use unroot::policy::Document;
+use unroot::server::{IdentityStore, Limits};
+
+const HUB: &str = "system:serviceaccount:jupyterhub:hub";
+const SLOW: Duration = Duration::from_millis(1500);
+
+/// Makes every provisioned pod's review take [`SLOW`].
+#[derive(Debug)]
+struct SlowStore;
+
+impl IdentityStore for SlowStore {
+    fn apply(&self, _: ConfigMap) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async {
+            tokio::time::sleep(SLOW).await;
+            Ok(())
+        })
+    }
+}
+
+async fn start(limits: Limits) -> common::Server {
+    common::start_with(common::Options {
+        policy: Document::from_file(std::path::Path::new(
+            "tests/fixtures/provisioning/policy.yaml",
+        ))
+        .unwrap(),
+        namespace_labels: BTreeMap::from([(
+            "hub-users".to_owned(),
+            labels(&[("unroot.dev/provisioning", "enabled")]),
+        )]),
+        identity_store: Some(Arc::new(SlowStore) as Arc<dyn IdentityStore>),
+        limits,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The notebook's review, padded with trailing whitespace to `size` bytes.
+fn review_body(size: usize) -> Vec<u8> {
+    let review = review_as(
+        "CREATE",
+        "hub-users",
+        &fixture("tests/fixtures/provisioning/notebook.yaml"),
+        HUB,
+    );
+    let mut body = serde_json::to_vec(&review).unwrap();
+    if body.len() < size {
+        body.resize(size, b' ');
+    }
+    body
+}
+
+fn status_message(reply: &common::Reply) -> String {
+    reply.json()["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn reviews_beyond_the_concurrency_cap_get_a_fast_429() {
+    let server = Arc::new(start(Limits::new(Duration::from_secs(10), 4, 64 << 20)).await);
+    let mut requests = Vec::new();
+    for _ in 0..12 {
+        let server = Arc::clone(&server);
+        requests.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let reply = server
+                .post("/mutate", "application/json", review_body(0))
+                .await;
+            (reply, started.elapsed())
+        }));
+    }
+    let (mut admitted, mut shed) = (0, 0);
+    for request in requests {
+        let (reply, took) = request.await.unwrap();
+        match reply.status {
+            200 => {
+                assert_eq!(reply.json()["response"]["allowed"], true);
+                assert!(took >= SLOW, "{took:?}");
+                admitted += 1;
+            }
+            429 => {
+                assert!(took < Duration::from_millis(500), "shed fast: {took:?}");
+                assert_eq!(reply.headers["retry-after"], "1");
+                assert_eq!(reply.json()["reason"], "TooManyRequests");
+                assert_eq!(
+                    status_message(&reply),
+                    "unroot is overloaded: 4 reviews are being decided already; retry in 1 s"
+                );
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {reply:?}"),
+        }
+    }
+    assert_eq!((admitted, shed), (4, 8));
+    assert_eq!(
+        server
+            .metric(r#"unroot_rejected_requests_total{reason="overloaded",webhook="mutate"}"#)
+            .await,
+        Some(8.0)
+    );
+    // The places come back: the next review is decided.
+    let reply = server
+        .post("/mutate", "application/json", review_body(0))
+        .await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_buffered_bytes_get_a_fast_429() {
+    let server = Arc::new(start(Limits::new(Duration::from_secs(10), 256, 100_000)).await);
+    let first = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            server
+                .post("/mutate", "application/json", review_body(60_000))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 60 kB are held by the review in progress; 60 kB more do not fit.
+    let started = Instant::now();
+    let reply = server
+        .post("/mutate", "application/json", review_body(60_000))
+        .await;
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert_eq!(
+        status_message(&reply),
+        "unroot is overloaded: too many request bytes are being handled at once; retry in 1 s"
+    );
+    // Small ones still fit beside it.
+    let small = server
+        .post("/mutate", "application/json", review_body(30_000))
+        .await;
+    assert_eq!(small.status, 200);
+    assert_eq!(first.await.unwrap().status, 200);
+    // Its bytes are given back with its answer.
+    let again = server
+        .post("/mutate", "application/json", review_body(60_000))
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        server
+            .metric(r#"unroot_rejected_requests_total{reason="overloaded",webhook="mutate"}"#)
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn one_large_review_is_decided_at_a_time() {
+    let server = Arc::new(start(Limits::default()).await);
+    let large = 1024 * 1024 + 1;
+    let first = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            server
+                .post("/mutate", "application/json", review_body(large))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = server
+        .post("/mutate", "application/json", review_body(large))
+        .await;
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert_eq!(
+        status_message(&reply),
+        "unroot is overloaded: another review over 1 MiB is being decided, and one is decided at a time; retry in 1 s"
+    );
+    // Small reviews are not held up by it.
+    let small = server
+        .post("/mutate", "application/json", review_body(0))
+        .await;
+    assert_eq!(small.status, 200);
+    assert_eq!(first.await.unwrap().status, 200);
+    let again = server
+        .post("/mutate", "application/json", review_body(large))
+        .await;
+    assert_eq!(again.status, 200);
+}

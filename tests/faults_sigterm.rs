@@ -1,0 +1,203 @@
+//! SIGTERM under load, against the real binary: every review that was in
+//! flight when the signal came is answered in full (200), no answer is cut
+//! short or turned into an error, and the process exits 0 after draining.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use rustls::pki_types::ServerName;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_rustls::TlsConnector;
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(dir: &std::path::Path) -> (Process, SocketAddr, String) {
+    let ca = dir.join("ca.crt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unroot"))
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args([
+            "serve",
+            "--standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--ca-cert-out",
+        ])
+        .arg(&ca)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server logged 'serving'").unwrap();
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["message"] == "serving" {
+            break event["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Process(child), addr, std::fs::read_to_string(ca).unwrap())
+}
+
+fn body(name: &str) -> Vec<u8> {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "a", "image": "x"}]}});
+    serde_json::to_vec(&common::review_for("CREATE", "team-a", &pod)).unwrap()
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one story: load, requests in flight, signal, drain
+async fn sigterm_under_load_drops_no_review_in_flight() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr, ca_pem) = spawn(dir.path());
+    let connector = TlsConnector::from(Arc::new(common::client_config(
+        &ca_pem,
+        &[&rustls::version::TLS13],
+    )));
+    let connect = move || {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            connector
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+        }
+    };
+
+    // Background load: keep-alive clients sending reviews back to back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for c in 0..8 {
+        let (stop, connect) = (Arc::clone(&stop), connect.clone());
+        load.push(tokio::spawn(async move {
+            let (mut answered, mut refused, mut broken) = (0, 0, Vec::new());
+            'conn: while !stop.load(Ordering::Relaxed) {
+                let Ok(tls) = connect().await else {
+                    refused += 1; // the listener is closed: a retry goes to another replica
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let Ok((mut sender, conn)) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await
+                else {
+                    refused += 1;
+                    continue;
+                };
+                tokio::spawn(conn);
+                loop {
+                    if stop.load(Ordering::Relaxed) || sender.ready().await.is_err() {
+                        continue 'conn;
+                    }
+                    let request = hyper::Request::post("/mutate")
+                        .header("host", "localhost")
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body(&format!("l{c}-{answered}")))))
+                        .unwrap();
+                    match sender.send_request(request).await {
+                        Ok(response) => {
+                            let status = response.status();
+                            match response
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(http_body_util::Collected::to_bytes)
+                            {
+                                Ok(b) if status == 200 && b.ends_with(b"}") => answered += 1,
+                                other => broken.push(format!("{status}: {other:?}")),
+                            }
+                        }
+                        // Closed before the request was taken: hyper says
+                        // so, and the request was never read.
+                        Err(e) if e.is_canceled() || e.is_closed() || e.is_incomplete_message() => {
+                            refused += 1;
+                            continue 'conn;
+                        }
+                        Err(e) => broken.push(format!("{e:?}")),
+                    }
+                }
+            }
+            (answered, refused, broken)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // Reviews in flight at the signal: headers and half of the body sent.
+    let mut in_flight = Vec::new();
+    for i in 0..16 {
+        let mut tls = connect().await.unwrap();
+        let body = body(&format!("f{i}"));
+        let head = format!(
+            "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(&body[..body.len() / 2]).await.unwrap();
+        tls.flush().await.unwrap();
+        in_flight.push((tls, body));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, (mut tls, body)) in in_flight.into_iter().enumerate() {
+        tls.write_all(&body[body.len() / 2..]).await.unwrap();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut reply)).await;
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "in-flight review {i}: {reply}"
+        );
+        assert!(
+            reply.contains("\"patchType\":\"JSONPatch\""),
+            "in-flight review {i}: {reply}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = 0;
+    for client in load {
+        let (a, _refused, broken) = client.await.unwrap();
+        assert!(broken.is_empty(), "answers cut short or failed: {broken:?}");
+        answered += a;
+    }
+    assert!(answered >= 50, "{answered} reviews under load");
+    let code = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            if let Some(status) = server.0.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "exits 0 after draining");
+}
