@@ -465,7 +465,17 @@ fn start_certificates(
     let resolver = Arc::new(Resolver::empty());
     let managed = keep_certificate(args, client, &resolver, metrics, readiness)?;
     let tls = match &args.client_ca {
-        None => certs::server_config(resolver),
+        None => {
+            // Not an error: the API server sends no client certificate unless
+            // its AdmissionConfiguration says so. But provisioning writes
+            // identity ConfigMaps for whoever calls /mutate.
+            warn!(
+                "no --client-ca: any client that reaches the webhook port is served, and with \
+                 provisioning enabled may have identity ConfigMaps written; only a \
+                 NetworkPolicy fences it (README, \"Hardening\")"
+            );
+            certs::server_config(resolver)
+        }
         Some(path) => {
             info!(client_ca = %path.display(), "clients must present a certificate signed by the client CA");
             certs::server_config_with_client_ca(resolver, path).map_err(|e| e.to_string())?
