@@ -38,12 +38,14 @@ for target in $FUZZ_TARGETS; do
     found=tests/fixtures/fuzz/$target
     mkdir -p "$corpus" "$artifacts" "$found"
     echo "fuzz: $target for ${FUZZ_SECONDS}s"
+    dict=()
+    [[ -f fuzz/$target.dict ]] && dict=(-dict="fuzz/$target.dict")
     set +e
     # One process (no -jobs/-fork): the machine's cores are shared.
     "$CARGO_FUZZ" run --fuzz-dir fuzz --sanitizer "$FUZZ_SANITIZER" -O --debug-assertions "$target" \
         "$corpus" "tests/fixtures/fuzz/seeds/$target" "$found" -- \
         -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-        -artifact_prefix="$artifacts/" -print_final_stats=1 2>&1 | tee "fuzz/$target.log"
+        -artifact_prefix="$artifacts/" -print_final_stats=1 "${dict[@]}" 2>&1 | tee "fuzz/$target.log"
     rc=${PIPESTATUS[0]}
     set -e
     grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)' "fuzz/$target.log" || true
