@@ -37,6 +37,12 @@ for target in $FUZZ_TARGETS; do
     artifacts=fuzz/artifacts/$target
     found=tests/fixtures/fuzz/$target
     mkdir -p "$corpus" "$artifacts" "$found"
+    if [[ $target == policy ]]; then
+        # The shipped policies, as they are now (tests/fuzz_regressions.rs
+        # SHIPPED_POLICIES).
+        cp webhook-config/policy.yaml "$corpus/shipped-default.yaml"
+        cp tests/fixtures/provisioning/policy.yaml "$corpus/shipped-provisioning.yaml"
+    fi
     echo "fuzz: $target for ${FUZZ_SECONDS}s"
     dict=()
     [[ -f fuzz/$target.dict ]] && dict=(-dict="fuzz/$target.dict")
