@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint unit dashboard-browser monitoring e2e bench build release clean
+.PHONY: run test lint unit dashboard-browser monitoring e2e bench fuzz build release clean
 
 ## run: serve the webhook on 127.0.0.1:8443 (admin on :8080) with the embedded
 ## default policy and a self-issued certificate; the CA goes to certs/ca.crt.
@@ -53,6 +53,13 @@ release:
 ## Not part of `make test`.
 bench:
 	python3 bench/run.py
+
+## fuzz: the AdmissionReview handler and the policy parser under libFuzzer,
+## FUZZ_SECONDS (default 60) each on one core; a crash lands in
+## tests/fixtures/fuzz/<target>/, which `make unit` replays. Installs
+## cargo-fuzz into ~/.cache/unroot-fuzz once. Not part of `make test`.
+fuzz:
+	fuzz/run.sh
 
 clean:
 	$(CARGO) clean

@@ -341,3 +341,193 @@ proptest! {
         prop_assert_eq!(would == 0, on.patch.0.is_empty(), "{:?}", warn.warnings);
     }
 }
+
+/// The properties below go through the real server over TLS, as the API
+/// server would see the answers: one server, on a runtime of its own, for
+/// all cases of a property.
+struct Served {
+    runtime: tokio::runtime::Runtime,
+    server: common::Server,
+}
+
+impl Served {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = runtime.block_on(common::start_with(common::Options {
+            namespaces: common::namespaces(&[("strict", &[("unroot.dev/enforce", "restricted")])]),
+            ..Default::default()
+        }));
+        Self { runtime, server }
+    }
+
+    fn admit(&self, path: &str, review: &Value) -> Value {
+        self.runtime.block_on(self.server.admit(path, review))
+    }
+
+    fn stop(self) {
+        self.runtime.block_on(self.server.shutdown());
+    }
+}
+
+/// Gives every container a distinct name (the generator repeats them
+/// across lists, which the API server refuses).
+fn unique_names(mut pod: Value) -> Value {
+    for l in ["initContainers", "containers", "ephemeralContainers"] {
+        for (i, c) in pod["spec"][l]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            c["name"] = json!(format!("{l}-{i}"));
+        }
+    }
+    pod
+}
+
+/// Any uid the API server could send: printable text, quotes, backslashes,
+/// line separators, non-ASCII.
+fn uid() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "\\PC{1,40}",
+        Just("\"\\\u{2028}\u{0}\t".to_owned()),
+    ]
+}
+
+#[test]
+fn every_answer_echoes_the_request_uid_and_its_patch_applies() {
+    let served = Served::start();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
+    let strategy = (
+        uid(),
+        prop::sample::select(vec!["CREATE", "UPDATE", "DELETE", "CONNECT", "PATCH"]),
+        prop::sample::select(vec!["/mutate", "/validate"]),
+        prop::sample::select(vec!["", "ephemeralcontainers", "status"]),
+        any::<bool>(),
+        pod(true),
+    );
+    let result = runner.run(&strategy, |(uid, operation, path, sub, malformed, pod)| {
+        let mut review = common::review_for(operation, "strict", &pod);
+        review["request"]["uid"] = json!(uid);
+        review["request"]["oldObject"] = pod.clone();
+        if !sub.is_empty() {
+            review["request"]["subResource"] = json!(sub);
+        }
+        if malformed {
+            review["request"]["userInfo"] = json!("not an object");
+        }
+        // admit() checks the envelope: HTTP 200, the same apiVersion, and
+        // the response's uid equal to the request's.
+        let response = served.admit(path, &review);
+        prop_assert_eq!(&response["uid"], &json!(uid));
+        if malformed {
+            prop_assert_eq!(&response["allowed"], &json!(false));
+            prop_assert_eq!(&response["status"]["code"], &json!(400));
+        }
+        if response["patch"].is_string() {
+            let mut patched = pod.clone();
+            let applied = json_patch::patch(&mut patched, &common::patch_of(&response));
+            prop_assert!(applied.is_ok(), "{:?}", applied);
+        }
+        Ok(())
+    });
+    served.stop();
+    result.unwrap();
+}
+
+/// The container names a restricted denial lists for one check, e.g.
+/// `allowPrivilegeEscalation != false (containers "a", "b" must set …)`.
+fn named_in(message: &str, reason: &str) -> Vec<String> {
+    detail_of(message, reason)
+        .unwrap_or_default()
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The detail of one reason in a denial.
+fn detail_of<'m>(message: &'m str, reason: &str) -> Option<&'m str> {
+    let start = message.find(&format!("{reason} ("))?;
+    let detail = &message[start + reason.len() + 2..];
+    Some(&detail[..detail.find(')').unwrap_or(detail.len())])
+}
+
+/// What the user wrote explicitly for `field` in the container `name`.
+fn explicit(pod: &Value, name: &str, field: &str) -> Value {
+    ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|l| pod["spec"][l].as_array().into_iter().flatten())
+        .find(|c| c["name"] == name)
+        .map_or(Value::Null, |c| c["securityContext"][field].clone())
+}
+
+#[test]
+fn a_mutated_pod_is_never_denied_for_what_the_mutation_fixes() {
+    let served = Served::start();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(96));
+    let result = runner.run(&pod(true).prop_map(unique_names), |pod| {
+        let mutated = served.admit("/mutate", &common::review_for("CREATE", "strict", &pod));
+        prop_assert_eq!(&mutated["allowed"], &json!(true));
+        let hardened = common::apply(&pod, &mutated);
+        let response = served.admit(
+            "/validate",
+            &common::review_for("CREATE", "strict", &hardened),
+        );
+        let message = response["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        // What /mutate sets when the user did not choose: these "must set"
+        // details are never left for /validate to deny.
+        for implicit in [
+            "must set securityContext.capabilities.drop=[\"ALL\"]",
+            "must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"",
+        ] {
+            prop_assert!(!message.contains(implicit), "{}\n{:#}", message, hardened);
+        }
+        // runAsNonRoot is left unset only where a container explicitly runs
+        // as uid 0 (the kubelet would refuse the pod otherwise): /mutate
+        // warns, and the denial names that runAsUser=0 too.
+        if message.contains("must set securityContext.runAsNonRoot=true") {
+            let warned = common::warnings_of(&mutated).iter().any(|w| {
+                w.contains("runAsNonRoot is not set because")
+                    && w.ends_with("explicitly runs as root")
+            });
+            prop_assert!(warned, "no warning: {:?}", common::warnings_of(&mutated));
+            prop_assert!(message.contains("runAsUser=0 ("), "{}", message);
+        }
+        // allowPrivilegeEscalation has one message for unset and true: only
+        // a container that chose true may be named.
+        for name in named_in(&message, "allowPrivilegeEscalation != false") {
+            prop_assert_eq!(
+                explicit(&pod, &name, "allowPrivilegeEscalation"),
+                json!(true),
+                "{} named: {}",
+                name,
+                message
+            );
+        }
+        // What remains names explicit choices only.
+        for name in named_in(&message, "runAsUser=0") {
+            prop_assert_eq!(explicit(&pod, &name, "runAsUser"), json!(0), "{}", message);
+        }
+        if detail_of(&message, "runAsUser=0").is_some_and(|d| d.starts_with("pod ")) {
+            prop_assert_eq!(
+                &pod["spec"]["securityContext"]["runAsUser"],
+                &json!(0),
+                "{}",
+                message
+            );
+        }
+        Ok(())
+    });
+    served.stop();
+    result.unwrap();
+}
