@@ -19,6 +19,7 @@
 
 pub mod mutate;
 pub mod namespace;
+pub mod pod;
 pub mod policy_configmap;
 pub mod validate;
 
