@@ -11,7 +11,9 @@
 //! - `pss_restricted/N`: `pss::evaluate` at `restricted:latest` on the
 //!   decoded, hardened pod;
 //! - `scaling/N`: `admission/mutate` at 10 … 10,000 containers, reported per
-//!   container (criterion's throughput in elements).
+//!   container (criterion's throughput in elements);
+//! - `large/{mutate,validate}/50000`: the 3 MB review of 50,000 minimal
+//!   containers, bytes in → bytes out (the load test sends it to the server).
 
 #[path = "support/review.rs"]
 mod review;
@@ -173,6 +175,20 @@ fn bench(c: &mut Criterion) {
             b.iter(|| mutate_review(black_box(&body), &policy, &labels));
         });
     }
+    group.finish();
+
+    let mut group = c.benchmark_group("large");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    let n = 50_000;
+    group.bench_function(BenchmarkId::new("mutate", n), |b| {
+        let body = serde_json::to_vec(&review::review(&review::small_container_pod(n))).unwrap();
+        b.iter(|| mutate_review(black_box(&body), &policy, &labels));
+    });
+    group.bench_function(BenchmarkId::new("validate", n), |b| {
+        let body = serde_json::to_vec(&review::review(&review::small_container_pod(n))).unwrap();
+        b.iter(|| validate_review(black_box(&body), &policy, &labels));
+    });
     group.finish();
 }
 

@@ -19,12 +19,12 @@
 
 pub mod mutate;
 pub mod namespace;
+pub mod pod;
 pub mod policy_configmap;
 pub mod validate;
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -501,12 +501,18 @@ impl Response {
     #[must_use]
     pub fn with_patch(mut self, patch: &json_patch::Patch) -> Self {
         if !patch.0.is_empty() {
-            // Serializing values and pointers cannot fail.
-            let mut json = Vec::with_capacity(1024);
-            let _ = serde_json::to_writer(&mut json, patch);
-            let mut encoded =
-                String::with_capacity(base64::encoded_len(json.len(), true).unwrap_or(0));
-            base64::engine::general_purpose::STANDARD.encode_string(&json, &mut encoded);
+            // The JSON is base64-encoded as it is written, in chunks: a large
+            // pod's patch (tens of MB for 50,000 containers) is not held
+            // twice, once as JSON and once as base64.
+            let base64_out =
+                base64::write::EncoderStringWriter::new(&base64::engine::general_purpose::STANDARD);
+            let mut writer = std::io::BufWriter::with_capacity(8 * 1024, base64_out);
+            // Serializing values and pointers into a String cannot fail.
+            let _ = serde_json::to_writer(&mut writer, patch);
+            let encoded = writer
+                .into_inner()
+                .map(base64::write::EncoderStringWriter::into_inner)
+                .unwrap_or_default();
             self.patch = Some(encoded);
             self.patch_type = Some("JSONPatch".to_owned());
         }
@@ -709,6 +715,26 @@ mod tests {
             json!({"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","response":{
                 "uid":"u","allowed":false,"status":{"status":"Failure","message":"no","reason":"Forbidden","code":403}}})
         );
+    }
+
+    #[test]
+    fn patches_are_the_base64_of_their_json() {
+        use base64::Engine as _;
+        for n in [1, 3, 5_000] {
+            let ops: Vec<Value> = (0..n)
+                .map(
+                    |i| json!({"op": "add", "path": format!("/a{i}"), "value": {"x": [i, "é\"/"]}}),
+                )
+                .collect();
+            let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).unwrap();
+            let want = base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&patch).unwrap());
+            let got = Response::allow("u").with_patch(&patch);
+            assert_eq!(got.patch.as_deref(), Some(want.as_str()), "{n} operations");
+            assert_eq!(got.patch_type.as_deref(), Some("JSONPatch"));
+        }
+        let empty = Response::allow("u").with_patch(&json_patch::Patch(Vec::new()));
+        assert_eq!(empty, Response::allow("u"));
     }
 
     #[test]

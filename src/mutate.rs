@@ -177,6 +177,13 @@ pub fn pod_owned(object: Value, input: &Input<'_>) -> Result<Outcome> {
     harden(object, &[], "", input)
 }
 
+/// Like [`pod_owned`], for an object the caller has already checked decodes
+/// as a `Pod` (see `admission::pod::mutation_value`, which also leaves out
+/// the `managedFields` no mutation reads).
+pub fn pod_checked(object: Value, input: &Input<'_>) -> Result<Outcome> {
+    harden(object, &[], "", input)
+}
+
 /// Mutates any object unroot knows: a Pod, or the pod template of a workload
 /// (Deployment, Job, CronJob, …). Objects of other kinds come back unchanged.
 pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {

@@ -72,53 +72,58 @@ fn small_review(containers: usize) -> Vec<u8> {
 }
 
 /// Time per container at `large` containers over time per container at
-/// `large / 10`.
+/// `large / SPREAD`.
 fn growth(review_of: fn(usize) -> Vec<u8>, large: usize, run: impl Fn(&[u8])) -> f64 {
-    let small_body = review_of(large / 10);
+    let small_count = large / SPREAD as usize;
+    let small_body = review_of(small_count);
     let large_body = review_of(large);
     let small = fastest(5, || run(&small_body));
-    let large_time = fastest(2, || run(&large_body));
-    eprintln!(
-        "{} containers: {small:?}, {large} containers: {large_time:?}",
-        large / 10
-    );
-    // Per container: (large_time / large) / (small / (large / 10)).
-    large_time.as_secs_f64() / (small.as_secs_f64() * 10.0)
+    let large_time = fastest(3, || run(&large_body));
+    eprintln!("{small_count} containers: {small:?}, {large} containers: {large_time:?}");
+    // Per container: (large_time / large) / (small / small_count).
+    large_time.as_secs_f64() / (small.as_secs_f64() * f64::from(SPREAD))
 }
 
+/// How much larger the large pod is than the small one: a quadratic step
+/// makes the time per container grow by this much.
+const SPREAD: u32 = 20;
+
+/// The growth a linear review stays under. Fresh memory (page faults for a
+/// pod twenty times larger, which a smaller pod reuses from its previous
+/// run), caches and a busy machine account for up to about 3; a quadratic
+/// step costs 20.
+const BOUND: f64 = 7.0;
+
 #[test]
-fn time_per_container_is_flat_from_2000_to_20000_containers() {
+fn time_per_container_is_flat_from_1000_to_20000_containers() {
     let policy = Snapshot::new(Document::embedded());
     let labels = labels();
-    // A quadratic step makes this 10; allocation and cache effects of a
-    // ten times larger document stay well under 4.
-    let bound = 4.0;
     let mutate = growth(small_review, 20_000, |body| {
         mutate_review(body, &policy, &labels);
     });
     assert!(
-        mutate < bound,
-        "/mutate: time per container grew {mutate:.1}x from 2,000 to 20,000 containers"
+        mutate < BOUND,
+        "/mutate: time per container grew {mutate:.1}x from 1,000 to 20,000 containers"
     );
     let validate = growth(small_review, 20_000, |body| {
         validate_review(body, &policy, &labels);
     });
     assert!(
-        validate < bound,
-        "/validate: time per container grew {validate:.1}x from 2,000 to 20,000 containers"
+        validate < BOUND,
+        "/validate: time per container grew {validate:.1}x from 1,000 to 20,000 containers"
     );
 }
 
 #[test]
-fn realistic_containers_cost_the_same_at_100_and_1000() {
+fn realistic_containers_cost_the_same_at_50_and_1000() {
     let policy = Snapshot::new(Document::embedded());
     let labels = labels();
     let growth = growth(review::body, 1_000, |body| {
         mutate_review(body, &policy, &labels);
     });
     assert!(
-        growth < 4.0,
-        "/mutate: time per realistic container grew {growth:.1}x from 100 to 1,000 containers"
+        growth < BOUND,
+        "/mutate: time per realistic container grew {growth:.1}x from 50 to 1,000 containers"
     );
 }
 
@@ -147,15 +152,13 @@ async fn a_3_mb_review_is_answered_in_well_under_a_second() {
             body.len()
         );
         assert_eq!(response["allowed"], true, "{path}");
-        // The release target is < 1 s. In a debug build, a linear review
-        // costs some tens of parses (decode, the decision, encode, the
-        // client's own work: about 45 measured); a quadratic step costs
-        // thousands.
-        let bound = if cfg!(debug_assertions) {
-            parse * 120
-        } else {
-            Duration::from_secs(1)
-        };
+        // A linear review costs some tens of parses (decode, the decision,
+        // encode, the client's own work: about 45 measured in a debug build,
+        // about 25 in a release build); a quadratic step costs thousands.
+        // The < 1 s target is measured by `make bench` (BENCHMARKS.md), not
+        // here: a fixed time would fail on a busy machine, not on a
+        // regression.
+        let bound = parse * 120;
         assert!(
             elapsed < bound,
             "{path}: a {} byte review took {elapsed:?} (one parse of it takes {parse:?}; bound {bound:?})",

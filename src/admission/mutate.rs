@@ -57,11 +57,20 @@ pub fn mutate(
     };
     let outcome = match (request.operation, request.sub_resource()) {
         (Operation::Create, "") => {
-            let Some(object) = parse_object(request) else {
+            let Some(raw) = request.object else {
                 return Response::deny(uid, 400, "BadRequest", "pod CREATE request has no object")
                     .into();
             };
-            object.and_then(|object| mutate::pod_owned(object, &input))
+            match super::pod::mutation_value(raw.get()) {
+                Some(object) => mutate::pod_checked(object, &input),
+                // Not certainly a pod: decoding it the plain way says why.
+                None => serde_json::from_str(raw.get())
+                    .map_err(|source| mutate::Error::Decode {
+                        what: "object".to_owned(),
+                        source,
+                    })
+                    .and_then(|object| mutate::pod_owned(object, &input)),
+            }
         }
         (Operation::Update, "ephemeralcontainers") => {
             let Some(object) = parse_object(request) else {

@@ -413,6 +413,9 @@ fn decode_pod_raw(raw: Option<&RawValue>, old: &str) -> Result<Pod, DecodeFailur
             Some("no object in the request".to_owned()),
         ));
     };
+    if let Some(pod) = super::pod::decode(raw.get()) {
+        return Ok(pod);
+    }
     serde_json::from_str::<Pod>(raw.get()).map_err(|e| {
         match raw_kind(raw).filter(|k| !k.is_empty() && k != "Pod") {
             Some(_) => (format!("failed to decode {old}pod"), None),

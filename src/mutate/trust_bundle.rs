@@ -19,7 +19,7 @@
 
 use serde_json::{Value, json};
 
-use super::mounts::{config_map_of, ensure_env, mount_at, name_of, volumes, with};
+use super::mounts::{config_map_of, ensure_env, mount_at, name_of, with};
 use super::patch::{Builder, Seg};
 use super::security_context::containers;
 use crate::policy::TrustBundle;
@@ -61,9 +61,13 @@ pub(crate) fn add_trust_bundle(
     warnings: &mut Vec<String>,
 ) {
     let mut ours = false;
-    for (i, v) in volumes(b, spec) {
-        let name = name_of(&v);
-        let source = config_map_of(&v);
+    let present: &[Value] = match b.get(&with(spec, &["volumes"])) {
+        Some(Value::Array(items)) => items,
+        _ => &[],
+    };
+    for (i, v) in present.iter().enumerate() {
+        let name = name_of(v);
+        let source = config_map_of(v);
         if name == VOLUME && source == Some(policy.config_map.as_str()) {
             ours = true;
         } else if name == VOLUME {
