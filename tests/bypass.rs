@@ -19,24 +19,13 @@ use common::{RecordingStore, apply, labels, review_as, review_for};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use unroot::namespaces::Namespaces;
-use unroot::policy::Document;
 use unroot::server::IdentityStore;
 
 const HUB: &str = "system:serviceaccount:jupyterhub:hub";
 
-fn policy() -> Document {
-    let mut policy = Document::from_file(std::path::Path::new(
-        "tests/fixtures/provisioning/policy.yaml",
-    ))
-    .unwrap();
-    policy.provisioning.home_volume.as_mut().unwrap().source =
-        serde_json::from_value(json!({"persistentVolumeClaim": {"claimName": "homes"}})).unwrap();
-    policy
-}
-
 async fn server() -> common::Server {
     common::start_with(common::Options {
-        policy: policy(),
+        policy: common::provisioning_policy_on_pvc(),
         namespace_labels: BTreeMap::from([
             (
                 "strict".to_owned(),

@@ -215,6 +215,123 @@ pub fn client_config(
         .with_no_client_auth()
 }
 
+/// A serving certificate for the default names, from a fresh CA: the CA's
+/// PEM (for clients to trust) and the resolver serving it.
+pub fn serving_resolver() -> (String, Arc<Resolver>) {
+    let ca = Authority::issue().unwrap();
+    let serving = ca.issue_serving(&certs::serving_names(&[])).unwrap();
+    let key = certs::certified_key(
+        serving.cert_pem.as_bytes(),
+        serving.key_pem.as_bytes(),
+        std::path::Path::new("test"),
+    )
+    .unwrap();
+    (ca.cert_pem, Arc::new(Resolver::new(key)))
+}
+
+/// A client configuration that trusts `serving_ca` and presents `identity`
+/// (certificate and key PEM), if any.
+pub fn client_config_with_identity(
+    serving_ca: &str,
+    identity: Option<&(String, String)>,
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(serving_ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    }
+}
+
+/// A CA for client certificates (the API server's, with `--client-ca`).
+pub struct ClientCa {
+    pub pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl ClientCa {
+    pub fn new(name: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self {
+            pem,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A client certificate (`clientAuth`) for `name`: PEM chain and key.
+    pub fn client_cert(&self, name: &str) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// POSTs `review` to `/mutate` over a fresh HTTP/1.1 connection that trusts
+/// `serving_ca` and presents `identity`: the HTTP status, or the error (a
+/// refused client certificate shows as one, with TLS 1.3 only once the
+/// request is sent).
+pub async fn post_review_with_identity(
+    addr: SocketAddr,
+    serving_ca: &str,
+    identity: Option<&(String, String)>,
+    review: &Value,
+) -> Result<u16, String> {
+    let config = client_config_with_identity(serving_ca, identity);
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = hyper::Request::post("/mutate")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(review).unwrap())))
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e:?}"))?;
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    Ok(status)
+}
+
+/// The provisioning fixture policy, with homes on a PVC (restricted forbids
+/// the fixture's NFS volume).
+pub fn provisioning_policy_on_pvc() -> Document {
+    let mut policy = Document::from_file(std::path::Path::new(
+        "tests/fixtures/provisioning/policy.yaml",
+    ))
+    .unwrap();
+    policy.provisioning.home_volume.as_mut().unwrap().source =
+        serde_json::from_value(json!({"persistentVolumeClaim": {"claimName": "homes"}})).unwrap();
+    policy
+}
+
 /// An HTTP response as the tests see it.
 #[derive(Debug)]
 pub struct Reply {

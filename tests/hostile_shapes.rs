@@ -9,26 +9,13 @@ use std::time::{Duration, Instant};
 
 use common::{RecordingStore, apply, hardening_gaps, labels, review_as, review_for};
 use serde_json::{Value, json};
-use unroot::policy::Document;
 use unroot::server::IdentityStore;
 
 const HUB: &str = "system:serviceaccount:jupyterhub:hub";
 
-/// The provisioning fixture policy, with homes on a PVC (restricted
-/// forbids the fixture's NFS volume).
-fn policy() -> Document {
-    let mut policy = Document::from_file(std::path::Path::new(
-        "tests/fixtures/provisioning/policy.yaml",
-    ))
-    .unwrap();
-    policy.provisioning.home_volume.as_mut().unwrap().source =
-        serde_json::from_value(json!({"persistentVolumeClaim": {"claimName": "homes"}})).unwrap();
-    policy
-}
-
 async fn server() -> common::Server {
     common::start_with(common::Options {
-        policy: policy(),
+        policy: common::provisioning_policy_on_pvc(),
         namespace_labels: [
             (
                 "strict".to_owned(),

@@ -34,7 +34,7 @@ use base64::Engine as _;
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -668,33 +668,29 @@ pub struct Webhooks(pub Vec<(String, Option<Vec<u8>>)>);
 
 impl Webhooks {
     fn of_mutating(config: &MutatingWebhookConfiguration) -> Self {
-        Self(
+        Self::of(
             config
                 .webhooks
                 .iter()
                 .flatten()
-                .map(|w| {
-                    (
-                        w.name.clone(),
-                        w.client_config.ca_bundle.clone().map(|b| b.0),
-                    )
-                })
-                .collect(),
+                .map(|w| (&w.name, &w.client_config)),
         )
     }
 
     fn of_validating(config: &ValidatingWebhookConfiguration) -> Self {
-        Self(
+        Self::of(
             config
                 .webhooks
                 .iter()
                 .flatten()
-                .map(|w| {
-                    (
-                        w.name.clone(),
-                        w.client_config.ca_bundle.clone().map(|b| b.0),
-                    )
-                })
+                .map(|w| (&w.name, &w.client_config)),
+        )
+    }
+
+    fn of<'a>(webhooks: impl Iterator<Item = (&'a String, &'a WebhookClientConfig)>) -> Self {
+        Self(
+            webhooks
+                .map(|(name, client)| (name.clone(), client.ca_bundle.clone().map(|b| b.0)))
                 .collect(),
         )
     }
