@@ -312,7 +312,7 @@ print(json.dumps(w))
 # Wait until the Deployment has rolled out and exactly its replicas are
 # Ready, not terminating, and listed as ready Endpoints of the Service.
 wait_unroot_ready() {
-    local timeout=${1:-180} deadline want ready endpoints
+    local timeout=${1:-180} deadline want ready endpoints all
     deadline=$((SECONDS + timeout))
     if ! e2e_kubectl rollout status deployment/unroot -n "$UNROOT_NS" --timeout="${timeout}s" >/dev/null; then
         e2e_log "unroot did not roll out: $(e2e_kubectl get pods -n "$UNROOT_NS" -o wide 2>&1)"
@@ -323,11 +323,14 @@ wait_unroot_ready() {
         ready=$(unroot_pods | wc -l)
         endpoints=$(e2e_kubectl get endpoints unroot -n "$UNROOT_NS" \
             -o jsonpath='{range .subsets[*].addresses[*]}{.ip}{"\n"}{end}' 2>/dev/null | grep -c . || true)
-        if ((ready == want && endpoints == want)); then
+        # Replaced replicas gone too: one still draining may answer a
+        # request whose log line then leaves with it.
+        all=$(e2e_kubectl get pods -n "$UNROOT_NS" -l "$UNROOT_SELECTOR" -o name 2>/dev/null | grep -c . || true)
+        if ((ready == want && endpoints == want && all == want)); then
             return 0
         fi
         if ((SECONDS >= deadline)); then
-            e2e_log "unroot: $ready of $want replicas ready, $endpoints endpoints, after ${timeout}s: $(e2e_kubectl get pods -n "$UNROOT_NS" -o wide 2>&1)"
+            e2e_log "unroot: $ready of $want replicas ready, $endpoints endpoints, $all pods, after ${timeout}s: $(e2e_kubectl get pods -n "$UNROOT_NS" -o wide 2>&1)"
             return 1
         fi
         sleep 0.5
