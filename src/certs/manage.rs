@@ -798,27 +798,33 @@ fn watch_configuration(
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let key = (kind, name.to_owned());
     match kind {
-        Kind::Mutating => {
-            let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-            watcher(api, config)
-                .default_backoff()
-                .filter_map(move |e| {
-                    let key = key.clone();
-                    async move { seen(e, Webhooks::of_mutating).map(|s| (key, s)) }
-                })
-                .boxed()
-        }
-        Kind::Validating => {
-            let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-            watcher(api, config)
-                .default_backoff()
-                .filter_map(move |e| {
-                    let key = key.clone();
-                    async move { seen(e, Webhooks::of_validating).map(|s| (key, s)) }
-                })
-                .boxed()
-        }
+        Kind::Mutating => watch_one(client, config, key, Webhooks::of_mutating),
+        Kind::Validating => watch_one(client, config, key, Webhooks::of_validating),
     }
+}
+
+/// One webhook configuration's changes, read into [`Webhooks`].
+fn watch_one<K>(
+    client: &kube::Client,
+    config: watcher::Config,
+    key: Key,
+    read: fn(&K) -> Webhooks,
+) -> BoxStream<'static, (Key, Seen)>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + fmt::Debug
+        + Send
+        + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .filter_map(move |e| {
+            let key = key.clone();
+            async move { seen(e, read).map(|s| (key, s)) }
+        })
+        .boxed()
 }
 
 fn seen<K>(event: watcher::Result<watcher::Event<K>>, read: fn(&K) -> Webhooks) -> Option<Seen> {
