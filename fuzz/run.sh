@@ -2,7 +2,7 @@
 # make fuzz: runs each fuzz target for FUZZ_SECONDS (default 60) on one core,
 # seeded from tests/fixtures/fuzz/seeds/<target>/ and every earlier crash in
 # tests/fixtures/fuzz/<target>/. A crash is copied to
-# tests/fixtures/fuzz/<target>/ (which `cargo test --test fuzz_regressions`
+# tests/fixtures/fuzz/<target>/ (which `cargo test --test integration fuzz_regressions`
 # replays) and the run fails.
 #
 # cargo-fuzz comes from crates.io, installed once into FUZZ_ROOT

@@ -1,9 +1,8 @@
 //! The audit log and the admin pages over a real server: a known mix of
 //! admissions gives exactly these audit lines and these metric values.
 
-mod common;
-#[path = "audit/mix.rs"]
-mod mix;
+use crate::common;
+use crate::mix;
 
 use serde_json::{Value, json};
 

@@ -1,6 +1,6 @@
 //! Bad input over real TLS: each gets a clear error, never a panic or a hang.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@
 //!   `identity_annotations_cannot_be_added_or_changed_after_creation`;
 //! - callers without a client certificate: tests/certs_mtls.rs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

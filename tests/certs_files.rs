@@ -1,7 +1,7 @@
 //! cert-manager mode over real TLS: a Secret volume's `..data` symlink swap
 //! reloads the serving pair, and a half-written pair is never served.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;

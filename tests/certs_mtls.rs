@@ -1,7 +1,7 @@
 //! `--client-ca`: the webhook listener requires a client certificate from
 //! the client CA; anyone else is refused at the TLS layer, before HTTP.
 
-mod common;
+use crate::common;
 
 use common::ClientCa;
 use serde_json::json;

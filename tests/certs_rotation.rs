@@ -3,7 +3,7 @@
 //! serving certificate is rotated 20 times (and the CA several times) through
 //! the code the Secret watch runs, and not one request fails.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,9 +2,7 @@
 //! what it shows with and without a report and a certificate gauge. The
 //! browser test (`dashboard_browser.rs`) reads the rendered DOM.
 
-mod common;
-#[path = "audit/mix.rs"]
-mod mix;
+use crate::mix;
 
 #[tokio::test]
 async fn the_page_is_self_contained_and_escapes_request_strings() {

@@ -7,9 +7,7 @@
 //! (part of `make test`) installs Chromium and runs it with `--ignored`.
 //! Run by hand, it fails when Chromium is missing rather than passing.
 
-mod common;
-#[path = "audit/mix.rs"]
-mod mix;
+use crate::mix;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! `reason="unauthenticated"`, and its forged review never reaches the
 //! side-effecting handler (no identity ConfigMap is written).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! minus a margin; the pod is then denied naming the step, and nothing is
 //! written after the deadline.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 //! HTTP/2), a client that sends part of a request gets 408 when the header
 //! timeout runs out, and a slowloris client is cut off at that timeout.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 //! list/watch and GET, ConfigMap apply), switched off and on; the outage is
 //! a few seconds, not a minute, to keep `make test` short.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! mismatched pair is refused and the last good one kept; a good new pair
 //! is then served.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! it hands every change to `policy::watch::Reloader::apply`, the same
 //! decision the ConfigMap watch makes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! flight when the signal came is answered in full (200), no answer is cut
 //! short or turned into an error, and the process exits 0 after draining.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;

@@ -4,9 +4,8 @@
 //! own entry points (`tests/support/fuzz_entry.rs`), and the review inputs
 //! through the real server over TLS: no panic, and a clear answer.
 
-mod common;
-#[path = "support/fuzz_entry.rs"]
-mod fuzz_entry;
+use crate::common;
+use crate::fuzz_entry;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! warn, off) and with `securityContext.namespaceOverrides`: what the pod
 //! gets, the warnings, the audit annotations and the metric.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

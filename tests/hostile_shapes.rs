@@ -2,7 +2,7 @@
 //! bound, with the right result or an error that says what is wrong, and
 //! the server keeps answering afterwards.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

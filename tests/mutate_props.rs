@@ -1,7 +1,7 @@
 //! Property tests: for generated pods, the patch applies, the result is
 //! hardened, and mutating the result again yields an empty patch.
 
-mod common;
+use crate::common;
 
 use common::hardening_gaps;
 use proptest::prelude::*;

@@ -1,7 +1,7 @@
 //! `/mutate` over real TLS: the patch each pod shape gets, applied with
 //! json-patch, and what the resulting pod looks like.
 
-mod common;
+use crate::common;
 
 use common::{apply, hardening_gaps, patch_of, review_for};
 use serde_json::{Value, json};

@@ -4,7 +4,7 @@
 //! within upstream's time budget and pod cap, grouped and ordered as
 //! upstream does.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

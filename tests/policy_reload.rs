@@ -1,7 +1,7 @@
 //! The policy in force changes with its file, and a bad edit never replaces
 //! a good policy: the real binary, a real file, real TLS.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};

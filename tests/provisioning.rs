@@ -2,7 +2,7 @@
 //! init container and the mounts, the identity ConfigMap is applied (not on
 //! dry-run), and forged identities are denied with the rule they break.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

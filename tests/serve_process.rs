@@ -1,7 +1,7 @@
 //! `unroot serve` as a process: self-issued certificate written for clients,
 //! and graceful shutdown on SIGTERM that finishes in-flight reviews.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The trust bundle over real TLS: pods in namespaces labelled for it get the
 //! CA bundle at /etc/ssl/certs, others do not, and re-mutation adds nothing.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! `/validate` over real TLS: Pod Security Admission semantics per namespace.
 
-mod common;
+use crate::common;
 
 use common::{Options, namespaces, review_for};
 use serde_json::{Value, json};

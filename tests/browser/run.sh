@@ -23,4 +23,4 @@ if ! status=$(dpkg-query -W -f='${db:Status-Status}' chromium 2>/dev/null) || [[
 fi
 
 cd "$root"
-exec ${CARGO:-cargo} test --test dashboard_browser -- --ignored --nocapture
+exec ${CARGO:-cargo} test --test integration dashboard_browser:: -- --ignored --nocapture
