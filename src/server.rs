@@ -78,6 +78,11 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Longest time a client may take to send its request headers and body.
     pub request_timeout: Duration,
+    /// How long a keep-alive connection may idle between an answer and the
+    /// next request before it is closed. Longer than the API server's own
+    /// 90 s: a client that closes an idle connection first never has a
+    /// request meet the server's close.
+    pub idle_timeout: Duration,
     /// Longest time a TLS handshake may take.
     pub handshake_timeout: Duration,
     /// After shutdown starts, how long in-flight reviews may take to finish.
@@ -92,6 +97,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             max_connections: 1024,
@@ -149,10 +155,18 @@ pub struct Running {
     /// The admin listener's bound address.
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    draining: listener::Draining,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// Starts draining before a shutdown: the server still answers, but
+    /// every HTTP/1.1 answer closes its connection, so clients' pools let go
+    /// of this replica without a request racing its close.
+    pub fn start_draining(&self) {
+        self.draining.start();
+    }
+
     /// Starts a graceful shutdown and waits for it to finish.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -216,6 +230,8 @@ pub async fn start(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let readiness = Arc::clone(&state.readiness);
     let rejected = state.metrics.rejected_requests.clone();
+    let draining = listener::Draining::default();
+    let drain = draining.clone();
     let webhook = webhook_router(state.clone());
     let admin_app = admin_router(state);
 
@@ -243,6 +259,7 @@ pub async fn start(
                 &config,
                 shutdown_rx,
                 &readiness,
+                &draining,
                 Some(rejected),
             )
             .await;
@@ -255,6 +272,7 @@ pub async fn start(
         addr,
         admin_addr,
         shutdown: shutdown_tx,
+        draining: drain,
         task,
     })
 }

@@ -47,6 +47,8 @@ pub struct Server {
 pub struct Options {
     pub policy: Document,
     pub request_timeout: Duration,
+    /// How long a keep-alive connection may idle between requests.
+    pub idle_timeout: Duration,
     /// Namespace → labels; `None` runs as with no cluster.
     pub namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
     /// Namespace → labels, as the namespace cache would hold them.
@@ -77,6 +79,7 @@ impl Default for Options {
         Self {
             policy: Document::embedded(),
             request_timeout: Duration::from_secs(10),
+            idle_timeout: server::Config::default().idle_timeout,
             namespaces: None,
             namespace_labels: NamespaceLabels::new(),
             identity_store: None,
@@ -183,6 +186,7 @@ pub async fn start_with(options: Options) -> Server {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         request_timeout: options.request_timeout,
+        idle_timeout: options.idle_timeout,
         ..server::Config::default()
     };
     let tls = Arc::new(
@@ -451,6 +455,14 @@ impl Server {
             .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with('{')))
             .and_then(|rest| rest.split_once(' '))
             .map(|(labels, _)| labels.to_owned())
+    }
+
+    /// Starts draining, as `serve` does when a signal arrives: HTTP/1.1
+    /// answers close their connections from now on.
+    pub fn start_draining(&self) {
+        if let Some(r) = &self.running {
+            r.start_draining();
+        }
     }
 
     pub async fn shutdown(mut self) {

@@ -1,7 +1,9 @@
 //! The HTTP edges over real TLS: a body over the limit gets its 413 even
 //! from a client that writes the whole body before it reads (HTTP/1.1 and
 //! HTTP/2), a client that sends part of a request gets 408 when the header
-//! timeout runs out, and a slowloris client is cut off at that timeout.
+//! timeout runs out, and a slowloris client is cut off at that timeout. A
+//! keep-alive connection idles up to the idle timeout, not the header
+//! timeout, and once draining starts every answer closes its connection.
 
 use crate::common;
 
@@ -134,27 +136,113 @@ async fn a_partial_request_line_gets_408_before_the_connection_closes() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed_without_a_408() {
-    let server = server_with_header_timeout().await;
-    let mut tls = server.connect().await;
-    tls.write_all(b"POST /nope HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n")
-        .await
-        .unwrap();
+/// A server whose header timeout is 0.8 s and idle timeout 2 s.
+async fn server_with_idle_timeout() -> common::Server {
+    common::start_with(common::Options {
+        request_timeout: Duration::from_millis(800),
+        idle_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+}
+
+const SMALL_REQUEST: &[u8] = b"POST /nope HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n";
+
+/// Sends [`SMALL_REQUEST`] and reads its answer (a 404).
+async fn ask(tls: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin)) -> String {
+    tls.write_all(SMALL_REQUEST).await.unwrap();
     let mut buf = vec![0; 4096];
-    let n = tls.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 404"));
-    // Nothing more is sent: the connection idles past the header timeout.
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply:?}");
+    reply
+}
+
+/// The API server keeps idle connections 90 s and does not retry a POST
+/// that meets the server's close; the header timeout must not close them.
+#[tokio::test]
+async fn a_keep_alive_connection_idle_past_the_header_timeout_still_answers() {
+    let server = server_with_idle_timeout().await;
+    let mut tls = server.connect().await;
+    ask(&mut tls).await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        ask(&mut tls).await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout_without_a_408() {
+    let server = server_with_idle_timeout().await;
+    let mut tls = server.connect().await;
+    ask(&mut tls).await;
+    // Nothing more is sent: the connection idles past the idle timeout.
     let started = Instant::now();
-    let rest = read_all(&mut tls, Duration::from_secs(5)).await;
+    let rest = read_all(&mut tls, Duration::from_secs(6)).await;
     assert_eq!(rest, "", "an idle connection is closed, not answered");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    let took = started.elapsed();
+    assert!(
+        took > Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "closed after {took:?}, not at the 2 s idle timeout"
+    );
     assert_eq!(
         server
             .metric(r#"unroot_rejected_requests_total{reason="header_timeout",webhook="none"}"#)
             .await,
         Some(0.0)
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_begun_on_an_idle_connection_gets_the_header_timeout_and_a_408() {
+    let server = server_with_idle_timeout().await;
+    let mut tls = server.connect().await;
+    ask(&mut tls).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nhost: loc")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let reply = read_all(&mut tls, Duration::from_secs(5)).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{reply:?}"
+    );
+    // The header timeout, from the request's first byte: not the idle
+    // timeout, nor from the end of the last answer.
+    let took = started.elapsed();
+    assert!(
+        took > Duration::from_millis(700) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn once_draining_an_answer_closes_its_keep_alive_connection() {
+    let server = server_with_idle_timeout().await;
+    let mut tls = server.connect().await;
+    let before = ask(&mut tls).await;
+    assert!(!before.contains("connection: close"), "{before}");
+    server.start_draining();
+    let during = ask(&mut tls).await;
+    assert!(during.contains("connection: close"), "{during}");
+    // The server closes its side after that answer: the client's pool lets
+    // go of the connection without racing a request against the close.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(1), tls.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the connection stayed open after `connection: close`: {closed:?}"
+    );
+    // A new connection is still answered until the shutdown.
+    let mut fresh = server.connect().await;
+    ask(&mut fresh).await;
     server.shutdown().await;
 }
 

@@ -1,6 +1,8 @@
 //! SIGTERM under load, against the real binary: every review that was in
 //! flight when the signal came is answered in full (200), no answer is cut
 //! short or turned into an error, and the process exits 0 after draining.
+//! During `--shutdown-delay` a kept-alive connection is still answered, and
+//! its answer closes it.
 
 use crate::common;
 
@@ -27,7 +29,7 @@ impl Drop for Process {
     }
 }
 
-fn spawn(dir: &std::path::Path) -> (Process, SocketAddr, String) {
+fn spawn(dir: &std::path::Path, extra: &[&str]) -> (Process, SocketAddr, String) {
     let ca = dir.join("ca.crt");
     let mut child = Command::new(env!("CARGO_BIN_EXE_unroot"))
         .env_remove("KUBECONFIG")
@@ -44,6 +46,7 @@ fn spawn(dir: &std::path::Path) -> (Process, SocketAddr, String) {
             "--ca-cert-out",
         ])
         .arg(&ca)
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -70,7 +73,7 @@ fn body(name: &str) -> Vec<u8> {
 async fn sigterm_under_load_drops_no_review_in_flight() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, addr, ca_pem) = spawn(dir.path());
+    let (mut server, addr, ca_pem) = spawn(dir.path(), &[]);
     let connector = TlsConnector::from(Arc::new(common::client_config(
         &ca_pem,
         &[&rustls::version::TLS13],
@@ -200,4 +203,72 @@ async fn sigterm_under_load_drops_no_review_in_flight() {
     .await
     .unwrap();
     assert_eq!(code, Some(0), "exits 0 after draining");
+}
+
+/// The API server's pooled connections to a replica that is shutting down
+/// keep being used until the replica closes them: during the shutdown delay
+/// each is answered once more, with `Connection: close`, so the API server
+/// drops it itself instead of sending a request into the replica's close.
+#[tokio::test]
+async fn during_the_shutdown_delay_a_pooled_connection_is_answered_and_let_go() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr, ca_pem) = spawn(dir.path(), &["--shutdown-delay", "3s"]);
+    let connector = TlsConnector::from(Arc::new(common::client_config(
+        &ca_pem,
+        &[&rustls::version::TLS13],
+    )));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let ask = async |tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, name| {
+        let body = body(name);
+        let head = format!(
+            "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(&body).await.unwrap();
+        let mut buf = vec![0; 64 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let before = ask(&mut tls, "before").await;
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    assert!(!before.contains("connection: close"), "{before}");
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = ask(&mut tls, "during").await;
+    assert!(during.starts_with("HTTP/1.1 200"), "{during}");
+    assert!(during.contains("connection: close"), "{during}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(1), tls.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "still open: {closed:?}");
+    // Still in the delay: the process has not exited.
+    assert!(server.0.try_wait().unwrap().is_none());
+    let code = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            if let Some(status) = server.0.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0));
 }

@@ -116,6 +116,12 @@ pub struct Args {
     /// Longest time a client may take to send a request's headers and body.
     #[arg(long, env = "UNROOT_REQUEST_TIMEOUT", default_value = "10s", value_parser = super::parse_duration)]
     pub request_timeout: Duration,
+    /// How long a keep-alive connection may idle between requests. Keep it
+    /// longer than the API server's 90 s pool timeout: a client that closes
+    /// its idle connection first never sends a request into the server's
+    /// close.
+    #[arg(long, env = "UNROOT_IDLE_TIMEOUT", default_value = "120s", value_parser = super::parse_duration)]
+    pub idle_timeout: Duration,
     /// Longest time a review may take once its headers arrived; the API
     /// server's own `?timeout=` shortens it. Every wait on the API server
     /// (namespace lookup, pod read, identity ConfigMap write) ends at this
@@ -168,6 +174,7 @@ fn listener_config(args: &Args) -> server::Config {
         listen: args.listen,
         admin_listen: args.admin_listen,
         request_timeout: args.request_timeout,
+        idle_timeout: args.idle_timeout,
         drain_timeout: args.drain_timeout,
         ..server::Config::default()
     }
@@ -358,6 +365,7 @@ async fn stop(
     audit: crate::audit::Log,
 ) {
     readiness.set(server::SERVING, false);
+    running.start_draining();
     if !args.shutdown_delay.is_zero() {
         info!(delay = ?args.shutdown_delay, "shutdown requested: not ready, still serving");
         tokio::time::sleep(args.shutdown_delay).await;

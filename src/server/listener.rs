@@ -1,15 +1,30 @@
 //! The TLS accept loop: bounded connections, handshake and header timeouts
-//! (a client that sent part of a request gets 408), HTTP/1.1 and HTTP/2,
-//! clients refused for want of a valid certificate counted, and a graceful
-//! drain on shutdown.
+//! (a client that sent part of a request gets 408), an idle timeout for
+//! keep-alive connections longer than the API server's own, HTTP/1.1 and
+//! HTTP/2, clients refused for want of a valid certificate counted, and a
+//! graceful drain on shutdown (`Connection: close` on every HTTP/1.1 answer
+//! once draining starts).
+//!
+//! hyper's own header timeout is not used: it also runs while a keep-alive
+//! connection idles between requests, so it closed the API server's pooled
+//! connections after 10 s. Go's client keeps them 90 s and does not retry a
+//! POST that meets a connection the server just closed: the API server then
+//! failed the admission with "server closed idle connection". Here the
+//! header timeout runs from a request's first byte (or the connection's
+//! start) until its headers are parsed, and the idle timeout from the end of
+//! an answer until the next request's first byte.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::{HeaderValue, Request, Response, Version, header};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -18,6 +33,7 @@ use prometheus::IntCounterVec;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
@@ -37,7 +53,29 @@ pub async fn serve_tls(
     shutdown: watch::Receiver<bool>,
     readiness: &Readiness,
 ) {
-    serve_tls_counted(listener, tls, app, config, shutdown, readiness, None).await;
+    let draining = Draining::default();
+    serve_tls_counted(
+        listener, tls, app, config, shutdown, readiness, &draining, None,
+    )
+    .await;
+}
+
+/// Set once the server is draining (not ready, about to stop): every
+/// HTTP/1.1 answer then carries `Connection: close`, so a client closes the
+/// connection itself after the answer instead of racing a request against
+/// the server's close.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// Starts draining; there is no way back.
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn started(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// The `webhook` label of requests refused before any webhook was named
@@ -49,6 +87,7 @@ pub const NO_WEBHOOK: &str = "none";
 /// for a handshake without a valid client certificate, and
 /// `reason="header_timeout"` for a client that did not send its request's
 /// headers in time.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_tls_counted(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -56,6 +95,7 @@ pub async fn serve_tls_counted(
     config: &Config,
     mut shutdown: watch::Receiver<bool>,
     readiness: &Readiness,
+    draining: &Draining,
     rejected: Option<IntCounterVec>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -83,9 +123,17 @@ pub async fn serve_tls_counted(
             }
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let activity = Arc::new(Activity::default());
+        let service = Watched {
+            inner: TowerToHyperService::new(app.clone()),
+            activity: Arc::clone(&activity),
+            draining: draining.clone(),
+        };
         let handshake_timeout = config.handshake_timeout;
-        let header_timeout = config.request_timeout;
+        let timeouts = Timeouts {
+            header: config.request_timeout,
+            idle: config.idle_timeout,
+        };
         let watcher = graceful.watcher();
         let rejected = rejected.clone();
         tokio::spawn(async move {
@@ -106,30 +154,31 @@ pub async fn serve_tls_counted(
                     return;
                 }
             };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let mut builder = auto::Builder::new(TokioExecutor::new());
+            // The header and idle timeouts are Tracked's (see the module
+            // documentation); hyper's would also close idle connections.
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(None);
             builder.http2().timer(TokioTimer::new());
-            let (io, returned) = Tracked::new(tls);
+            let (io, returned) = Tracked::new(tls, activity, timeouts, h2);
             let conn = builder.serve_connection(TokioIo::new(io), service);
             let Err(e) = watcher.watch(conn).await else {
                 return;
             };
-            let timed_out = e
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout);
-            if !timed_out {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                return;
-            }
             // hyper dropped the stream with the connection: it is back.
-            if let Ok(Ok((io, true))) = tokio::time::timeout(Duration::from_secs(1), returned).await
-            {
-                count(rejected.as_ref(), "header_timeout");
-                tracing::debug!(%peer, "request headers did not arrive in time: 408");
-                request_timeout(io, header_timeout).await;
+            match tokio::time::timeout(Duration::from_secs(1), returned).await {
+                Ok(Ok((io, Some(Wait::Head)))) => {
+                    count(rejected.as_ref(), "header_timeout");
+                    tracing::debug!(%peer, "request headers did not arrive in time: 408");
+                    request_timeout(io, timeouts.header).await;
+                }
+                Ok(Ok((_, Some(Wait::Idle)))) => {
+                    tracing::debug!(%peer, "closed a connection idle for {:?}", timeouts.idle);
+                }
+                _ => tracing::debug!(%peer, error = %e, "connection ended with an error"),
             }
         });
     }
@@ -190,32 +239,182 @@ async fn request_timeout<IO: AsyncWrite + Unpin>(mut io: IO, timeout: Duration) 
     .await;
 }
 
-/// A connection's stream that hyper serves, which goes back to the accept
-/// loop when hyper drops it, with whether a request was under way (bytes
-/// read since the last write): after hyper's header timeout, such a client
-/// is answered 408, an idle keep-alive connection just closed.
+/// A connection's service calls, as its stream ([`Tracked`]) sees them.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Requests whose answer is not yet produced.
+    active: AtomicUsize,
+    /// Requests whose headers were parsed, ever.
+    started: AtomicU64,
+}
+
+/// A request in progress on a connection, until its answer is produced.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        activity.active.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The app as hyper calls it on one connection: marks the connection busy
+/// while a request is answered, and closes HTTP/1.x connections after their
+/// answer once the server is draining.
+#[derive(Clone)]
+struct Watched {
+    inner: TowerToHyperService<Router>,
+    activity: Arc<Activity>,
+    draining: Draining,
+}
+
+type Answer = Response<axum::body::Body>;
+
+impl hyper::service::Service<Request<Incoming>> for Watched {
+    type Response = Answer;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Answer, Self::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let busy = Busy::new(&self.activity);
+        let http1 = req.version() < Version::HTTP_2;
+        let draining = self.draining.clone();
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let mut answer = answer.await?;
+            if http1 && draining.started() {
+                answer
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            drop(busy);
+            Ok(answer)
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// From a request's first byte (or the connection's start) until its
+    /// headers are parsed.
+    header: Duration,
+    /// From the end of an answer until the next request's first byte.
+    idle: Duration,
+}
+
+/// What a connection with no request in progress waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A request's headers: the first request's, or one that began.
+    Head,
+    /// The next request, after an answer.
+    Idle,
+}
+
+/// A connection's stream that hyper serves. It runs the header and idle
+/// timeouts (a read past one fails with `TimedOut`, which ends the
+/// connection), and goes back to the accept loop when hyper drops it, with
+/// the timeout that ended it: after the header timeout, a client that sent
+/// part of a request is answered 408.
 struct Tracked<IO> {
     io: Option<IO>,
-    request_under_way: bool,
-    back: Option<oneshot::Sender<(IO, bool)>>,
+    back: Option<oneshot::Sender<(IO, Option<Wait>)>>,
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    /// HTTP/2 reads frames (pings, window updates) while idle: only the
+    /// idle timeout applies between its requests.
+    h2: bool,
+    /// `None` while a request is being answered.
+    waiting: Option<Wait>,
+    /// Whether bytes arrived since the last answer (a request under way).
+    read_since_answer: bool,
+    seen_started: u64,
+    deadline: Pin<Box<Sleep>>,
+    expired: Option<Wait>,
 }
 
 impl<IO> Tracked<IO> {
-    fn new(io: IO) -> (Self, oneshot::Receiver<(IO, bool)>) {
+    fn new(
+        io: IO,
+        activity: Arc<Activity>,
+        timeouts: Timeouts,
+        h2: bool,
+    ) -> (Self, oneshot::Receiver<(IO, Option<Wait>)>) {
         let (back, returned) = oneshot::channel();
         let tracked = Self {
             io: Some(io),
-            request_under_way: false,
             back: Some(back),
+            activity,
+            timeouts,
+            h2,
+            waiting: Some(Wait::Head),
+            read_since_answer: false,
+            seen_started: 0,
+            deadline: Box::pin(tokio::time::sleep(timeouts.header)),
+            expired: None,
         };
         (tracked, returned)
+    }
+
+    fn wait(&mut self, wait: Wait) {
+        self.waiting = Some(wait);
+        let after = match wait {
+            Wait::Head => self.timeouts.header,
+            Wait::Idle => self.timeouts.idle,
+        };
+        self.deadline.as_mut().reset(Instant::now() + after);
+    }
+
+    /// Catches up with the service: a request whose headers were parsed
+    /// stops the wait.
+    fn observe(&mut self) {
+        let started = self.activity.started.load(Ordering::Relaxed);
+        if started != self.seen_started {
+            self.seen_started = started;
+            self.waiting = None;
+        }
+    }
+
+    /// After a read found nothing: whether the wait ran out.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(wait) = self.waiting else {
+            return false;
+        };
+        if self.activity.active.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
+        if self.deadline.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        // An idle connection closed, or one whose request never arrived
+        // whole; only the latter is answered 408, and only over HTTP/1.
+        let head = wait == Wait::Head && self.read_since_answer && !self.h2;
+        self.expired = Some(if head { Wait::Head } else { Wait::Idle });
+        true
+    }
+
+    fn wrote(&mut self, n: usize) {
+        if n > 0 && self.activity.active.load(Ordering::Relaxed) == 0 {
+            self.observe();
+            if self.waiting.is_none() {
+                self.read_since_answer = false;
+                self.wait(Wait::Idle);
+            }
+        }
     }
 }
 
 impl<IO> Drop for Tracked<IO> {
     fn drop(&mut self) {
         if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
-            let _ = back.send((io, self.request_under_way));
+            let _ = back.send((io, self.expired));
         }
     }
 }
@@ -234,15 +433,26 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.observe();
         let Some(io) = this.io.as_mut() else {
             return Poll::Ready(Err(gone()));
         };
         let before = buf.filled().len();
         let polled = Pin::new(io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.request_under_way = true;
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.read_since_answer = true;
+                if this.waiting == Some(Wait::Idle) && !this.h2 {
+                    this.wait(Wait::Head);
+                }
+                polled
+            }
+            Poll::Pending if this.poll_expired(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request in time",
+            ))),
+            _ => polled,
         }
-        polled
     }
 }
 
@@ -257,8 +467,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
             return Poll::Ready(Err(gone()));
         };
         let polled = Pin::new(io).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.request_under_way = false;
+        if let Poll::Ready(Ok(n)) = polled {
+            this.wrote(n);
         }
         polled
     }
@@ -273,8 +483,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
             return Poll::Ready(Err(gone()));
         };
         let polled = Pin::new(io).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.request_under_way = false;
+        if let Poll::Ready(Ok(n)) = polled {
+            this.wrote(n);
         }
         polled
     }
