@@ -217,6 +217,20 @@ gen_certs() {
                 -days 7 -extfile "$name.ext" -out "$name.crt" >/dev/null 2>&1
             rm -f "$name.csr" "$name.ext"
         done
+        # The API server's client certificate for calling webhooks (mTLS):
+        # its own CA, so that unroot's --client-ca trusts this one client,
+        # not every certificate the cluster CA ever signed.
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout webhook-client-ca.key \
+            -out webhook-client-ca.crt -days 7 -subj "/CN=unroot-e2e-webhook-client-ca" >/dev/null 2>&1
+        printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" \
+            "extendedKeyUsage=clientAuth" >webhook-client.ext
+        openssl req -newkey rsa:2048 -nodes -keyout webhook-client.key -out webhook-client.csr \
+            -subj "/CN=kube-apiserver-webhook-client" >/dev/null 2>&1
+        openssl x509 -req -in webhook-client.csr -CA webhook-client-ca.crt \
+            -CAkey webhook-client-ca.key -CAcreateserial -days 7 -extfile webhook-client.ext \
+            -out webhook-client.crt >/dev/null 2>&1
+        rm -f webhook-client.csr webhook-client.ext
         chmod 644 ./*.crt
     ) || die "generating certificates with openssl failed"
 }
@@ -265,6 +279,32 @@ EOF
     write_kubeconfig "$RUN/controller-manager.kubeconfig" system:kube-controller-manager "$kcm_token"
     write_kubeconfig "$RUN/scheduler.kubeconfig" system:kube-scheduler "$sched_token"
     write_kubeconfig "$RUN/kubelet.kubeconfig" system:node:localhost "$kubelet_token"
+    # The API server presents $PKI/webhook-client.crt to webhooks served by
+    # a Service in the unroot namespace (README, "mTLS from the API server");
+    # unroot asks for it only when started with --client-ca.
+    local plugin
+    {
+        echo "apiVersion: apiserver.config.k8s.io/v1"
+        echo "kind: AdmissionConfiguration"
+        echo "plugins:"
+        for plugin in ValidatingAdmissionWebhook MutatingAdmissionWebhook; do
+            echo "  - name: $plugin"
+            echo "    configuration:"
+            echo "      apiVersion: apiserver.config.k8s.io/v1"
+            echo "      kind: WebhookAdmission"
+            echo "      kubeConfigFile: $RUN/webhook-client.kubeconfig"
+        done
+    } >"$RUN/admission.yaml"
+    cat >"$RUN/webhook-client.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+users:
+- name: "*.unroot.svc"
+  user:
+    client-certificate: $PKI/webhook-client.crt
+    client-key: $PKI/webhook-client.key
+EOF
+    chmod 600 "$RUN/webhook-client.kubeconfig"
 
     mkdir -p "$RUN/cni/net.d" "$RUN/cni/ipam" "$RUN/containerd/root" "$RUN/containerd/state"
     cat >"$RUN/cni/net.d/10-$CNI_NETWORK.conflist" <<EOF
@@ -465,6 +505,7 @@ EOF
         --client-ca-file "$PKI/ca.crt" --token-auth-file "$PKI/tokens.csv" \
         --authorization-mode Node,RBAC \
         --enable-admission-plugins NodeRestriction,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
+        --admission-control-config-file "$RUN/admission.yaml" \
         --allow-privileged=true \
         --service-account-key-file "$PKI/sa.pub" \
         --service-account-signing-key-file "$PKI/sa.key" \
@@ -711,6 +752,10 @@ print_env() {
     echo "export E2E_API_PORT=$API_PORT"
     echo "export E2E_POD_SUBNET=$POD_SUBNET"
     echo "export E2E_CA_FILE=$PKI/ca.crt"
+    # The API server's client certificate for webhooks, and its CA.
+    echo "export E2E_WEBHOOK_CLIENT_CA=$PKI/webhook-client-ca.crt"
+    echo "export E2E_WEBHOOK_CLIENT_CERT=$PKI/webhook-client.crt"
+    echo "export E2E_WEBHOOK_CLIENT_KEY=$PKI/webhook-client.key"
     echo "export KUBECACHEDIR=$RUN/kubectl-cache"
     echo "export E2E_CONTAINERD_ADDRESS=$CTR_SOCK"
     echo "export E2E_KUBE_BIN=$KUBE_BIN"

@@ -117,6 +117,12 @@ pub struct AppState {
     /// Where identity ConfigMaps are applied. `None` (no Kubernetes client):
     /// a pod that needs one is denied.
     pub identity_store: Option<Arc<dyn IdentityStore>>,
+    /// Whether `/mutate` may write identity ConfigMaps: every caller proved
+    /// itself with a client certificate (`--client-ca`), or the operator
+    /// accepted unauthenticated callers (`--unauthenticated-provisioning`).
+    /// Otherwise a pod that needs one is denied, so a forged review has no
+    /// side effect.
+    pub side_effects: SideEffects,
     /// Where the pods of a namespace are listed when its enforce level is
     /// raised. `None` (no Kubernetes client): the client is warned that
     /// they could not be listed.
@@ -145,6 +151,18 @@ impl std::fmt::Debug for AppState {
             .field("kube", &self.kube.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// Who may cause `/mutate`'s one side effect, the identity ConfigMap write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideEffects {
+    /// Every caller presented a client certificate signed by `--client-ca`.
+    AuthenticatedCallers,
+    /// Any caller that reaches the port (`--unauthenticated-provisioning`):
+    /// only the NetworkPolicy fences it.
+    AnyCaller,
+    /// Callers are not authenticated: no side effect is performed.
+    Refused,
 }
 
 /// A running server: its bound addresses, and how to stop it.

@@ -55,6 +55,9 @@ pub struct Options {
     pub namespace_labels: NamespaceLabels,
     /// Where identity ConfigMaps go (`None`: no Kubernetes client).
     pub identity_store: Option<Arc<dyn IdentityStore>>,
+    /// Who may cause the identity ConfigMap write (default: any caller, as
+    /// with `--unauthenticated-provisioning`).
+    pub side_effects: server::SideEffects,
     /// The listener's TLS configuration (`None`: a fresh self-issued
     /// certificate, no client certificate asked for). With one, the
     /// returned `ca_pem` is not the one it serves: set it.
@@ -83,6 +86,7 @@ impl Default for Options {
             namespaces: None,
             namespace_labels: NamespaceLabels::new(),
             identity_store: None,
+            side_effects: server::SideEffects::AnyCaller,
             tls: None,
             audit_sink: None,
             report: unroot::report::task::Handle::default(),
@@ -174,6 +178,7 @@ pub async fn start_with(options: Options) -> Server {
         },
         kube: options.kube,
         identity_store: options.identity_store,
+        side_effects: options.side_effects,
         audit: unroot::audit::Log::start(options.audit_sink, metrics.registry()),
         report: options.report,
         metrics,

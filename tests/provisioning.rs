@@ -200,6 +200,46 @@ async fn without_a_store_or_when_the_apply_fails_the_pod_is_refused() {
     server.shutdown().await;
 }
 
+/// Without `--client-ca` (and without `--unauthenticated-provisioning`)
+/// anyone who reaches the port could forge the spawner's review: the side
+/// effect is refused, and nothing is written.
+#[tokio::test]
+async fn unauthenticated_callers_cause_no_identity_configmap_write() {
+    let store = Arc::new(RecordingStore::default());
+    let server = common::start_with(common::Options {
+        policy: policy(),
+        namespace_labels: BTreeMap::from([(
+            "hub-users".to_owned(),
+            labels(&[("unroot.dev/provisioning", "enabled")]),
+        )]),
+        identity_store: Some(Arc::clone(&store) as Arc<dyn IdentityStore>),
+        side_effects: unroot::server::SideEffects::Refused,
+        ..Default::default()
+    })
+    .await;
+    let review = review_as("CREATE", "hub-users", &fixture(NOTEBOOK), HUB);
+    let response = server.admit("/mutate", &review).await;
+    assert_eq!(response["allowed"], false, "{response:#}");
+    let (code, text) = message(&response);
+    assert_eq!(code, 403);
+    assert!(
+        text.starts_with(
+            "unroot does not provision pods for unauthenticated callers: writing the identity ConfigMap hub-users/unroot-identity-alice is a side effect, and this unroot runs without --client-ca"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("--unauthenticated-provisioning"), "{text}");
+    assert!(store.applied().is_empty());
+    // A pod that needs no identity ConfigMap is served as ever.
+    let plain = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
+        "spec": {"containers": [{"name": "a", "image": "x"}]}});
+    let response = server
+        .admit("/mutate", &review_as("CREATE", "hub-users", &plain, HUB))
+        .await;
+    assert_eq!(response["allowed"], true, "{response:#}");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn pods_without_identity_need_no_store() {
     let server = start(None).await;

@@ -11,6 +11,10 @@
 # deleted pod are collected after the grace period, a mounted one is kept.
 # unroot runs in the cluster: the policy is its ConfigMap, and it may write
 # identity ConfigMaps only where the platform bound ClusterRole unroot-identity.
+# It writes them only for authenticated callers: with the shipped args (no
+# --client-ca) a provisioned pod is denied; with --client-ca the API server
+# presents its webhook client certificate (e2e/cluster.sh configures it), and
+# a caller without one is refused at the TLS handshake.
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -24,6 +28,7 @@ cleanup() {
     reset_unroot_policy || e2e_log "restoring the shipped policy failed"
     # The manifests' args again (set_unroot_args below changed them).
     install_unroot >/dev/null || e2e_log "restoring unroot's args failed"
+    e2e_kubectl delete secret unroot-client-ca -n "$UNROOT_NS" --ignore-not-found >/dev/null 2>&1 || true
     delete_namespace "$trust" "$hub" "$strict" "$unbound"
     rm -rf "$work"
 }
@@ -122,6 +127,32 @@ spec:
     command: ["sh", "-c", "whoami; id; stat -c '%u:%g %a' /home/$2; exec sleep 600"]
 YAML
 }
+# --- authenticated callers -------------------------------------------------------
+out=$(notebook jupyter-early early 2010 | e2e_kubectl apply -n "$hub" -f - 2>&1 || true)
+assert_contains "with the shipped args (no --client-ca) a provisioned pod is denied" "$out" \
+    "unroot does not provision pods for unauthenticated callers: writing the identity ConfigMap $hub/unroot-identity-early is a side effect"
+assert_fails "and no identity ConfigMap is written" e2e_kubectl get configmap unroot-identity-early -n "$hub"
+if [[ -n ${E2E_WEBHOOK_CLIENT_CA:-} ]]; then
+    e2e_kubectl create secret generic unroot-client-ca -n "$UNROOT_NS" \
+        --from-file=ca.crt="$E2E_WEBHOOK_CLIENT_CA" >/dev/null
+    auth_args=(--client-ca=/etc/unroot/client-ca/ca.crt)
+else
+    e2e_log "another cluster: its API server's webhook client certificate is unknown; provisioning runs with --unauthenticated-provisioning"
+    auth_args=(--unauthenticated-provisioning)
+fi
+assert_ok "unroot runs with ${auth_args[*]}" set_unroot_args "${auth_args[@]}"
+if [[ -n ${E2E_WEBHOOK_CLIENT_CA:-} ]]; then
+    replica_ip=$(unroot_pods | awk 'NR == 1 {print $2}')
+    call() { # CURL-ARGS...: the HTTP status of a POST to a replica's /mutate, 000 for none
+        curl -s -k --max-time 5 -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+            -d '{}' "$@" "https://$replica_ip:8443/mutate" || true
+    }
+    assert_eq "a caller without a client certificate is refused at the TLS handshake, before any HTTP" \
+        000 "$(call)"
+    assert_eq "one with the API server's webhook client certificate gets an HTTP answer" \
+        400 "$(call --cert "$E2E_WEBHOOK_CLIENT_CERT" --key "$E2E_WEBHOOK_CLIENT_KEY")"
+fi
+
 notebook jupyter-alice alice 2001 | e2e_kubectl apply -n "$hub" -f - >/dev/null
 if wait_pod_phase jupyter-alice "$hub" Running 90; then
     sleep 1
@@ -188,7 +219,7 @@ assert_contains "an operator's ephemeral container is judged on its own fields" 
 assert_not_contains "while the init container keeps its provenance exemption" "$out" 'unroot-provision'
 
 # --- identity ConfigMaps are collected ------------------------------------------
-set_unroot_args --identity-sweep-interval=2s --identity-grace=5s
+set_unroot_args "${auth_args[@]}" --identity-sweep-interval=2s --identity-grace=5s
 out=$({
     notebook jupyter-erin erin 2006
     echo "    securityContext: {privileged: true}"

@@ -77,6 +77,12 @@ pub struct Args {
     /// handshake.
     #[arg(long, env = "UNROOT_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
+    /// Write identity ConfigMaps for callers that presented no client
+    /// certificate (without --client-ca, for any client that reaches the
+    /// webhook port, fenced only by the NetworkPolicy). Without this flag or
+    /// --client-ca, a pod that needs an identity ConfigMap is denied.
+    #[arg(long, env = "UNROOT_UNAUTHENTICATED_PROVISIONING")]
+    pub unauthenticated_provisioning: bool,
     /// Extra DNS names for the certificate unroot issues, besides localhost
     /// (self-issued) or unroot.<ns>.svc and unroot.<ns>.svc.cluster.local
     /// (--manage-certs). Repeat, or separate with commas.
@@ -166,6 +172,17 @@ pub struct Args {
     /// Service endpoints drop this replica before it stops accepting.
     #[arg(long, env = "UNROOT_SHUTDOWN_DELAY", default_value = "0s", value_parser = super::parse_duration)]
     pub shutdown_delay: Duration,
+}
+
+/// Who may cause the identity ConfigMap write.
+fn side_effects(args: &Args) -> server::SideEffects {
+    if args.client_ca.is_some() {
+        server::SideEffects::AuthenticatedCallers
+    } else if args.unauthenticated_provisioning {
+        server::SideEffects::AnyCaller
+    } else {
+        server::SideEffects::Refused
+    }
 }
 
 /// The listeners' addresses and timeouts.
@@ -334,6 +351,7 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
         report,
         policy: current,
         namespaces,
+        side_effects: side_effects(args),
         identity_store: client
             .clone()
             .map(|c| Arc::new(KubeStore::new(c)) as Arc<dyn IdentityStore>),
@@ -477,11 +495,20 @@ fn start_certificates(
             // Not an error: the API server sends no client certificate unless
             // its AdmissionConfiguration says so. But provisioning writes
             // identity ConfigMaps for whoever calls /mutate.
-            warn!(
-                "no --client-ca: any client that reaches the webhook port is served, and with \
-                 provisioning enabled may have identity ConfigMaps written; only a \
-                 NetworkPolicy fences it (README, \"Hardening\")"
-            );
+            if args.unauthenticated_provisioning {
+                warn!(
+                    "no --client-ca and --unauthenticated-provisioning: any client that reaches \
+                     the webhook port is served, and with provisioning enabled may have \
+                     identity ConfigMaps written; only a NetworkPolicy fences it (README, \
+                     \"Hardening\")"
+                );
+            } else {
+                warn!(
+                    "no --client-ca: any client that reaches the webhook port is served; pods \
+                     that need an identity ConfigMap are denied until callers are \
+                     authenticated (README, \"mTLS from the API server\")"
+                );
+            }
             certs::server_config(resolver)
         }
         Some(path) => {

@@ -72,6 +72,17 @@ async fn store_identity(
         );
     let name = config_map.metadata.name.clone().unwrap_or_default();
     let namespace = req.namespace();
+    if state.side_effects == crate::server::SideEffects::Refused {
+        return Response::deny(
+            &req.uid,
+            403,
+            "Forbidden",
+            format!(
+                "unroot does not provision pods for unauthenticated callers: writing the identity ConfigMap {namespace}/{name} is a side effect, and this unroot runs without --client-ca, so a forged review could cause it (give the API server a client certificate and start unroot with --client-ca, see the README's \"mTLS from the API server\"; or accept the risk with --unauthenticated-provisioning)"
+            ),
+        )
+        .into();
+    }
     let Some(store) = &state.identity_store else {
         return Response::deny(
             &req.uid,
