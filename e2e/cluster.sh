@@ -290,7 +290,8 @@ EOF
         for plugin in ValidatingAdmissionWebhook MutatingAdmissionWebhook; do
             echo "  - name: $plugin"
             echo "    configuration:"
-            echo "      apiVersion: apiserver.config.k8s.io/v1"
+            # 1.20 knows WebhookAdmission only as v1alpha1.
+            echo "      apiVersion: apiserver.config.k8s.io/v1alpha1"
             echo "      kind: WebhookAdmission"
             echo "      kubeConfigFile: $RUN/webhook-client.kubeconfig"
         done
