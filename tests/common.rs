@@ -49,6 +49,8 @@ pub struct Options {
     pub request_timeout: Duration,
     /// How long a keep-alive connection may idle between requests.
     pub idle_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
     /// Namespace → labels; `None` runs as with no cluster.
     pub namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
     /// Namespace → labels, as the namespace cache would hold them.
@@ -83,6 +85,7 @@ impl Default for Options {
             policy: Document::embedded(),
             request_timeout: Duration::from_secs(10),
             idle_timeout: server::Config::default().idle_timeout,
+            max_connections: server::Config::default().max_connections,
             namespaces: None,
             namespace_labels: NamespaceLabels::new(),
             identity_store: None,
@@ -192,6 +195,7 @@ pub async fn start_with(options: Options) -> Server {
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         request_timeout: options.request_timeout,
         idle_timeout: options.idle_timeout,
+        max_connections: options.max_connections,
         ..server::Config::default()
     };
     let tls = Arc::new(

@@ -223,6 +223,45 @@ async fn a_request_begun_on_an_idle_connection_gets_the_header_timeout_and_a_408
     server.shutdown().await;
 }
 
+/// Idle clients cannot hold every connection while a review waits: when
+/// fewer than an eighth are left, idle connections are closed within the
+/// header timeout instead of the idle timeout.
+#[tokio::test]
+async fn idle_connections_give_way_when_connections_run_short() {
+    let server = common::start_with(common::Options {
+        request_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(120),
+        max_connections: 16,
+        ..Default::default()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        let mut tls = server.connect().await;
+        ask(&mut tls).await;
+        idle.push(tls);
+    }
+    // Every connection is taken by a client that idles; one more arrives.
+    let started = Instant::now();
+    let mut fresh = tokio::time::timeout(Duration::from_secs(5), server.connect())
+        .await
+        .expect("the new client was accepted: idle ones gave way");
+    ask(&mut fresh).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let mut closed = 0;
+    for tls in &mut idle {
+        let mut rest = Vec::new();
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(100), tls.read_to_end(&mut rest)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "no idle connection was closed");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn once_draining_an_answer_closes_its_keep_alive_connection() {
     let server = server_with_idle_timeout().await;

@@ -128,6 +128,11 @@ pub struct Args {
     /// close.
     #[arg(long, env = "UNROOT_IDLE_TIMEOUT", default_value = "120s", value_parser = super::parse_duration)]
     pub idle_timeout: Duration,
+    /// Most webhook connections open at once; more wait in the kernel's
+    /// accept queue. When fewer than an eighth are left, idle connections
+    /// are closed within --request-timeout instead of --idle-timeout.
+    #[arg(long, env = "UNROOT_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
     /// Longest time a review may take once its headers arrived; the API
     /// server's own `?timeout=` shortens it. Every wait on the API server
     /// (namespace lookup, pod read, identity ConfigMap write) ends at this
@@ -192,6 +197,7 @@ fn listener_config(args: &Args) -> server::Config {
         admin_listen: args.admin_listen,
         request_timeout: args.request_timeout,
         idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections as usize,
         drain_timeout: args.drain_timeout,
         ..server::Config::default()
     }

@@ -122,64 +122,28 @@ pub async fn serve_tls_counted(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
-        let activity = Arc::new(Activity::default());
-        let service = Watched {
-            inner: TowerToHyperService::new(app.clone()),
-            activity: Arc::clone(&activity),
-            draining: draining.clone(),
-        };
-        let handshake_timeout = config.handshake_timeout;
-        let timeouts = Timeouts {
-            header: config.request_timeout,
-            idle: config.idle_timeout,
+        let conn = Conn {
+            acceptor: acceptor.clone(),
+            service: Watched {
+                inner: TowerToHyperService::new(app.clone()),
+                activity: Arc::new(Activity::default()),
+                draining: draining.clone(),
+            },
+            handshake_timeout: config.handshake_timeout,
+            timeouts: Timeouts {
+                header: config.request_timeout,
+                idle: config.idle_timeout,
+                pressure: Pressure {
+                    permits: Arc::clone(&permits),
+                    max: config.max_connections,
+                },
+            },
+            rejected: rejected.clone(),
         };
         let watcher = graceful.watcher();
-        let rejected = rejected.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    if is_unauthenticated(&e) {
-                        count(rejected.as_ref(), "unauthenticated");
-                        info!(%peer, error = %e, "refused a client without a valid client certificate");
-                    } else {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    }
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // The header and idle timeouts are Tracked's (see the module
-            // documentation); hyper's would also close idle connections.
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(None);
-            builder.http2().timer(TokioTimer::new());
-            let (io, returned) = Tracked::new(tls, activity, timeouts, h2);
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            let Err(e) = watcher.watch(conn).await else {
-                return;
-            };
-            // hyper dropped the stream with the connection: it is back.
-            match tokio::time::timeout(Duration::from_secs(1), returned).await {
-                Ok(Ok((io, Some(Wait::Head)))) => {
-                    count(rejected.as_ref(), "header_timeout");
-                    tracing::debug!(%peer, "request headers did not arrive in time: 408");
-                    request_timeout(io, timeouts.header).await;
-                }
-                Ok(Ok((_, Some(Wait::Idle)))) => {
-                    tracing::debug!(%peer, "closed a connection idle for {:?}", timeouts.idle);
-                }
-                _ => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-            }
+            conn.serve(tcp, peer, watcher).await;
         });
     }
     readiness.set(SERVING, false);
@@ -190,6 +154,117 @@ pub async fn serve_tls_counted(
         .is_err()
     {
         warn!(timeout = ?config.drain_timeout, "in-flight reviews did not finish in time");
+    }
+}
+
+/// One accepted connection, and what serving it takes.
+struct Conn {
+    acceptor: TlsAcceptor,
+    service: Watched,
+    handshake_timeout: Duration,
+    timeouts: Timeouts,
+    rejected: Option<IntCounterVec>,
+}
+
+impl Conn {
+    /// The TLS handshake, then HTTP until the client leaves, a timeout
+    /// ends the connection (with a 408 for a request cut short) or the
+    /// graceful shutdown has drained it.
+    async fn serve(
+        self,
+        tcp: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let Self {
+            acceptor,
+            service,
+            handshake_timeout,
+            timeouts,
+            rejected,
+        } = self;
+        let tls = match handshake(acceptor.accept(tcp), handshake_timeout, &timeouts.pressure).await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                if is_unauthenticated(&e) {
+                    count(rejected.as_ref(), "unauthenticated");
+                    info!(%peer, error = %e, "refused a client without a valid client certificate");
+                } else {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                return;
+            }
+            Err(Gave::Way) => {
+                tracing::debug!(%peer, "TLS handshake gave way: connections ran short");
+                return;
+            }
+            Err(Gave::Up) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The header and idle timeouts are Tracked's (see the module
+        // documentation); hyper's would also close idle connections.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        builder.http2().timer(TokioTimer::new());
+        let header_timeout = timeouts.header;
+        let activity = Arc::clone(&service.activity);
+        let (io, returned) = Tracked::new(tls, activity, timeouts, h2);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let Err(e) = watcher.watch(conn).await else {
+            return;
+        };
+        // hyper dropped the stream with the connection: it is back.
+        match tokio::time::timeout(Duration::from_secs(1), returned).await {
+            Ok(Ok((io, Some(Wait::Head)))) => {
+                count(rejected.as_ref(), "header_timeout");
+                tracing::debug!(%peer, "request headers did not arrive in time: 408");
+                request_timeout(io, header_timeout).await;
+            }
+            Ok(Ok((_, Some(Wait::Idle)))) => {
+                tracing::debug!(%peer, "closed an idle connection");
+            }
+            _ => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+        }
+    }
+}
+
+/// Why a handshake did not finish.
+enum Gave {
+    /// The handshake timeout ran out.
+    Up,
+    /// Connections ran short, and it had taken more than a slice.
+    Way,
+}
+
+/// Runs a TLS handshake for up to `timeout`, in slices: once connections run
+/// short, one still unfinished after a slice gives way (the API server's
+/// handshakes take milliseconds).
+async fn handshake<F: Future>(
+    accept: F,
+    timeout: Duration,
+    pressure: &Pressure,
+) -> Result<F::Output, Gave> {
+    let end = Instant::now() + timeout;
+    tokio::pin!(accept);
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return Err(Gave::Up);
+        }
+        let slice = PRESSURE_SLICE.min(end - now);
+        if let Ok(done) = tokio::time::timeout(slice, &mut accept).await {
+            return Ok(done);
+        }
+        if pressure.high() {
+            return Err(Gave::Way);
+        }
     }
 }
 
@@ -300,13 +375,36 @@ impl hyper::service::Service<Request<Incoming>> for Watched {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Timeouts {
     /// From a request's first byte (or the connection's start) until its
     /// headers are parsed.
     header: Duration,
     /// From the end of an answer until the next request's first byte.
     idle: Duration,
+    /// Idle connections give way when connections run short.
+    pressure: Pressure,
+}
+
+/// How many connections are left: when fewer than an eighth of
+/// `--max-connections`, idle connections, and those that have not sent a
+/// byte, are closed at the end of their current slice of waiting (at most
+/// [`PRESSURE_SLICE`]) instead of after the idle or header timeout, so idle
+/// clients cannot hold every connection while a review waits to be
+/// accepted.
+#[derive(Debug, Clone)]
+struct Pressure {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+/// How often a waiting connection looks at the pressure.
+const PRESSURE_SLICE: Duration = Duration::from_secs(1);
+
+impl Pressure {
+    fn high(&self) -> bool {
+        self.permits.available_permits() < (self.max / 8).max(1)
+    }
 }
 
 /// What a connection with no request in progress waits for.
@@ -336,6 +434,8 @@ struct Tracked<IO> {
     /// Whether bytes arrived since the last answer (a request under way).
     read_since_answer: bool,
     seen_started: u64,
+    /// When the current wait began.
+    since: Instant,
     deadline: Pin<Box<Sleep>>,
     expired: Option<Wait>,
 }
@@ -348,6 +448,7 @@ impl<IO> Tracked<IO> {
         h2: bool,
     ) -> (Self, oneshot::Receiver<(IO, Option<Wait>)>) {
         let (back, returned) = oneshot::channel();
+        let first = tokio::time::sleep(timeouts.header);
         let tracked = Self {
             io: Some(io),
             back: Some(back),
@@ -357,7 +458,8 @@ impl<IO> Tracked<IO> {
             waiting: Some(Wait::Head),
             read_since_answer: false,
             seen_started: 0,
-            deadline: Box::pin(tokio::time::sleep(timeouts.header)),
+            since: Instant::now(),
+            deadline: Box::pin(first),
             expired: None,
         };
         (tracked, returned)
@@ -365,11 +467,28 @@ impl<IO> Tracked<IO> {
 
     fn wait(&mut self, wait: Wait) {
         self.waiting = Some(wait);
-        let after = match wait {
+        self.since = Instant::now();
+        let first = self.slice().min(self.limit(wait));
+        self.deadline.as_mut().reset(self.since + first);
+    }
+
+    /// The wait proceeds in slices, to look at the pressure between them.
+    fn slice(&self) -> Duration {
+        self.timeouts.header.min(PRESSURE_SLICE)
+    }
+
+    /// How long `wait` may last without pressure.
+    fn limit(&self, wait: Wait) -> Duration {
+        match wait {
             Wait::Head => self.timeouts.header,
             Wait::Idle => self.timeouts.idle,
-        };
-        self.deadline.as_mut().reset(Instant::now() + after);
+        }
+    }
+
+    /// Whether the connection gives way when connections run short: an
+    /// idle one, or one that has not sent a byte of its request.
+    fn yields(&self, wait: Wait) -> bool {
+        wait == Wait::Idle || !self.read_since_answer
     }
 
     /// Catches up with the service: a request whose headers were parsed
@@ -393,6 +512,18 @@ impl<IO> Tracked<IO> {
         if self.deadline.as_mut().poll(cx).is_pending() {
             return false;
         }
+        let end = self.since + self.limit(wait);
+        let now = Instant::now();
+        if now < end && !(self.yields(wait) && self.timeouts.pressure.high()) {
+            let next = self.slice().min(end - now);
+            self.deadline.as_mut().reset(now + next);
+            // Registers the waker for the next slice.
+            return self.deadline.as_mut().poll(cx).is_ready() && self.expire(wait);
+        }
+        self.expire(wait)
+    }
+
+    fn expire(&mut self, wait: Wait) -> bool {
         // An idle connection closed, or one whose request never arrived
         // whole; only the latter is answered 408, and only over HTTP/1.
         let head = wait == Wait::Head && self.read_since_answer && !self.h2;
