@@ -5,8 +5,8 @@
 //! namespace watch recovers by itself, changes made meanwhile included.
 //!
 //! The API server is a small fake behind `kube::Client` (namespace
-//! list/watch and GET, ConfigMap apply), switched off and on; the outage is
-//! a few seconds, not a minute, to keep `make test` short.
+//! list/watch and GET, ConfigMap apply), switched off for a minute (long
+//! enough for the watch's backoff to reach its 30 s ceiling) and on again.
 
 use crate::common;
 
@@ -24,6 +24,8 @@ use unroot::readiness::Readiness;
 use unroot::server::{IdentityStore, KubeStore};
 
 const HUB: &str = "system:serviceaccount:jupyterhub:hub";
+/// How long the API server is unreachable.
+const OUTAGE: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Fake {
@@ -200,7 +202,7 @@ async fn an_unreachable_api_server_fails_closed_only_where_it_must_and_recovers(
     *fake.version.lock().unwrap() += 1;
     let outage = Instant::now();
     let mut cached = 0;
-    while outage.elapsed() < Duration::from_secs(3) {
+    while outage.elapsed() < OUTAGE {
         // Needs no API data: the cached labels decide.
         let response = server
             .admit(
@@ -216,7 +218,7 @@ async fn an_unreachable_api_server_fails_closed_only_where_it_must_and_recovers(
         cached += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(cached >= 20, "{cached}");
+    assert!(cached >= 200, "{cached}");
     // Needs the API server: denied, saying what failed.
     for path in ["/mutate", "/validate"] {
         let response = server
@@ -253,10 +255,15 @@ async fn an_unreachable_api_server_fails_closed_only_where_it_must_and_recovers(
             .admit("/mutate", &review_for("CREATE", "team-a", &pod("late")))
             .await;
         if response["allowed"] == true && response["patch"].is_null() {
+            eprintln!(
+                "{cached} cached reviews answered during a {OUTAGE:?} outage; the watch caught up {:?} after it",
+                back.elapsed()
+            );
             break; // harden=off, set during the outage, is in force
         }
+        // The watch retries at most 30 s apart (kube-runtime's backoff).
         assert!(
-            back.elapsed() < Duration::from_secs(30),
+            back.elapsed() < Duration::from_secs(45),
             "the namespace watch did not recover: {response:#}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
