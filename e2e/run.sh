@@ -40,7 +40,9 @@ out=$(mktemp)
 for s in "${scripts[@]}"; do
     echo "=== $s"
     rc=0
+    started=$SECONDS
     bash "$s" 2>&1 | tee "$out" || rc=$? # pipefail: the script's status
+    echo "=== $(basename "$s"): $((SECONDS - started)) s"
     if line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1); then
         read -r p _ f _ <<<"$line"
         passed=$((passed + p))

@@ -634,3 +634,78 @@ pub fn warnings_of(response: &Value) -> Vec<String> {
         .map(|w| w.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
         .unwrap_or_default()
 }
+
+/// The real binary, `unroot serve --standalone` on ephemeral ports in its own
+/// process (with its own descriptors), killed when dropped.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    /// Starts it with `extra` args; returns it once it logged "serving",
+    /// with a client for it.
+    pub fn standalone(dir: &std::path::Path, extra: &[&str]) -> (Self, Server) {
+        use std::io::BufRead as _;
+        let ca = dir.join("ca.crt");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_unroot"))
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args([
+                "serve",
+                "--standalone",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--ca-cert-out",
+            ])
+            .arg(&ca)
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let (addr, admin) = loop {
+            let line = lines.next().expect("server logged 'serving'").unwrap();
+            let event: Value = serde_json::from_str(&line).unwrap();
+            if event["message"] == "serving" {
+                let addr = |k: &str| event[k].as_str().unwrap().parse().unwrap();
+                break (addr("addr"), addr("admin_addr"));
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let ca_pem = std::fs::read_to_string(ca).unwrap();
+        (Self(child), Server::external(addr, admin, ca_pem))
+    }
+
+    /// Sends it SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Its exit code, waiting up to 10 s for it to exit.
+    pub async fn exit_code(mut self) -> Option<i32> {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..200 {
+                if let Some(status) = self.0.try_wait().unwrap() {
+                    return status.code();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        })
+        .await
+        .unwrap()
+    }
+}

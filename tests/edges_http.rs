@@ -127,13 +127,14 @@ async fn a_partial_request_line_gets_408_before_the_connection_closes() {
         "request headers did not arrive within 0.8 s"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(
-        server
-            .metric(r#"unroot_rejected_requests_total{reason="header_timeout",webhook="none"}"#)
-            .await,
-        Some(1.0)
-    );
+    assert_eq!(header_timeouts(&server).await, Some(1.0));
     server.shutdown().await;
+}
+
+async fn header_timeouts(server: &common::Server) -> Option<f64> {
+    server
+        .metric(r#"unroot_rejected_requests_total{reason="header_timeout",webhook="none"}"#)
+        .await
 }
 
 /// A server whose header timeout is 0.8 s and idle timeout 2 s.
@@ -189,12 +190,7 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout_without_a_4
         took > Duration::from_millis(1900) && took < Duration::from_secs(4),
         "closed after {took:?}, not at the 2 s idle timeout"
     );
-    assert_eq!(
-        server
-            .metric(r#"unroot_rejected_requests_total{reason="header_timeout",webhook="none"}"#)
-            .await,
-        Some(0.0)
-    );
+    assert_eq!(header_timeouts(&server).await, Some(0.0));
     server.shutdown().await;
 }
 

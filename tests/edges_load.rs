@@ -195,18 +195,13 @@ async fn one_large_review_is_decided_at_a_time() {
     assert_eq!(again.status, 200);
 }
 
-/// The real binary, in its own process (with its own descriptors), serving
-/// standalone on ephemeral ports.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Its descriptor count and `/proc` status fields.
+trait Observed {
+    fn status_kib(&self, field: &str) -> u64;
+    fn open_descriptors(&self) -> usize;
 }
 
-impl Child {
+impl Observed for common::Process {
     fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
         status
@@ -221,41 +216,6 @@ impl Child {
     }
 }
 
-fn spawn_binary(dir: &std::path::Path) -> (Child, common::Server) {
-    use std::io::BufRead as _;
-    let ca = dir.join("ca.crt");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_unroot"))
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .args([
-            "serve",
-            "--standalone",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--ca-cert-out",
-        ])
-        .arg(&ca)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let (addr, admin) = loop {
-        let line = lines.next().expect("server logged 'serving'").unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["message"] == "serving" {
-            let addr = |k: &str| event[k].as_str().unwrap().parse().unwrap();
-            break (addr("addr"), addr("admin_addr"));
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let ca_pem = std::fs::read_to_string(ca).unwrap();
-    (Child(child), common::Server::external(addr, admin, ca_pem))
-}
-
 /// 10,000 connections that send nothing, against the real binary: it holds
 /// at most --max-connections (1,024) of them, each gives way within a
 /// second once connections run short, its memory stays flat, and a review
@@ -264,7 +224,7 @@ fn spawn_binary(dir: &std::path::Path) -> (Child, common::Server) {
 async fn ten_thousand_idle_connections_neither_exhaust_nor_stall_a_replica() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (child, server) = spawn_binary(dir.path());
+    let (child, server) = common::Process::standalone(dir.path(), &[]);
     let rss_before = child.status_kib("VmRSS:");
 
     let started = Instant::now();

@@ -6,9 +6,6 @@
 
 use crate::common;
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,51 +13,9 @@ use std::time::Duration;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use rustls::pki_types::ServerName;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_rustls::TlsConnector;
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(dir: &std::path::Path, extra: &[&str]) -> (Process, SocketAddr, String) {
-    let ca = dir.join("ca.crt");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_unroot"))
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .args([
-            "serve",
-            "--standalone",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--ca-cert-out",
-        ])
-        .arg(&ca)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server logged 'serving'").unwrap();
-        let event: Value = serde_json::from_str(&line).unwrap();
-        if event["message"] == "serving" {
-            break event["addr"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Process(child), addr, std::fs::read_to_string(ca).unwrap())
-}
 
 fn body(name: &str) -> Vec<u8> {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -73,7 +28,8 @@ fn body(name: &str) -> Vec<u8> {
 async fn sigterm_under_load_drops_no_review_in_flight() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, addr, ca_pem) = spawn(dir.path(), &[]);
+    let (server, client) = common::Process::standalone(dir.path(), &[]);
+    let (addr, ca_pem) = (client.addr, client.ca_pem.clone());
     let connector = TlsConnector::from(Arc::new(common::client_config(
         &ca_pem,
         &[&rustls::version::TLS13],
@@ -160,14 +116,7 @@ async fn sigterm_under_load_drops_no_review_in_flight() {
         in_flight.push((tls, body));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
     for (i, (mut tls, body)) in in_flight.into_iter().enumerate() {
         tls.write_all(&body[body.len() / 2..]).await.unwrap();
@@ -191,17 +140,7 @@ async fn sigterm_under_load_drops_no_review_in_flight() {
         answered += a;
     }
     assert!(answered >= 50, "{answered} reviews under load");
-    let code = tokio::task::spawn_blocking(move || {
-        for _ in 0..200 {
-            if let Some(status) = server.0.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    })
-    .await
-    .unwrap();
+    let code = server.exit_code().await;
     assert_eq!(code, Some(0), "exits 0 after draining");
 }
 
@@ -213,7 +152,8 @@ async fn sigterm_under_load_drops_no_review_in_flight() {
 async fn during_the_shutdown_delay_a_pooled_connection_is_answered_and_let_go() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, addr, ca_pem) = spawn(dir.path(), &["--shutdown-delay", "3s"]);
+    let (mut server, client) = common::Process::standalone(dir.path(), &["--shutdown-delay", "3s"]);
+    let (addr, ca_pem) = (client.addr, client.ca_pem.clone());
     let connector = TlsConnector::from(Arc::new(common::client_config(
         &ca_pem,
         &[&rustls::version::TLS13],
@@ -242,14 +182,7 @@ async fn during_the_shutdown_delay_a_pooled_connection_is_answered_and_let_go() 
     assert!(before.starts_with("HTTP/1.1 200"), "{before}");
     assert!(!before.contains("connection: close"), "{before}");
 
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.terminate();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = ask(&mut tls, "during").await;
     assert!(during.starts_with("HTTP/1.1 200"), "{during}");
@@ -259,16 +192,6 @@ async fn during_the_shutdown_delay_a_pooled_connection_is_answered_and_let_go() 
     assert!(matches!(closed, Ok(Ok(0))), "still open: {closed:?}");
     // Still in the delay: the process has not exited.
     assert!(server.0.try_wait().unwrap().is_none());
-    let code = tokio::task::spawn_blocking(move || {
-        for _ in 0..200 {
-            if let Some(status) = server.0.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    })
-    .await
-    .unwrap();
+    let code = server.exit_code().await;
     assert_eq!(code, Some(0));
 }

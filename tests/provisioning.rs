@@ -22,8 +22,10 @@ fn policy() -> Document {
     Document::from_file(std::path::Path::new(POLICY)).unwrap()
 }
 
-async fn start(store: Option<Arc<RecordingStore>>) -> common::Server {
-    common::start_with(common::Options {
+/// The provisioning policy, `hub-users` selected for provisioning and
+/// `team-a` not, and identity ConfigMaps going to `store`.
+fn hub(store: Option<Arc<dyn IdentityStore>>) -> common::Options {
+    common::Options {
         policy: policy(),
         namespace_labels: BTreeMap::from([
             (
@@ -32,10 +34,13 @@ async fn start(store: Option<Arc<RecordingStore>>) -> common::Server {
             ),
             ("team-a".to_owned(), labels(&[])),
         ]),
-        identity_store: store.map(|s| s as Arc<dyn IdentityStore>),
+        identity_store: store,
         ..Default::default()
-    })
-    .await
+    }
+}
+
+async fn start(store: Option<Arc<RecordingStore>>) -> common::Server {
+    common::start_with(hub(store.map(|s| s as Arc<dyn IdentityStore>))).await
 }
 
 fn message(response: &Value) -> (u64, &str) {
@@ -207,14 +212,8 @@ async fn without_a_store_or_when_the_apply_fails_the_pod_is_refused() {
 async fn unauthenticated_callers_cause_no_identity_configmap_write() {
     let store = Arc::new(RecordingStore::default());
     let server = common::start_with(common::Options {
-        policy: policy(),
-        namespace_labels: BTreeMap::from([(
-            "hub-users".to_owned(),
-            labels(&[("unroot.dev/provisioning", "enabled")]),
-        )]),
-        identity_store: Some(Arc::clone(&store) as Arc<dyn IdentityStore>),
         side_effects: unroot::server::SideEffects::Refused,
-        ..Default::default()
+        ..hub(Some(Arc::clone(&store) as Arc<dyn IdentityStore>))
     })
     .await;
     let review = review_as("CREATE", "hub-users", &fixture(NOTEBOOK), HUB);
@@ -281,16 +280,7 @@ impl IdentityStore for ReloadingStore {
 #[tokio::test]
 async fn the_policy_hash_names_the_policy_that_decided_even_across_a_reload() {
     let store = Arc::new(ReloadingStore::default());
-    let server = common::start_with(common::Options {
-        policy: policy(),
-        namespace_labels: BTreeMap::from([(
-            "hub-users".to_owned(),
-            labels(&[("unroot.dev/provisioning", "enabled")]),
-        )]),
-        identity_store: Some(Arc::clone(&store) as Arc<dyn IdentityStore>),
-        ..Default::default()
-    })
-    .await;
+    let server = common::start_with(hub(Some(Arc::clone(&store) as Arc<dyn IdentityStore>))).await;
     let state = server.state.clone().unwrap();
     store.policy.set(Arc::clone(&state.policy)).unwrap();
     let deciding = state.policy.load().hash.clone();

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Load shedding as the real API server meets it: every replica's request-body
+# budget is taken (--max-buffered-bytes at one largest body, held by a client
+# on this host that announces an 8 MiB body and sends none of it), so each
+# review the API server sends is refused with 429 and Retry-After. The API
+# server retries it (client-go honours Retry-After on 429), and once the
+# budget is free again the pod is created: shedding delays a pod create, it
+# does not fail it.
+#
+# Needs the pods' addresses from this host (the local cluster).
+set -euo pipefail
+# shellcheck source=e2e/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+ns=unroot-e2e-overload
+work=$(mktemp -d)
+holder=
+cleanup() {
+    [[ -n $holder ]] && kill "$holder" 2>/dev/null || true
+    delete_namespace "$ns"
+    # The manifests' args again (set_unroot_args below changed them).
+    install_unroot >/dev/null 2>&1 || e2e_log "restoring unroot's args failed"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [[ -z ${E2E_BRIDGE_IP:-} ]]; then
+    e2e_log "skipped: the pods' addresses are reachable only on the local cluster"
+    exit 0
+fi
+
+install_unroot || fail "installing unroot failed"
+create_namespace "$ns"
+assert_ok "every replica holds at most one largest body (--max-buffered-bytes=8388608)" \
+    set_unroot_args --max-buffered-bytes=8388608
+mapfile -t ips < <(unroot_pods | awk '{print $2}')
+mapfile -t pods < <(unroot_pods | awk '{print $1}')
+
+# overloaded: the reviews all replicas shed so far.
+overloaded() {
+    local pod total=0 n
+    for pod in "${pods[@]}"; do
+        n=$(unroot_metrics "$pod" | awk '/^unroot_rejected_requests_total\{reason="overloaded"/ {s += $2} END {print s + 0}')
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
+# Announces an 8 MiB body to every replica, sends none of it for $1 seconds,
+# then hangs up; prints "held" once every replica has the headers.
+python3 - "$work/held" 6 "${ips[@]}" <<'PY' &
+import socket, ssl, sys, time
+flag, hold, ips = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+conns = []
+for ip in ips:
+    s = ctx.wrap_socket(socket.create_connection((ip, 8443), timeout=5))
+    s.sendall(b"POST /mutate HTTP/1.1\r\nhost: unroot\r\ncontent-type: application/json\r\n"
+              b"content-length: 8388608\r\n\r\n")
+    conns.append(s)
+time.sleep(0.5)
+open(flag, "w").write("held\n")
+time.sleep(hold)
+for s in conns:
+    s.close()
+PY
+holder=$!
+for _ in $(seq 50); do [[ -s $work/held ]] && break; sleep 0.1; done
+assert_eq "a client holds every replica's body budget" held "$(cat "$work/held" 2>/dev/null)"
+code=$(curl -s -k --max-time 5 -o "$work/shed.json" -D "$work/shed.headers" -w '%{http_code}' \
+    -H 'content-type: application/json' -d '{}' "https://${ips[0]}:8443/mutate" || true)
+assert_eq "meanwhile a replica sheds a review with 429" 429 "$code"
+assert_contains "and Retry-After" "$(tr -d '\r' <"$work/shed.headers")" "retry-after: 1"
+before=$(overloaded)
+
+started=$SECONDS
+out=$(e2e_kubectl run shed -n "$ns" --image="$E2E_IMAGE_ROOT" --image-pull-policy=Never \
+    --restart=Never --command -- sleep 600 2>&1) || true
+took=$((SECONDS - started))
+assert_contains "the pod create sent while every replica sheds succeeds" "$out" "pod/shed created"
+after=$(overloaded)
+e2e_log "the API server's reviews were shed $((after - before)) times; the create took ${took}s"
+if ((after > before)); then
+    pass "the API server's reviews were shed with 429 and retried"
+else
+    fail "no review of the API server was shed ($before before, $after after)"
+fi
+hardened=$(e2e_kubectl get pod shed -n "$ns" -o jsonpath='{.spec.securityContext.runAsNonRoot}' 2>&1)
+assert_eq "and the retried review hardened the pod" true "$hardened"
+wait "$holder" 2>/dev/null || true
+holder=
