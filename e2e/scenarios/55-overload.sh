@@ -91,3 +91,4 @@ hardened=$(e2e_kubectl get pod shed -n "$ns" -o jsonpath='{.spec.securityContext
 assert_eq "and the retried review hardened the pod" true "$hardened"
 wait "$holder" 2>/dev/null || true
 holder=
+e2e_summary
