@@ -5,7 +5,6 @@ use crate::common;
 
 use common::ClientCa;
 use serde_json::json;
-use unroot::certs;
 
 async fn post(
     addr: std::net::SocketAddr,
@@ -23,12 +22,8 @@ async fn only_clients_with_a_certificate_from_the_client_ca_get_in() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (serving_ca, resolver) = common::serving_resolver();
     let trusted = ClientCa::new("apiserver-client-ca");
-    let dir = tempfile::tempdir().unwrap();
-    let client_ca_file = dir.path().join("client-ca.crt");
-    std::fs::write(&client_ca_file, &trusted.pem).unwrap();
-    let tls = certs::server_config_with_client_ca(resolver, &client_ca_file).unwrap();
     let server = common::start_with(common::Options {
-        tls: Some(tls),
+        tls: Some(trusted.required_by(resolver)),
         ..Default::default()
     })
     .await;

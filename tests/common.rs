@@ -158,14 +158,7 @@ pub async fn start() -> Server {
 
 pub async fn start_with(options: Options) -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = Authority::issue().unwrap();
-    let serving = ca.issue_serving(&certs::serving_names(&[])).unwrap();
-    let key = certs::certified_key(
-        serving.cert_pem.as_bytes(),
-        serving.key_pem.as_bytes(),
-        std::path::Path::new("test"),
-    )
-    .unwrap();
+    let (ca_pem, resolver) = serving_resolver();
     let metrics = Metrics::new();
     let state = AppState {
         policy: Arc::new(ArcSwap::from_pointee(Snapshot::new(options.policy))),
@@ -201,13 +194,13 @@ pub async fn start_with(options: Options) -> Server {
     let tls = Arc::new(
         options
             .tls
-            .unwrap_or_else(|| certs::server_config(Arc::new(Resolver::new(key)))),
+            .unwrap_or_else(|| certs::server_config(resolver)),
     );
     let running = server::start(config, state.clone(), tls).await.unwrap();
     Server {
         addr: running.addr,
         admin_addr: running.admin_addr,
-        ca_pem: ca.cert_pem,
+        ca_pem,
         state: Some(state),
         running: Some(running),
     }
@@ -286,6 +279,15 @@ impl ClientCa {
         }
     }
 
+    /// A listener configuration serving `resolver`'s certificate that
+    /// requires a client certificate from this CA (`--client-ca`).
+    pub fn required_by(&self, resolver: Arc<Resolver>) -> rustls::ServerConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("client-ca.crt");
+        std::fs::write(&file, &self.pem).unwrap();
+        certs::server_config_with_client_ca(resolver, &file).unwrap()
+    }
+
     /// A client certificate (`clientAuth`) for `name`: PEM chain and key.
     pub fn client_cert(&self, name: &str) -> (String, String) {
         use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
@@ -333,13 +335,32 @@ pub async fn post_review_with_identity(
     Ok(status)
 }
 
+/// The provisioning fixture policy.
+pub fn provisioning_policy() -> Document {
+    Document::from_file(std::path::Path::new(
+        "tests/fixtures/provisioning/policy.yaml",
+    ))
+    .unwrap()
+}
+
+/// The provisioning fixture policy, `hub-users` selected for provisioning,
+/// and identity ConfigMaps going to `store`.
+pub fn hub(store: Arc<dyn IdentityStore>) -> Options {
+    Options {
+        policy: provisioning_policy(),
+        namespace_labels: BTreeMap::from([(
+            "hub-users".to_owned(),
+            labels(&[("unroot.dev/provisioning", "enabled")]),
+        )]),
+        identity_store: Some(store),
+        ..Default::default()
+    }
+}
+
 /// The provisioning fixture policy, with homes on a PVC (restricted forbids
 /// the fixture's NFS volume).
 pub fn provisioning_policy_on_pvc() -> Document {
-    let mut policy = Document::from_file(std::path::Path::new(
-        "tests/fixtures/provisioning/policy.yaml",
-    ))
-    .unwrap();
+    let mut policy = provisioning_policy();
     policy.provisioning.home_volume.as_mut().unwrap().source =
         serde_json::from_value(json!({"persistentVolumeClaim": {"claimName": "homes"}})).unwrap();
     policy

@@ -5,13 +5,10 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ClientCa, RecordingStore, fixture, labels, review_as};
-use unroot::certs;
-use unroot::policy::Document;
+use common::{ClientCa, RecordingStore, fixture, review_as};
 use unroot::server::IdentityStore;
 
 /// The spawner the provisioning policy trusts: a forged review names it.
@@ -51,22 +48,10 @@ async fn unauthenticated_callers_never_reach_the_identity_write_and_are_counted(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (serving_ca, resolver) = common::serving_resolver();
     let trusted = ClientCa::new("apiserver-client-ca");
-    let dir = tempfile::tempdir().unwrap();
-    let client_ca_file = dir.path().join("client-ca.crt");
-    std::fs::write(&client_ca_file, &trusted.pem).unwrap();
     let store = Arc::new(RecordingStore::default());
     let server = common::start_with(common::Options {
-        tls: Some(certs::server_config_with_client_ca(resolver, &client_ca_file).unwrap()),
-        policy: Document::from_file(std::path::Path::new(
-            "tests/fixtures/provisioning/policy.yaml",
-        ))
-        .unwrap(),
-        namespace_labels: BTreeMap::from([(
-            "hub-users".to_owned(),
-            labels(&[("unroot.dev/provisioning", "enabled")]),
-        )]),
-        identity_store: Some(Arc::clone(&store) as Arc<dyn IdentityStore>),
-        ..Default::default()
+        tls: Some(trusted.required_by(resolver)),
+        ..common::hub(Arc::clone(&store) as Arc<dyn IdentityStore>)
     })
     .await;
     assert_eq!(server.metric(UNAUTHENTICATED).await, Some(0.0));

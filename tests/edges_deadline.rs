@@ -6,18 +6,16 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{fixture, labels, review_as, review_for};
+use common::{fixture, review_as, review_for};
 use futures::future::BoxFuture;
 use http_body_util::BodyExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use serde_json::{Value, json};
 use unroot::namespaces::Namespaces;
-use unroot::policy::Document;
 use unroot::readiness::Readiness;
 use unroot::server::{IdentityStore, Limits, PodLister};
 
@@ -210,19 +208,7 @@ async fn the_pod_read_for_ephemeral_containers_is_bounded_too() {
 }
 
 async fn provisioning(store: &Arc<SlowStore>) -> common::Server {
-    common::start_with(common::Options {
-        policy: Document::from_file(std::path::Path::new(
-            "tests/fixtures/provisioning/policy.yaml",
-        ))
-        .unwrap(),
-        namespace_labels: BTreeMap::from([(
-            "hub-users".to_owned(),
-            labels(&[("unroot.dev/provisioning", "enabled")]),
-        )]),
-        identity_store: Some(Arc::clone(store) as Arc<dyn IdentityStore>),
-        ..Default::default()
-    })
-    .await
+    common::start_with(common::hub(Arc::clone(store) as Arc<dyn IdentityStore>)).await
 }
 
 #[tokio::test]

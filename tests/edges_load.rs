@@ -7,14 +7,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fixture, labels, review_as};
+use common::{fixture, review_as};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
-use unroot::policy::Document;
 use unroot::server::{IdentityStore, Limits};
 
 const HUB: &str = "system:serviceaccount:jupyterhub:hub";
@@ -35,17 +33,8 @@ impl IdentityStore for SlowStore {
 
 async fn start(limits: Limits) -> common::Server {
     common::start_with(common::Options {
-        policy: Document::from_file(std::path::Path::new(
-            "tests/fixtures/provisioning/policy.yaml",
-        ))
-        .unwrap(),
-        namespace_labels: BTreeMap::from([(
-            "hub-users".to_owned(),
-            labels(&[("unroot.dev/provisioning", "enabled")]),
-        )]),
-        identity_store: Some(Arc::new(SlowStore) as Arc<dyn IdentityStore>),
         limits,
-        ..Default::default()
+        ..common::hub(Arc::new(SlowStore) as Arc<dyn IdentityStore>)
     })
     .await
 }

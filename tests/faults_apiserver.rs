@@ -19,7 +19,6 @@ use common::{fixture, review_as, review_for};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use unroot::namespaces::Namespaces;
-use unroot::policy::Document;
 use unroot::readiness::Readiness;
 use unroot::server::{IdentityStore, KubeStore};
 
@@ -39,6 +38,16 @@ impl Fake {
     fn meta(name: &str, labels: &Value, version: u64) -> Value {
         json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
                "metadata": {"name": name, "labels": labels, "resourceVersion": version.to_string()}})
+    }
+
+    /// Every namespace, as of `version`.
+    fn listed(&self, version: u64) -> Vec<Value> {
+        self.namespaces
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, l)| Self::meta(n, l, version))
+            .collect()
     }
 
     async fn answer(&self, req: hyper::Request<kube::client::Body>) -> Result<Value, String> {
@@ -70,23 +79,11 @@ impl Fake {
                 if since >= version {
                     return Ok(Value::Null);
                 }
-                let events: Vec<Value> = self
-                    .namespaces
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(n, l)| Self::meta(n, l, version))
-                    .collect();
+                let events = self.listed(version);
                 return Ok(Value::Array(events));
             }
             ("GET", ["api", "v1", "namespaces"]) => {
-                let items: Vec<Value> = self
-                    .namespaces
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(n, l)| Self::meta(n, l, version))
-                    .collect();
+                let items = self.listed(version);
                 json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
                        "metadata": {"resourceVersion": version.to_string()}, "items": items})
             }
@@ -156,10 +153,7 @@ async fn an_unreachable_api_server_fails_closed_only_where_it_must_and_recovers(
     let readiness = Arc::new(Readiness::new(&[]));
     let namespaces = Namespaces::watch(kube.clone(), &readiness);
     let server = common::start_with(common::Options {
-        policy: Document::from_file(std::path::Path::new(
-            "tests/fixtures/provisioning/policy.yaml",
-        ))
-        .unwrap(),
+        policy: common::provisioning_policy(),
         namespace_source: Some(namespaces),
         identity_store: Some(Arc::new(KubeStore::new(kube.clone())) as Arc<dyn IdentityStore>),
         kube: Some(kube),

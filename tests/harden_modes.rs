@@ -270,13 +270,8 @@ async fn the_trust_bundle_is_mounted_in_every_mode() {
 
 #[tokio::test]
 async fn provisioning_follows_its_selector_when_hardening_is_off() {
-    let policy = Document::from_file(std::path::Path::new(
-        "tests/fixtures/provisioning/policy.yaml",
-    ))
-    .unwrap();
     let store = Arc::new(RecordingStore::default());
     let server = common::start_with(common::Options {
-        policy,
         namespace_labels: BTreeMap::from([(
             "hub-users".to_owned(),
             labels(&[
@@ -284,8 +279,7 @@ async fn provisioning_follows_its_selector_when_hardening_is_off() {
                 ("unroot.dev/harden", "off"),
             ]),
         )]),
-        identity_store: Some(Arc::clone(&store) as Arc<dyn IdentityStore>),
-        ..Default::default()
+        ..common::hub(Arc::clone(&store) as Arc<dyn IdentityStore>)
     })
     .await;
     let notebook = common::fixture("tests/fixtures/provisioning/notebook.yaml");

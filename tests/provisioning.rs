@@ -25,18 +25,14 @@ fn policy() -> Document {
 /// The provisioning policy, `hub-users` selected for provisioning and
 /// `team-a` not, and identity ConfigMaps going to `store`.
 fn hub(store: Option<Arc<dyn IdentityStore>>) -> common::Options {
-    common::Options {
-        policy: policy(),
-        namespace_labels: BTreeMap::from([
-            (
-                "hub-users".to_owned(),
-                labels(&[("unroot.dev/provisioning", "enabled")]),
-            ),
-            ("team-a".to_owned(), labels(&[])),
-        ]),
+    let mut options = common::Options {
         identity_store: store,
-        ..Default::default()
-    }
+        ..common::hub(Arc::new(RecordingStore::default()))
+    };
+    options
+        .namespace_labels
+        .insert("team-a".to_owned(), labels(&[]));
+    options
 }
 
 async fn start(store: Option<Arc<RecordingStore>>) -> common::Server {
