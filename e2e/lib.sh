@@ -190,7 +190,7 @@ pod_logs() {
 UNROOT_NS=unroot
 UNROOT_SELECTOR=app.kubernetes.io/name=unroot
 # The binary the image is built from (the Makefile builds it before the e2e).
-E2E_UNROOT_BINARY=${E2E_UNROOT_BINARY:-$E2E_ROOT/target/release/unroot}
+E2E_UNROOT_BINARY=${E2E_UNROOT_BINARY:-${CARGO_TARGET_DIR:-$E2E_ROOT/target}/release/unroot}
 
 # The local cluster's addresses (cluster.sh env), unless run.sh exported them
 # already or another cluster is in use.
@@ -259,20 +259,27 @@ YAML
     } >"$dir/kustomization.yaml"
 }
 
-# The Deployment's args and replicas as the kustomization in DIR renders
-# them, as JSON: {"args": [...], "replicas": N}.
+# The Deployment's args, replicas and maxSurge as the kustomization in DIR
+# renders them, as JSON: {"args": [...], "replicas": N, "maxSurge": M}.
 unroot_deployment_spec() {
     e2e_kubectl kustomize "$1" | select_kinds Deployment |
         e2e_kubectl create --dry-run=client -o json -f - | python3 -c '
 import json, sys
 spec = json.load(sys.stdin)["spec"]
-print(json.dumps({"args": spec["template"]["spec"]["containers"][0]["args"], "replicas": spec.get("replicas", 1)}))
+print(json.dumps({"args": spec["template"]["spec"]["containers"][0]["args"], "replicas": spec.get("replicas", 1),
+                  "maxSurge": spec["strategy"]["rollingUpdate"]["maxSurge"]}))
 '
 }
 
-# Patch the live Deployment's args and replicas to WANT (unroot_deployment_spec's
-# JSON) where they differ. `kubectl apply` alone would not: a field equal to
-# its last-applied value is left as it is live.
+# unroot_patch_deployment WANT: patch the live Deployment's args and replicas
+# to WANT (unroot_deployment_spec's JSON) where they differ, and wait until
+# unroot runs with them. `kubectl apply` alone would not: a field equal to its
+# last-applied value is left as it is live.
+#
+# A scenario's own args are set up and taken back quickly: such a rollout
+# surges every replica at once (maxSurge 100%, never fewer Ready replicas than
+# asked for, as shipped), then the manifests' maxSurge is put back, which
+# rolls nothing. 60-rollout.sh tests the shipped one-at-a-time rollout.
 unroot_patch_deployment() {
     local want=$1 patch
     patch=$(e2e_kubectl get deployment unroot -n "$UNROOT_NS" -o json | python3 -c '
@@ -280,13 +287,24 @@ import json, sys
 want, live = json.loads(sys.argv[1]), json.load(sys.stdin)["spec"]
 ops = []
 if live["template"]["spec"]["containers"][0].get("args") != want["args"]:
+    ops.append({"op": "replace", "path": "/spec/strategy/rollingUpdate/maxSurge", "value": "100%"})
     ops.append({"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": want["args"]})
 if live.get("replicas") != want["replicas"]:
     ops.append({"op": "replace", "path": "/spec/replicas", "value": want["replicas"]})
 print(json.dumps(ops) if ops else "")
 ' "$want") || return 1
     if [[ -n $patch ]]; then
-        e2e_kubectl patch deployment unroot -n "$UNROOT_NS" --type=json -p "$patch" >/dev/null
+        e2e_kubectl patch deployment unroot -n "$UNROOT_NS" --type=json -p "$patch" >/dev/null || return 1
+    fi
+    wait_unroot_ready 180 || return 1
+    patch=$(e2e_kubectl get deployment unroot -n "$UNROOT_NS" -o json | python3 -c '
+import json, sys
+want, live = json.loads(sys.argv[1]), json.load(sys.stdin)["spec"]
+if live["strategy"]["rollingUpdate"]["maxSurge"] != want["maxSurge"]:
+    print(json.dumps([{"op": "replace", "path": "/spec/strategy/rollingUpdate/maxSurge", "value": want["maxSurge"]}]))
+' "$want") || return 1
+    if [[ -n $patch ]]; then
+        e2e_kubectl patch deployment unroot -n "$UNROOT_NS" --type=json -p "$patch" >/dev/null || return 1
     fi
 }
 
@@ -305,7 +323,7 @@ print(json.dumps(w))
         return 1
     }
     rm -rf "$dir"
-    unroot_patch_deployment "$want" && wait_unroot_ready 180 && wait_unroot_answers 90
+    unroot_patch_deployment "$want" && wait_unroot_answers 90
 }
 
 
@@ -323,9 +341,9 @@ wait_unroot_ready() {
         ready=$(unroot_pods | wc -l)
         endpoints=$(e2e_kubectl get endpoints unroot -n "$UNROOT_NS" \
             -o jsonpath='{range .subsets[*].addresses[*]}{.ip}{"\n"}{end}' 2>/dev/null | grep -c . || true)
-        # Replaced replicas gone too: one still draining may answer a
+        # Replaced replicas stopped too: one still draining may answer a
         # request whose log line then leaves with it.
-        all=$(e2e_kubectl get pods -n "$UNROOT_NS" -l "$UNROOT_SELECTOR" -o name 2>/dev/null | grep -c . || true)
+        all=$(unroot_running | wc -l)
         if ((ready == want && endpoints == want && all == want)); then
             return 0
         fi
@@ -384,14 +402,13 @@ install_unroot() {
     # until it has, admissions through the API server fail, which
     # wait_unroot_answers waits out.
     if ! out=$(e2e_kubectl apply -k "$dir" 2>&1) ||
-        ! want=$(unroot_deployment_spec "$dir") ||
-        ! unroot_patch_deployment "$want"; then
+        ! want=$(unroot_deployment_spec "$dir"); then
         e2e_log "install_unroot: applying the manifests failed: $out"
         rm -rf "$dir"
         return 1
     fi
     rm -rf "$dir"
-    wait_unroot_ready 180 && wait_unroot_answers 90
+    unroot_patch_deployment "$want" && wait_unroot_answers 90
 }
 
 unroot_installed() {
@@ -424,17 +441,17 @@ uninstall_unroot() {
     done
 }
 
-# unroot_down: no replica serves (Deployment scaled to 0, its pods and
+# unroot_down: no replica serves (Deployment scaled to 0, its processes and
 # Endpoints gone), the webhook configurations stay. install_unroot brings it
 # back.
 unroot_down() {
     local deadline
     e2e_kubectl scale deployment unroot -n "$UNROOT_NS" --replicas=0 >/dev/null || return 1
     deadline=$((SECONDS + 90))
-    while [[ -n $(e2e_kubectl get pods -n "$UNROOT_NS" -l "$UNROOT_SELECTOR" -o name 2>/dev/null) ||
+    while [[ -n $(unroot_running) ||
         -n $(e2e_kubectl get endpoints unroot -n "$UNROOT_NS" -o jsonpath='{.subsets[*].addresses[*].ip}' 2>/dev/null) ]]; do
         if ((SECONDS >= deadline)); then
-            e2e_log "unroot's pods still exist 90 s after scaling to 0"
+            e2e_log "unroot's pods still run 90 s after scaling to 0"
             return 1
         fi
         sleep 0.5
@@ -449,6 +466,19 @@ for p in json.load(sys.stdin)["items"]:
     ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
     if ready and not p["metadata"].get("deletionTimestamp") and p["status"].get("podIP"):
         print(p["metadata"]["name"], p["status"]["podIP"])
+'
+}
+
+# unroot_running: the name of each replica whose process may still run, one
+# a line: every pod but those being deleted with no container left running
+# (the kubelet removes such a pod from the API some seconds later).
+unroot_running() {
+    e2e_kubectl get pods -n "$UNROOT_NS" -l "$UNROOT_SELECTOR" -o json 2>/dev/null | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    statuses = p.get("status", {}).get("containerStatuses") or []
+    if not p["metadata"].get("deletionTimestamp") or any("running" in c.get("state", {}) for c in statuses):
+        print(p["metadata"]["name"])
 '
 }
 

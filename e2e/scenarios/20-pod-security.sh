@@ -94,7 +94,7 @@ assert_eq "no ephemeral container was added" "" \
 
 # unroot down (no replica, so the Service has no Endpoints): covered
 # namespaces fail closed, kube-system still works.
-assert_ok "unroot scaled to 0: no pod, no Endpoint" unroot_down
+assert_ok "unroot scaled to 0: no replica running, no Endpoint" unroot_down
 out=$(privileged_pod down | sed 's/privileged: true/privileged: false/' | e2e_kubectl apply -n "$warn" -f - 2>&1 || true)
 assert_contains "with unroot down, pod creation in a covered namespace fails" "$out" 'failed calling webhook "mutate.pods.unroot.dev"'
 out=$(e2e_kubectl run unroot-e2e-probe -n kube-system --image="$E2E_IMAGE_ROOT" --image-pull-policy=Never --restart=Never --dry-run=server -o name 2>&1)

@@ -140,7 +140,9 @@ else
     e2e_log "another cluster: its API server's webhook client certificate is unknown; provisioning runs with --unauthenticated-provisioning"
     auth_args=(--unauthenticated-provisioning)
 fi
-assert_ok "unroot runs with ${auth_args[*]}" set_unroot_args "${auth_args[@]}"
+# A short sweep, for the collection at the end (one rollout for both).
+sweep_args=(--identity-sweep-interval=2s --identity-grace=5s)
+assert_ok "unroot runs with ${auth_args[*]} ${sweep_args[*]}" set_unroot_args "${auth_args[@]}" "${sweep_args[@]}"
 if [[ -n ${E2E_WEBHOOK_CLIENT_CA:-} ]]; then
     replica_ip=$(unroot_pods | awk 'NR == 1 {print $2}')
     call() { # CURL-ARGS...: the HTTP status of a POST to a replica's /mutate, 000 for none
@@ -218,8 +220,7 @@ JSON
 assert_contains "an operator's ephemeral container is judged on its own fields" "$out" '(container "debug" must set securityContext.allowPrivilegeEscalation=false)'
 assert_not_contains "while the init container keeps its provenance exemption" "$out" 'unroot-provision'
 
-# --- identity ConfigMaps are collected ------------------------------------------
-set_unroot_args "${auth_args[@]}" --identity-sweep-interval=2s --identity-grace=5s
+# --- identity ConfigMaps are collected (sweep_args) ------------------------------
 out=$({
     notebook jupyter-erin erin 2006
     echo "    securityContext: {privileged: true}"
