@@ -12,6 +12,7 @@ pub mod body;
 pub mod deadline;
 pub mod handlers;
 pub mod identity;
+pub mod lag;
 pub mod limits;
 pub mod listener;
 mod observe;
@@ -248,6 +249,7 @@ pub async fn start(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let readiness = Arc::clone(&state.readiness);
     let rejected = state.metrics.rejected_requests.clone();
+    let lag_probe = state.limits.lag_probe().map(tokio::spawn);
     let draining = listener::Draining::default();
     let drain = draining.clone();
     let webhook = webhook_router(state.clone());
@@ -282,6 +284,9 @@ pub async fn start(
             )
             .await;
             let _ = admin_task.await;
+            if let Some(probe) = lag_probe {
+                probe.abort();
+            }
             info!("stopped");
         }
         .instrument(info_span!("webhook_listener", %addr)),

@@ -25,6 +25,7 @@ mod dashboard_browser;
 mod edges_auth;
 mod edges_deadline;
 mod edges_http;
+mod edges_lag;
 mod faults_apiserver;
 mod faults_certs;
 mod faults_policy;

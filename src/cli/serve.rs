@@ -148,6 +148,11 @@ pub struct Args {
     /// At least 8 MiB (one largest body).
     #[arg(long, env = "UNROOT_MAX_BUFFERED_BYTES", default_value_t = server::limits::DEFAULT_MAX_BUFFERED_BYTES, value_parser = parse_buffered_bytes)]
     pub max_buffered_bytes: usize,
+    /// How far behind its CPUs a replica may fall (measured as how late a
+    /// 50 ms timer fires) before reviews are shed with 429 and Retry-After
+    /// instead of waiting for a CPU; 0 never sheds for that.
+    #[arg(long, env = "UNROOT_MAX_LAG", default_value = "500ms", value_parser = super::parse_duration)]
+    pub max_lag: Duration,
     /// How often identity ConfigMaps (unroot-identity-<user>) that no pod
     /// mounts any more are collected, in the namespaces selected for
     /// provisioning.
@@ -210,6 +215,7 @@ fn limits(args: &Args) -> server::Limits {
         args.max_concurrent_reviews,
         args.max_buffered_bytes,
     )
+    .with_max_lag(args.max_lag)
 }
 
 /// A count of at least 1.

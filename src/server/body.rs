@@ -80,6 +80,23 @@ pub fn too_many_reviews(max: usize) -> Rejection {
     }
 }
 
+/// Refused because the runtime is `behind` (more than `max`): its CPUs do
+/// not keep up, and a review taken on now would wait at least that long.
+#[must_use]
+pub fn behind(behind: Duration, max: Duration) -> Rejection {
+    Rejection {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        reason: "TooManyRequests",
+        label: "overloaded",
+        message: format!(
+            "unroot is overloaded: its CPU is {} ms behind (--max-lag is {} ms); retry in {} s",
+            behind.as_millis(),
+            max.as_millis(),
+            limits::RETRY_AFTER_SECONDS
+        ),
+    }
+}
+
 /// Refused because another review over [`limits::LARGE_REVIEW_BYTES`] is
 /// being decided.
 #[must_use]

@@ -4,7 +4,7 @@
 //! webhook's timeout) instead of waiting in an unbounded queue.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -38,6 +38,9 @@ pub struct Limits {
     reviews: Arc<Semaphore>,
     large: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
+    /// How far behind the runtime may be before reviews are shed, and the
+    /// probe that measures it; `None`: never shed for that.
+    lag: Option<(super::lag::Lag, Duration)>,
 }
 
 impl Default for Limits {
@@ -69,7 +72,32 @@ impl Limits {
             reviews: Arc::new(Semaphore::new(max_concurrent_reviews)),
             large: Arc::new(Semaphore::new(1)),
             bytes: Arc::new(Semaphore::new(max_buffered_bytes)),
+            lag: None,
         }
+    }
+
+    /// Also sheds reviews while the runtime is more than `max` behind
+    /// ([`super::lag`]); zero never does.
+    #[must_use]
+    pub fn with_max_lag(mut self, max: Duration) -> Self {
+        self.lag = (!max.is_zero()).then(|| (super::lag::Lag::default(), max));
+        self
+    }
+
+    /// The task that measures how far behind the runtime is, when reviews
+    /// are shed for it; the server runs it while it serves.
+    #[must_use]
+    pub fn lag_probe(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        self.lag.as_ref().map(|(lag, _)| lag.clone().probe())
+    }
+
+    /// How far behind the runtime is at `now`, and the most allowed, when
+    /// that is more than allowed.
+    #[must_use]
+    pub fn too_far_behind(&self, now: Instant) -> Option<(Duration, Duration)> {
+        let (lag, max) = self.lag.as_ref()?;
+        let behind = lag.behind(now);
+        (behind > *max).then_some((behind, *max))
     }
 
     /// Most reviews decided at once.

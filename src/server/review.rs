@@ -30,6 +30,9 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
             Ok(b) => b,
             Err(rejection) => return reject(state, name, &rejection),
         };
+    if let Some((behind, max)) = state.limits.too_far_behind(Instant::now()) {
+        return reject(state, name, &body::behind(behind, max));
+    }
     let Some(_deciding) = state.limits.try_review() else {
         return reject(
             state,
