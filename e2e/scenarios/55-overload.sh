@@ -8,6 +8,9 @@
 # budget is free again the pod is created: shedding delays a pod create, it
 # does not fail it.
 #
+# A replica whose CPUs do not keep up sheds reviews the same way
+# (--max-lag): forty heavy reviews sent at once to one replica.
+#
 # Needs the pods' addresses from this host (the local cluster).
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
@@ -89,4 +92,51 @@ hardened=$(e2e_kubectl get pod shed -n "$ns" -o jsonpath='{.spec.securityContext
 assert_eq "and the retried review hardened the pod" true "$hardened"
 wait "$holder" 2>/dev/null || true
 holder=
+
+# ---- a replica whose CPUs do not keep up --------------------------------------
+# Forty reviews of a 10,000-container pod sent at once to one replica: it
+# decides as many at a time as it has worker threads, the rest wait for a
+# CPU, and once its runtime is more than the shipped --max-lag (500ms)
+# behind, they are shed with 429 instead.
+python3 - "${ips[0]}" 40 10000 >"$work/cpu" <<'PY'
+import http.client, json, ssl, sys, threading
+ip, n, containers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "wide", "namespace": "default"},
+       "spec": {"containers": [{"name": f"c{i}", "image": "busybox"} for i in range(containers)]}}
+body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+    "uid": "UID", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+    "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "default",
+    "operation": "CREATE", "userInfo": {"username": "e2e"}, "object": pod}})
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+results = [None] * n
+def send(i):
+    try:
+        c = http.client.HTTPSConnection(ip, 8443, context=ctx, timeout=120)
+        c.request("POST", "/mutate", body.replace("UID", f"cpu-{i}"), {"Content-Type": "application/json"})
+        r = c.getresponse()
+        results[i] = (r.status, json.loads(r.read() or b"{}").get("message", ""))
+    except Exception as e:  # no answer is a failure of its own
+        results[i] = (0, repr(e))
+threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+for status, message in results:
+    print(status, message)
+PY
+decided=$(awk '$1 == 200' "$work/cpu" | wc -l)
+shed=$(awk '$1 == 429' "$work/cpu" | wc -l)
+e2e_log "40 reviews of a 10,000-container pod at once: $decided decided, $shed shed"
+assert_eq "every one of them was answered, decided or shed" 40 "$((decided + shed))"
+assert_eq "some were decided" True "$( ((decided > 0)) && echo True || echo False)"
+assert_contains "and the others shed, the replica's CPU being behind" "$(awk '$1 == 429' "$work/cpu" | head -n 1)" \
+    "unroot is overloaded: its CPU is "
+assert_contains "by more than the shipped --max-lag" "$(awk '$1 == 429' "$work/cpu" | head -n 1)" \
+    "ms behind (--max-lag is 500 ms); retry in 1 s"
+out=$(e2e_kubectl run after-cpu -n "$ns" --image="$E2E_IMAGE_ROOT" --image-pull-policy=Never \
+    --restart=Never --dry-run=server -o jsonpath='{.spec.securityContext.runAsNonRoot}' --command -- sleep 600 2>&1) || true
+assert_eq "afterwards a pod create is hardened as usual" true "$out"
 e2e_summary
