@@ -39,10 +39,13 @@ pub const MUTATED_ANNOTATION: &str = "unroot.dev/mutated";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The object does not deserialize as the type its kind names.
-    #[error("failed to decode {what}: {source}")]
+    #[error("failed to decode {what}: {at}{source}")]
     Decode {
         /// What was being decoded, e.g. `Pod` or `Deployment pod template`.
         what: String,
+        /// The field at fault and `: ` (`spec.containers[0].securityContext.runAsUser: `),
+        /// or nothing when the fault is not in one field.
+        at: String,
         /// Why it failed.
         #[source]
         source: serde_json::Error,
@@ -62,6 +65,73 @@ pub enum Error {
 }
 
 /// Result alias for this module.
+impl Error {
+    /// `what` does not decode as `T`: `source`, naming the field at fault
+    /// (found by decoding `value` again while tracking the path: only a
+    /// failure pays for that).
+    #[must_use]
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        what: &str,
+        value: &Value,
+        source: serde_json::Error,
+    ) -> Self {
+        Self::decode_under::<T>(what, "", value, source)
+    }
+
+    /// Like [`Error::decode`], for `value` found at `prefix` in the object.
+    #[must_use]
+    pub fn decode_under<T: serde::de::DeserializeOwned>(
+        what: &str,
+        prefix: &str,
+        value: &Value,
+        source: serde_json::Error,
+    ) -> Self {
+        let path = serde_path_to_error::deserialize::<_, T>(value)
+            .err()
+            .map(|e| e.path().to_string());
+        Self::Decode {
+            what: what.to_owned(),
+            at: field_at(prefix, path.as_deref()),
+            source,
+        }
+    }
+
+    /// `what`, the JSON text `raw`, does not decode as `T`: like
+    /// [`Error::decode`] (for a syntax error, the field where it is).
+    #[must_use]
+    pub fn decode_raw<T: serde::de::DeserializeOwned>(
+        what: &str,
+        raw: &str,
+        source: serde_json::Error,
+    ) -> Self {
+        let mut de = serde_json::Deserializer::from_str(raw);
+        let path = serde_path_to_error::deserialize::<_, T>(&mut de)
+            .err()
+            .map(|e| e.path().to_string());
+        Self::Decode {
+            what: what.to_owned(),
+            at: field_at("", path.as_deref()),
+            source,
+        }
+    }
+}
+
+/// `prefix` and `path` (serde_path_to_error's, `.` for the root) as one
+/// field path and `: `, or nothing for the root.
+fn field_at(prefix: &str, path: Option<&str>) -> String {
+    let joined = match path {
+        None | Some(".") => prefix.to_owned(),
+        Some(path) if prefix.is_empty() => path.to_owned(),
+        Some(path) if path.starts_with('[') => format!("{prefix}{path}"),
+        Some(path) => format!("{prefix}.{path}"),
+    };
+    if joined.is_empty() {
+        joined
+    } else {
+        format!("{joined}: ")
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A mutation unroot applied (a bounded metric label).
@@ -170,10 +240,7 @@ pub fn pod(object: &Value, input: &Input<'_>) -> Result<Outcome> {
 /// in place (no copy of the pod), and it comes back patched in
 /// [`Outcome::object`].
 pub fn pod_owned(object: Value, input: &Input<'_>) -> Result<Outcome> {
-    Pod::deserialize(&object).map_err(|source| Error::Decode {
-        what: "Pod".to_owned(),
-        source,
-    })?;
+    Pod::deserialize(&object).map_err(|source| Error::decode::<Pod>("Pod", &object, source))?;
     harden(object, &[], "", input)
 }
 
@@ -243,9 +310,21 @@ pub fn ephemeral_containers(
             &[list.as_slice(), &[Seg::Key("ephemeralContainers")]].concat(),
         )
         .map_or(Ok(Vec::new()), Vec::deserialize);
-    decoded.map_err(|source| Error::Decode {
-        what: "ephemeral containers".to_owned(),
-        source,
+    decoded.map_err(|source| {
+        let list = patch::lookup(
+            object,
+            &[list.as_slice(), &[Seg::Key("ephemeralContainers")]].concat(),
+        );
+        Error::decode_under::<Vec<k8s_openapi::api::core::v1::EphemeralContainer>>(
+            "ephemeral containers",
+            if is_pod {
+                "spec.ephemeralContainers"
+            } else {
+                "ephemeralContainers"
+            },
+            list.unwrap_or(&Value::Null),
+            source,
+        )
     })?;
     let old_names: Vec<String> = old
         .and_then(|o| {

@@ -49,7 +49,7 @@ async fn undecodable_pod_is_denied_in_the_review() {
     let message = response["status"]["message"].as_str().unwrap();
     assert!(
         message.starts_with(
-            "failed to decode Pod: invalid type: string \"not-a-list\", expected a sequence"
+            "failed to decode Pod: spec.containers: invalid type: string \"not-a-list\", expected a sequence"
         ),
         "{message}"
     );

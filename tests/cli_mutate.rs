@@ -123,7 +123,7 @@ fn invalid_input_exits_2_naming_the_file_and_problem() {
     for (args, want) in [
         (
             vec!["mutate", bad_pod.to_str().unwrap()],
-            "bad.yaml: document 1 (Pod \"p\"): failed to decode Pod: invalid type: integer `5`",
+            "bad.yaml: document 1 (Pod \"p\"): failed to decode Pod: spec.containers: invalid type: integer `5`",
         ),
         (
             vec!["mutate", not_yaml.to_str().unwrap()],

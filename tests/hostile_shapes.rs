@@ -458,6 +458,12 @@ async fn numbers_past_i64_in_run_as_user_are_refused_not_wrapped() {
                 why.contains("expected i64") || why.contains("number out of range"),
                 "{number} {path}: {why}"
             );
+            if path == "/mutate" {
+                assert!(
+                    why.contains(": spec.") && why.contains("securityContext.runAsUser: "),
+                    "{number}: the field is named: {why}"
+                );
+            }
         }
     }
     server.shutdown().await;

@@ -65,9 +65,12 @@ pub fn mutate(
                 Some(object) => mutate::pod_checked(object, &input),
                 // Not certainly a pod: decoding it the plain way says why.
                 None => serde_json::from_str(raw.get())
-                    .map_err(|source| mutate::Error::Decode {
-                        what: "object".to_owned(),
-                        source,
+                    .map_err(|source| {
+                        mutate::Error::decode_raw::<k8s_openapi::api::core::v1::Pod>(
+                            "object",
+                            raw.get(),
+                            source,
+                        )
                     })
                     .and_then(|object| mutate::pod_owned(object, &input)),
             }
@@ -147,10 +150,8 @@ pub fn mutate(
 fn parse_object(request: &Request<'_>) -> Option<mutate::Result<Value>> {
     let raw = request.object?;
     Some(
-        serde_json::from_str(raw.get()).map_err(|source| mutate::Error::Decode {
-            what: "object".to_owned(),
-            source,
-        }),
+        serde_json::from_str(raw.get())
+            .map_err(|source| mutate::Error::decode_raw::<Value>("object", raw.get(), source)),
     )
 }
 
