@@ -281,6 +281,9 @@ pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {
     harden(object.clone(), &at, &display, input)
 }
 
+/// The ephemeral containers of a pod, as decoded to check them.
+type Ephemeral = Vec<k8s_openapi::api::core::v1::EphemeralContainer>;
+
 /// Hardens the ephemeral containers added by an UPDATE of the
 /// `pods/ephemeralcontainers` subresource. `object` is either a whole Pod
 /// (Kubernetes ≥ 1.22) or an `EphemeralContainers` object (1.20–1.21);
@@ -304,28 +307,20 @@ pub fn ephemeral_containers(
     } else {
         vec![]
     };
-    let decoded: std::result::Result<Vec<k8s_openapi::api::core::v1::EphemeralContainer>, _> =
-        patch::lookup(
-            object,
-            &[list.as_slice(), &[Seg::Key("ephemeralContainers")]].concat(),
-        )
-        .map_or(Ok(Vec::new()), Vec::deserialize);
-    decoded.map_err(|source| {
-        let list = patch::lookup(
-            object,
-            &[list.as_slice(), &[Seg::Key("ephemeralContainers")]].concat(),
-        );
-        Error::decode_under::<Vec<k8s_openapi::api::core::v1::EphemeralContainer>>(
-            "ephemeral containers",
-            if is_pod {
+    let found = patch::lookup(
+        object,
+        &[list.as_slice(), &[Seg::Key("ephemeralContainers")]].concat(),
+    );
+    if let Some(found) = found {
+        Ephemeral::deserialize(found).map_err(|source| {
+            let at = if is_pod {
                 "spec.ephemeralContainers"
             } else {
                 "ephemeralContainers"
-            },
-            list.unwrap_or(&Value::Null),
-            source,
-        )
-    })?;
+            };
+            Error::decode_under::<Ephemeral>("ephemeral containers", at, found, source)
+        })?;
+    }
     let old_names: Vec<String> = old
         .and_then(|o| {
             patch::lookup(
