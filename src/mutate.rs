@@ -64,7 +64,6 @@ pub enum Error {
     Forbidden(Vec<Denial>),
 }
 
-/// Result alias for this module.
 impl Error {
     /// `what` does not decode as `T`: `source`, naming the field at fault
     /// (found by decoding `value` again while tracking the path: only a
@@ -132,6 +131,7 @@ fn field_at(prefix: &str, path: Option<&str>) -> String {
     }
 }
 
+/// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A mutation unroot applied (a bounded metric label).

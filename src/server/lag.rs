@@ -13,9 +13,6 @@ use std::time::{Duration, Instant};
 /// How often the probe wakes.
 pub const PERIOD: Duration = Duration::from_millis(50);
 
-/// Default of `--max-lag`.
-pub const DEFAULT_MAX_LAG: Duration = Duration::from_millis(500);
-
 /// The probe's last observations. Cheap to clone (shared).
 #[derive(Debug, Clone)]
 pub struct Lag {
