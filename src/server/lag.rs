@@ -57,18 +57,22 @@ impl Lag {
     /// The probe: runs until dropped (the server aborts it when it stops).
     /// How late it woke stands until it wakes again, so a runtime that
     /// stays busy is seen as behind all along, not only while the probe
-    /// waits for a worker.
-    pub async fn probe(self) {
+    /// waits for a worker. The clock starts when the probe is made, not
+    /// when it is first polled: the time since the `Lag` was created (the
+    /// server's start-up) is no lag.
+    pub fn probe(self) -> impl Future<Output = ()> + Send + 'static {
         let mut asleep = Instant::now();
         self.record(asleep, Duration::ZERO);
-        loop {
-            tokio::time::sleep(PERIOD).await;
-            let woke = Instant::now();
-            let late = woke
-                .saturating_duration_since(asleep)
-                .saturating_sub(PERIOD);
-            self.record(woke, late);
-            asleep = woke;
+        async move {
+            loop {
+                tokio::time::sleep(PERIOD).await;
+                let woke = Instant::now();
+                let late = woke
+                    .saturating_duration_since(asleep)
+                    .saturating_sub(PERIOD);
+                self.record(woke, late);
+                asleep = woke;
+            }
         }
     }
 
