@@ -45,7 +45,7 @@ monitoring: build
 ## an image of the release binary. E2E_KUBECONFIG=... runs them against
 ## another cluster instead (see e2e/README.md).
 e2e: release
-	e2e/run.sh
+	E2E_UNROOT_BINARY=$(TARGET_DIR)/release/unroot e2e/run.sh
 
 ## e2e-dev: the same suite, with an image of the dev-profile binary that
 ## `make unit` has built already. Same source and manifests; a release

@@ -21,6 +21,8 @@
 #
 # unroot in the cluster (manifests/ through the test overlay e2e/overlay/):
 #   unroot_kustomization                   a new dir with the kustomization install_unroot applies
+#   require_unroot_binary                  end the scenario (failed, with its summary) unless
+#                                          E2E_UNROOT_BINARY is an executable: the suite's one binary
 #   install_unroot                         build/import the image from E2E_UNROOT_BINARY (default
 #                                          target/release/unroot), kubectl apply -k (and the manifests'
 #                                          args and replicas, if a scenario changed them), wait until
@@ -189,8 +191,21 @@ pod_logs() {
 
 UNROOT_NS=unroot
 UNROOT_SELECTOR=app.kubernetes.io/name=unroot
-# The binary the image is built from (the Makefile builds it before the e2e).
+# The suite's one unroot binary: the image is built from it, and scenarios
+# that run unroot on the host run it. `make e2e` sets the release binary,
+# `make e2e-dev` the dev one; no scenario names a path of its own (run.sh
+# refuses one that does).
 E2E_UNROOT_BINARY=${E2E_UNROOT_BINARY:-${CARGO_TARGET_DIR:-$E2E_ROOT/target}/release/unroot}
+
+# require_unroot_binary: return when E2E_UNROOT_BINARY is an executable file;
+# otherwise count a failure naming the variable to set, print the summary and
+# end the scenario.
+require_unroot_binary() {
+    [[ -f $E2E_UNROOT_BINARY && -x $E2E_UNROOT_BINARY ]] && return 0
+    fail "no unroot binary at $E2E_UNROOT_BINARY: set E2E_UNROOT_BINARY to one (make e2e sets target/release/unroot, make e2e-dev target/debug/unroot)"
+    e2e_summary || true
+    exit 1
+}
 
 # The local cluster's addresses (cluster.sh env), unless run.sh exported them
 # already or another cluster is in use.
@@ -225,6 +240,10 @@ unroot_image() {
         return 1
     fi
     e2e_cluster_env || return 1
+    if [[ ! -f $E2E_UNROOT_BINARY || ! -x $E2E_UNROOT_BINARY ]]; then
+        e2e_log "no unroot binary at $E2E_UNROOT_BINARY to build the image from: set E2E_UNROOT_BINARY"
+        return 1
+    fi
     "$E2E_DIR/images.sh" import-unroot "$E2E_CONTAINERD_ADDRESS" "$E2E_UNROOT_BINARY"
 }
 

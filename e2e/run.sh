@@ -21,6 +21,16 @@ if ((${#scripts[@]} == 0)); then
     done
 fi
 
+# One binary for the whole suite: E2E_UNROOT_BINARY (lib.sh). A script that
+# names a path to an unroot binary, or a variable of its own for one, would run
+# another binary than the target it was started from names: refuse to start.
+own_binary=$(grep -nE '(target|debug|release)/unroot\b|\bUNROOT_BIN(ARY)?\b' "${scripts[@]}" || true)
+if [[ -n $own_binary ]]; then
+    echo "run.sh: these scripts name an unroot binary of their own; use E2E_UNROOT_BINARY (lib.sh):" >&2
+    echo "$own_binary" >&2
+    exit 2
+fi
+
 teardown() {
     if [[ -z ${E2E_KUBECONFIG:-} && -z ${E2E_KEEP_CLUSTER:-} ]]; then
         "$here/cluster.sh" down || echo "run.sh: cluster.sh down failed" >&2

@@ -11,7 +11,8 @@ set -euo pipefail
 # shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-binary=${UNROOT_BINARY:-${CARGO_TARGET_DIR:-$E2E_ROOT/target}/debug/unroot}
+require_unroot_binary
+binary=$E2E_UNROOT_BINARY
 open=unroot-e2e-open
 strict=unroot-e2e-locked
 work=$(mktemp -d)

@@ -18,6 +18,7 @@
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+require_unroot_binary
 
 trust=unroot-e2e-trust
 hub=unroot-e2e-hub

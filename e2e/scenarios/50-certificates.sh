@@ -28,6 +28,7 @@ set -euo pipefail
 ns=unroot-e2e-certs
 secret_ns=$UNROOT_NS
 work=$(mktemp -d "${TMPDIR:-/tmp}/unroot-e2e-certs.XXXXXX")
+require_unroot_binary
 unroot_bin=$E2E_UNROOT_BINARY
 
 observer=

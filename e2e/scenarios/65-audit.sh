@@ -14,7 +14,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 ns=unroot-e2e-audit
-unroot_bin=${UNROOT_BIN:-$E2E_UNROOT_BINARY}
+require_unroot_binary
+unroot_bin=$E2E_UNROOT_BINARY
 
 cleanup() {
     delete_namespace "$ns"
