@@ -78,7 +78,7 @@ fn validate_review(body: &[u8], policy: &Snapshot, labels: &BTreeMap<String, Str
             requester: &req.user_info.username,
         };
         validate::evaluate(req, policy, &NamespaceLabels::Unknown, None, |pod: &Pod| {
-            mutate::provenance_index(pod, &input, mutate::Requester::MustBeTrusted)
+            mutate::vouch(pod, &input, mutate::Requester::MustBeTrusted)
         })
     });
     decision

@@ -21,6 +21,7 @@ pub mod mutate;
 pub mod namespace;
 pub mod pod;
 pub mod policy_configmap;
+pub mod refusals;
 pub mod validate;
 
 use std::collections::BTreeMap;

@@ -24,7 +24,8 @@ use serde_json::Value;
 
 use self::patch::{Builder, Seg};
 pub use self::provisioning::{
-    Denial, Requester, Rule, identity_annotations_changed, provenance_index,
+    Denial, Identity, Requester, Rule, Vouched, identity_annotations_changed, provenance_index,
+    vouch,
 };
 use self::security_context::{CHANGE_NOTE, CONTAINER_LISTS, Context, containers};
 use crate::policy::{Document, HardenMode, SecurityContext, selector_matches};

@@ -37,6 +37,20 @@ pub const CONFIGMAP_LABEL: &str = "unroot.dev/policy";
 /// `warn` or `off` (absent: the policy's `securityContext.harden`).
 pub const HARDEN_LABEL: &str = "unroot.dev/harden";
 
+/// The namespace label (`"true"`) that lets pods there run as root: an
+/// explicit `runAsUser: 0` or `runAsNonRoot: false`. Only
+/// `namespaceLabelAdmins` may set, change or remove it.
+pub const ALLOW_ROOT_LABEL: &str = "unroot.dev/allow-root";
+
+/// The namespace label (`"true"`) that the shipped NetworkPolicy lets reach
+/// unroot's admin port (Prometheus). Only `namespaceLabelAdmins` may set,
+/// change or remove it.
+pub const MONITORING_LABEL: &str = "unroot.dev/monitoring";
+
+/// The label the API server sets on every namespace (1.21+) to its name; the
+/// webhook configurations exclude namespaces by it.
+pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 /// The embedded default policy, byte for byte the shipped file.
 pub const DEFAULT_YAML: &str = include_str!("../webhook-config/policy.yaml");
 
@@ -250,6 +264,11 @@ pub struct NamespaceOverride {
     /// Replaces `securityContext.seccompProfileType`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp_profile_type: Option<SeccompProfileType>,
+    /// `true`: pods here may run as root (an explicit `runAsUser: 0` or
+    /// `runAsNonRoot: false`), like the namespace label
+    /// [`ALLOW_ROOT_LABEL`]`=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_root: Option<bool>,
 }
 
 /// `namespaceLabelAdmins`: the requesters who may weaken a namespace
@@ -482,6 +501,7 @@ impl Document {
         self.namespace_label_admins.validate(&mut errors);
         self.trust_bundle.validate(&mut errors);
         self.provisioning.validate(&mut errors);
+        self.validate_reserved_ids(&mut errors);
         check_names(
             &mut errors,
             "webhook.excludedNamespaces",
@@ -490,6 +510,57 @@ impl Document {
             "a namespace name",
         );
         errors
+    }
+
+    /// With provisioning on, the ids in `uidRange`/`gidRange` belong to
+    /// provisioned identities: unroot must never give them to other pods.
+    fn validate_reserved_ids(&self, errors: &mut Vec<FieldError>) {
+        let p = &self.provisioning;
+        if !p.enabled {
+            return;
+        }
+        let sc = &self.security_context;
+        let mut ids = vec![
+            (
+                "securityContext.runAsUser".to_owned(),
+                sc.run_as_user,
+                false,
+            ),
+            (
+                "securityContext.runAsGroup".to_owned(),
+                sc.run_as_group,
+                true,
+            ),
+            ("securityContext.fsGroup".to_owned(), sc.fs_group, true),
+        ];
+        for (i, o) in sc.namespace_overrides.iter().enumerate() {
+            let path = format!("securityContext.namespaceOverrides[{i}]");
+            for (field, value, group) in [
+                ("runAsUser", o.run_as_user, false),
+                ("runAsGroup", o.run_as_group, true),
+                ("fsGroup", o.fs_group, true),
+            ] {
+                if let Some(value) = value {
+                    ids.push((format!("{path}.{field}"), value, group));
+                }
+            }
+        }
+        for (path, id, group) in ids {
+            let (range, field) = if group {
+                (p.gid_range, "provisioning.gidRange")
+            } else {
+                (p.uid_range, "provisioning.uidRange")
+            };
+            if range.contains(id) {
+                errors.push(FieldError::new(
+                    path,
+                    format!(
+                        "{id} is inside {field} ({}-{}): those ids belong to provisioned identities, and pods hardened with it would be refused; choose an id outside the range or move the range",
+                        range.min, range.max
+                    ),
+                ));
+            }
+        }
     }
 
     fn validate_pod_security(&self, errors: &mut Vec<FieldError>) {
@@ -629,6 +700,58 @@ impl Document {
             .iter()
             .any(|n| n == namespace)
     }
+
+    /// The list that names `namespace`, if any: a namespace of that name is
+    /// excluded or exempt for its name alone, so only `namespaceLabelAdmins`
+    /// may create it.
+    #[must_use]
+    pub fn reserving_list(&self, namespace: &str) -> Option<&'static str> {
+        if self.is_excluded_namespace(namespace) {
+            Some("webhook.excludedNamespaces")
+        } else if self
+            .pod_security
+            .exemptions
+            .namespaces
+            .iter()
+            .any(|n| n == namespace)
+        {
+            Some("podSecurity.exemptions.namespaces")
+        } else {
+            None
+        }
+    }
+
+    /// The policy's namespace selectors that match `labels`, by field path:
+    /// what a namespace gets for its labels (the trust bundle,
+    /// provisioning, a namespace override), whether or not that part of the
+    /// policy is enabled today. Only `namespaceLabelAdmins` may change this
+    /// set for a namespace.
+    #[must_use]
+    pub fn selections(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+        let mut selected = Vec::new();
+        if selector_matches(&self.trust_bundle.namespace_selector, labels) {
+            selected.push("trustBundle.namespaceSelector".to_owned());
+        }
+        if selector_matches(&self.provisioning.namespace_selector, labels) {
+            selected.push("provisioning.namespaceSelector".to_owned());
+        }
+        if let Some((i, _)) = self.namespace_override(labels) {
+            selected.push(format!("securityContext.namespaceOverrides[{i}]"));
+        }
+        selected
+    }
+
+    /// Whether pods in a namespace with `labels` may run as root (an
+    /// explicit `runAsUser: 0` or `runAsNonRoot: false`): its
+    /// [`ALLOW_ROOT_LABEL`] is `true`, or its namespace override says
+    /// `allowRoot: true`.
+    #[must_use]
+    pub fn root_allowed(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.get(ALLOW_ROOT_LABEL).is_some_and(|v| v == "true")
+            || self
+                .namespace_override(labels)
+                .is_some_and(|(_, o)| o.allow_root == Some(true))
+    }
 }
 
 /// Every entry of `list` must satisfy `valid` and be unique.
@@ -717,10 +840,11 @@ impl NamespaceOverride {
             && self.run_as_group.is_none()
             && self.fs_group.is_none()
             && self.seccomp_profile_type.is_none()
+            && self.allow_root.is_none()
         {
             errors.push(FieldError::new(
                 path,
-                "changes nothing: set at least one of allowedCapabilities, runAsUser, runAsGroup, fsGroup, seccompProfileType",
+                "changes nothing: set at least one of allowedCapabilities, runAsUser, runAsGroup, fsGroup, seccompProfileType, allowRoot",
             ));
         }
     }
@@ -1305,7 +1429,7 @@ namespaceLabelAdmins:
                 "securityContext.namespaceOverrides[0].fsGroup: -5 is not allowed: must be a non-root id between 1 and 4294967294",
                 "securityContext.namespaceOverrides[0].seccompProfileType: Localhost needs a per-pod localhostProfile and cannot be injected; use RuntimeDefault",
                 "securityContext.namespaceOverrides[1].namespaceSelector.matchExpressions[0].values: must not be empty for operator In",
-                "securityContext.namespaceOverrides[1]: changes nothing: set at least one of allowedCapabilities, runAsUser, runAsGroup, fsGroup, seccompProfileType",
+                "securityContext.namespaceOverrides[1]: changes nothing: set at least one of allowedCapabilities, runAsUser, runAsGroup, fsGroup, seccompProfileType, allowRoot",
                 "namespaceLabelAdmins.users[0]: \"\" is not a user name",
                 "namespaceLabelAdmins.groups[2]: \"system:masters\" is listed twice",
                 "namespaceLabelAdmins.users[1]: system:anonymous cannot be trusted: anyone could weaken any namespace",

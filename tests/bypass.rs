@@ -147,14 +147,23 @@ fn violating_pod() -> Value {
     old
 }
 
-/// pss-spec §4.5: an UPDATE is evaluated when a container or init
-/// container is added or removed, an image changes (by index), or an
-/// ephemeral container is new or changes image.
+/// pod-security-admission `isSignificantPodUpdate`: an UPDATE is evaluated
+/// when a container or init container is added or removed, an image changes
+/// (by index), a container's legacy seccomp annotation changes (issue 21,
+/// path 9), or an ephemeral container is new or changes image.
 #[tokio::test]
 async fn pod_updates_reevaluate_exactly_upstreams_significant_changes() {
     let server = server().await;
     let old = violating_pod();
-    let significant: [Change; 5] = [
+    let significant: [Change; 7] = [
+        ("a container's seccomp annotation", |p| {
+            p["metadata"]["annotations"] =
+                json!({"container.seccomp.security.alpha.kubernetes.io/app": "unconfined"});
+        }),
+        ("an init container's seccomp annotation", |p| {
+            p["metadata"]["annotations"] =
+                json!({"container.seccomp.security.alpha.kubernetes.io/init": "runtime/default"});
+        }),
         ("a container image", |p| {
             p["spec"]["containers"][0]["image"] = json!("busybox:2");
         }),
@@ -560,4 +569,394 @@ async fn a_privileged_container_added_after_unroot_is_denied_by_validate() {
         false
     );
     server.shutdown().await;
+}
+
+/// The pod the spawner's CREATE stores in `strict`: unroot's patch, then
+/// what the API server adds to the injected init container (its defaults,
+/// and the ServiceAccount admission plugin's token mount of the pod's
+/// projected token volume).
+async fn stored_provisioned_pod(server: &common::Server) -> Value {
+    let notebook = common::fixture("tests/fixtures/provisioning/notebook.yaml");
+    let genuine = server
+        .admit("/mutate", &review_as("CREATE", "strict", &notebook, HUB))
+        .await;
+    let mut pod = apply(&notebook, &genuine);
+    let volumes = pod["spec"]["volumes"].as_array_mut().unwrap();
+    volumes.push(json!({"name": "kube-api-access-x7k2p", "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}));
+    let init = &mut pod["spec"]["initContainers"][0];
+    init["terminationMessagePath"] = json!("/dev/termination-log");
+    init["terminationMessagePolicy"] = json!("File");
+    init["imagePullPolicy"] = json!("IfNotPresent");
+    init["resources"] = json!({});
+    init["volumeMounts"].as_array_mut().unwrap().push(json!({
+        "name": "kube-api-access-x7k2p", "readOnly": true,
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}));
+    pod
+}
+
+/// Issue 21, path 6: the provisioning init container (uid 0, with
+/// DAC_OVERRIDE) is exempt from Pod Security only when it is exactly what
+/// unroot injects, every field: whatever a later webhook or the spawner
+/// adds to it makes it a container like any other, and the pod is judged.
+#[tokio::test]
+async fn the_init_containers_exemption_covers_exactly_what_unroot_injected() {
+    let server = server().await;
+    let stored = stored_provisioned_pod(&server).await;
+    let response = server
+        .admit("/validate", &review_as("CREATE", "strict", &stored, HUB))
+        .await;
+    assert_eq!(
+        response["allowed"],
+        true,
+        "as stored: {}",
+        message(&response)
+    );
+    let tampered: [Change; 12] = [
+        ("a host port", |p| {
+            p["spec"]["initContainers"][0]["ports"] = json!([{"containerPort": 22}]);
+        }),
+        ("a postStart hook", |p| {
+            p["spec"]["initContainers"][0]["lifecycle"] =
+                json!({"postStart": {"exec": {"command": ["/bin/sh", "-c", "id"]}}});
+        }),
+        ("a probe", |p| {
+            p["spec"]["initContainers"][0]["startupProbe"] =
+                json!({"exec": {"command": ["/bin/true"]}});
+        }),
+        ("envFrom (LD_PRELOAD)", |p| {
+            p["spec"]["initContainers"][0]["envFrom"] =
+                json!([{"configMapRef": {"name": "preload"}}]);
+        }),
+        ("another env entry", |p| {
+            p["spec"]["initContainers"][0]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "LD_PRELOAD", "value": "/home/evil.so"}));
+        }),
+        ("restartPolicy: Always (a sidecar)", |p| {
+            p["spec"]["initContainers"][0]["restartPolicy"] = json!("Always");
+        }),
+        ("a mount over the token path", |p| {
+            p["spec"]["volumes"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "evil", "emptyDir": {}}));
+            let mounts = p["spec"]["initContainers"][0]["volumeMounts"]
+                .as_array_mut()
+                .unwrap();
+            mounts.pop();
+            mounts.push(json!({"name": "evil", "readOnly": true,
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}));
+        }),
+        ("a writable token mount", |p| {
+            let mounts = p["spec"]["initContainers"][0]["volumeMounts"]
+                .as_array_mut()
+                .unwrap();
+            mounts.last_mut().unwrap()["readOnly"] = json!(false);
+        }),
+        ("another working directory", |p| {
+            p["spec"]["initContainers"][0]["workingDir"] = json!("/home");
+        }),
+        ("another termination message path", |p| {
+            p["spec"]["initContainers"][0]["terminationMessagePath"] = json!("/home/alice/x");
+        }),
+        ("a device plugin's resource", |p| {
+            p["spec"]["initContainers"][0]["resources"] =
+                json!({"limits": {"example.com/device": "1"}});
+        }),
+        ("a tty", |p| {
+            p["spec"]["initContainers"][0]["tty"] = json!(true);
+        }),
+    ];
+    for (what, change) in tampered {
+        let mut pod = stored.clone();
+        change(&mut pod);
+        let response = server
+            .admit("/validate", &review_as("CREATE", "strict", &pod, HUB))
+            .await;
+        assert_eq!(response["allowed"], false, "{what}");
+        assert!(
+            message(&response).contains("\"unroot-provision\""),
+            "{what}: {}",
+            message(&response)
+        );
+    }
+    // What a LimitRange does to it is no privilege.
+    let mut limited = stored.clone();
+    limited["spec"]["initContainers"][0]["resources"] =
+        json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}});
+    let response = server
+        .admit("/validate", &review_as("CREATE", "strict", &limited, HUB))
+        .await;
+    assert_eq!(response["allowed"], true, "{}", message(&response));
+    server.shutdown().await;
+}
+
+/// A server with the shipped policy over namespaces at each hardening
+/// stage and allowance.
+async fn root_server() -> common::Server {
+    let mut policy = unroot::policy::Document::embedded();
+    policy.security_context.namespace_overrides = vec![
+        serde_json::from_value(json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "legacy"}},
+        "allowRoot": true}))
+        .unwrap(),
+    ];
+    common::start_with(common::Options {
+        policy,
+        namespace_labels: BTreeMap::from([
+            ("team".to_owned(), labels(&[])),
+            (
+                "open".to_owned(),
+                labels(&[("unroot.dev/enforce", "privileged")]),
+            ),
+            (
+                "root-ok".to_owned(),
+                labels(&[("unroot.dev/allow-root", "true")]),
+            ),
+            (
+                "legacy".to_owned(),
+                labels(&[("kubernetes.io/metadata.name", "legacy")]),
+            ),
+            (
+                "staged".to_owned(),
+                labels(&[("unroot.dev/harden", "warn")]),
+            ),
+            ("off".to_owned(), labels(&[("unroot.dev/harden", "off")])),
+        ]),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Issue 21, path 3: with the shipped policy (override false, enforce
+/// baseline) a pod that asks for root used to run as root with a warning.
+/// Root is refused, in every container kind, in every namespace a
+/// namespaceLabelAdmin did not allow it in.
+#[tokio::test]
+async fn root_is_refused_unless_an_admin_allowed_it() {
+    let server = root_server().await;
+    let asks: [(&str, Value, &str); 4] = [
+        (
+            "pod",
+            json!({"securityContext": {"runAsUser": 0, "runAsNonRoot": false},
+                "containers": [{"name": "app", "image": "busybox"}]}),
+            "pod sets securityContext.runAsUser=0, pod sets securityContext.runAsNonRoot=false",
+        ),
+        (
+            "container",
+            json!({"containers": [{"name": "app", "image": "busybox", "securityContext": {"runAsUser": 0}}]}),
+            r#"container "app" sets securityContext.runAsUser=0"#,
+        ),
+        (
+            "init container",
+            json!({"containers": [{"name": "app", "image": "busybox"}],
+                "initContainers": [{"name": "setup", "image": "busybox", "securityContext": {"runAsNonRoot": false}}]}),
+            r#"init container "setup" sets securityContext.runAsNonRoot=false"#,
+        ),
+        (
+            "ephemeral container",
+            json!({"containers": [{"name": "app", "image": "busybox"}],
+                "ephemeralContainers": [{"name": "debug", "image": "busybox", "securityContext": {"runAsUser": 0}}]}),
+            r#"ephemeral container "debug" sets securityContext.runAsUser=0"#,
+        ),
+    ];
+    for (what, spec, found) in &asks {
+        let pod =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"}, "spec": spec});
+        for namespace in ["team", "open"] {
+            // The whole path: /mutate leaves the explicit choice (and warns),
+            // /validate refuses it, whatever the Pod Security level.
+            let mutated = server
+                .admit("/mutate", &review_for("CREATE", namespace, &pod))
+                .await;
+            let after = apply(&pod, &mutated);
+            let response = server
+                .admit("/validate", &review_for("CREATE", namespace, &after))
+                .await;
+            assert_eq!(response["allowed"], false, "{what} in {namespace}");
+            assert_eq!(response["status"]["code"], 403, "{what} in {namespace}");
+            assert_eq!(
+                message(&response),
+                format!(
+                    "pods \"root\" is forbidden: unroot refuses root in namespace \"{namespace}\": {found} (a namespaceLabelAdmin may allow it there with the namespace label unroot.dev/allow-root=true, or a securityContext.namespaceOverrides entry with allowRoot: true)"
+                ),
+                "{what} in {namespace}"
+            );
+        }
+        for namespace in ["root-ok", "legacy", "off"] {
+            let response = server
+                .admit("/validate", &review_for("CREATE", namespace, &pod))
+                .await;
+            assert_eq!(
+                response["allowed"],
+                true,
+                "{what} in {namespace}: {}",
+                message(&response)
+            );
+        }
+        let response = server
+            .admit("/validate", &review_for("CREATE", "staged", &pod))
+            .await;
+        assert_eq!(response["allowed"], true, "{what} in staged");
+        assert!(
+            common::warnings_of(&response).contains(&format!(
+                "unroot would refuse root in namespace \"staged\" once it is hardened (unroot.dev/harden=on): {found}"
+            )),
+            "{what}: {response:#}"
+        );
+    }
+    // A Deployment whose pods would be refused is warned about, not denied.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {}, "template": {"metadata": {}, "spec": asks[1].1}}});
+    let mut review = review_for("CREATE", "team", &deployment);
+    review["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    review["request"]["resource"] =
+        json!({"group": "apps", "version": "v1", "resource": "deployments"});
+    let response = server.admit("/validate", &review).await;
+    assert_eq!(response["allowed"], true);
+    assert!(
+        common::warnings_of(&response)
+            .iter()
+            .any(|w| w.starts_with("pods of this Deployment would be refused: unroot refuses root")),
+        "{response:#}"
+    );
+    // Not asking for root is what every other pod does.
+    let plain = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
+        "spec": {"containers": [{"name": "app", "image": "busybox", "securityContext": {"runAsUser": 1000}}]}});
+    let response = server
+        .admit("/validate", &review_for("CREATE", "team", &plain))
+        .await;
+    assert_eq!(response["allowed"], true, "{}", message(&response));
+    server.shutdown().await;
+}
+
+/// Issue 21, path 2: the ids in provisioning.uidRange and gidRange belong to
+/// their vouched identity. Any other pod that runs as, or joins, one of them
+/// is refused, in every namespace unroot covers, naming the field and the
+/// range; ids outside the ranges are anyone's.
+#[tokio::test]
+async fn provisioned_ids_belong_to_their_identity() {
+    let server = ids_server().await;
+    let pod = |sc: Value, container: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+            "securityContext": sc, "containers": [{"name": "app", "image": "busybox", "securityContext": container}]}})
+    };
+    ids_are_refused_to_others(&server, &pod).await;
+    // uid 1000, the first user of most images, is outside the ranges.
+    let ordinary = pod(
+        json!({"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000}),
+        json!({}),
+    );
+    let response = server
+        .admit(
+            "/validate",
+            &review_as("CREATE", "other", &ordinary, "mallory"),
+        )
+        .await;
+    assert_eq!(response["allowed"], true, "{}", message(&response));
+    // The identity's own pod may use its uid, gid and groups.
+    let mut own = pod(json!({"supplementalGroups": [20001]}), json!({}));
+    own["metadata"]["annotations"] = json!({"unroot.dev/user": "alice", "unroot.dev/uid": "10001",
+        "unroot.dev/gid": "10001", "unroot.dev/groups": "research:20001"});
+    let mutated = server
+        .admit("/mutate", &review_as("CREATE", "hub", &own, HUB))
+        .await;
+    assert_eq!(mutated["allowed"], true, "{}", message(&mutated));
+    let stored = apply(&own, &mutated);
+    assert_eq!(stored["spec"]["securityContext"]["runAsUser"], 10001);
+    let response = server
+        .admit("/validate", &review_as("CREATE", "hub", &stored, HUB))
+        .await;
+    assert_eq!(response["allowed"], true, "{}", message(&response));
+    // The same pod from a requester who may not claim the identity.
+    let response = server
+        .admit("/validate", &review_as("CREATE", "hub", &stored, "mallory"))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert!(
+        message(&response).contains("securityContext.runAsUser=10001"),
+        "{}",
+        message(&response)
+    );
+    server.shutdown().await;
+}
+
+/// Provisioning on, with ranges that leave uid 1000 to images.
+async fn ids_server() -> common::Server {
+    let mut policy = common::provisioning_policy_on_pvc();
+    policy.provisioning.uid_range =
+        serde_json::from_value(json!({"min": 10000, "max": 60000})).unwrap();
+    policy.provisioning.gid_range = policy.provisioning.uid_range;
+    common::start_with(common::Options {
+        policy,
+        namespace_labels: BTreeMap::from([
+            (
+                "hub".to_owned(),
+                labels(&[("unroot.dev/provisioning", "enabled")]),
+            ),
+            (
+                "other".to_owned(),
+                labels(&[("unroot.dev/enforce", "privileged")]),
+            ),
+        ]),
+        identity_store: Some(Arc::new(RecordingStore::default()) as Arc<dyn IdentityStore>),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Each id in a range, at pod and container level, in a namespace
+/// selected for provisioning and in one that is not, is refused.
+async fn ids_are_refused_to_others(server: &common::Server, pod: &dyn Fn(Value, Value) -> Value) {
+    let taken = [
+        (
+            "runAsUser",
+            pod(json!({"runAsUser": 10001}), json!({})),
+            "pod sets securityContext.runAsUser=10001, inside provisioning.uidRange (10000-60000)",
+        ),
+        (
+            "runAsGroup",
+            pod(json!({"runAsGroup": 10001}), json!({})),
+            "pod sets securityContext.runAsGroup=10001, inside provisioning.gidRange (10000-60000)",
+        ),
+        (
+            "fsGroup",
+            pod(json!({"fsGroup": 20001}), json!({})),
+            "pod sets securityContext.fsGroup=20001, inside provisioning.gidRange (10000-60000)",
+        ),
+        (
+            "supplementalGroups",
+            pod(json!({"supplementalGroups": [100, 20001]}), json!({})),
+            "pod sets securityContext.supplementalGroups[1]=20001, inside provisioning.gidRange (10000-60000)",
+        ),
+        (
+            "a container's runAsUser",
+            pod(json!({}), json!({"runAsUser": 10001})),
+            r#"container "app" sets securityContext.runAsUser=10001, inside provisioning.uidRange (10000-60000)"#,
+        ),
+        (
+            "a container's runAsGroup",
+            pod(json!({}), json!({"runAsGroup": 10001})),
+            r#"container "app" sets securityContext.runAsGroup=10001, inside provisioning.gidRange (10000-60000)"#,
+        ),
+    ];
+    for (what, p, found) in &taken {
+        for namespace in ["hub", "other"] {
+            let response = server
+                .admit("/validate", &review_as("CREATE", namespace, p, "mallory"))
+                .await;
+            assert_eq!(response["allowed"], false, "{what} in {namespace}");
+            assert_eq!(
+                message(&response),
+                format!(
+                    "pods \"p\" is forbidden: ids in provisioning.uidRange and provisioning.gidRange belong to provisioned identities, and the pod holds none of these: {found}"
+                ),
+                "{what} in {namespace}"
+            );
+        }
+    }
 }

@@ -61,7 +61,7 @@ fn validate_review(body: &[u8], policy: &Snapshot, labels: &BTreeMap<String, Str
     };
     let decision = validate::before_lookup(req, policy).unwrap_or_else(|| {
         validate::evaluate(req, policy, &NamespaceLabels::Unknown, None, |pod| {
-            mutate::provenance_index(pod, &input, mutate::Requester::MustBeTrusted)
+            mutate::vouch(pod, &input, mutate::Requester::MustBeTrusted)
         })
     });
     admission::encode(review.api_version, &decision.response)

@@ -21,10 +21,11 @@ use serde_json::{Value, json};
 use unroot::pss::{self, Level, LevelVersion, Version};
 
 const NAMESPACE: &str = "unroot";
-/// Namespaces no pod webhook may cover: the cluster's own, unroot's (it must
-/// start while it is down) and cert-manager's (it may have to issue the
-/// certificate unroot needs to come back).
-const EXCLUDED: [&str; 3] = ["kube-system", "unroot", "cert-manager"];
+/// The namespaces the base install excludes, and the only ones: the
+/// cluster's own and unroot's (it must start while it is down), which exist
+/// whenever the webhooks do. Excluding a name that may not exist yet would
+/// let whoever creates it first run pods there unchecked.
+const EXCLUDED: [&str; 2] = ["kube-system", "unroot"];
 
 fn render(dir: &str) -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
@@ -52,6 +53,11 @@ fn render(dir: &str) -> Vec<Value> {
 fn manifests() -> &'static [Value] {
     static OBJECTS: OnceLock<Vec<Value>> = OnceLock::new();
     OBJECTS.get_or_init(|| render("manifests"))
+}
+
+fn cert_manager_mode() -> &'static [Value] {
+    static OBJECTS: OnceLock<Vec<Value>> = OnceLock::new();
+    OBJECTS.get_or_init(|| render("tests/fixtures/cert-manager-mode"))
 }
 
 fn overlay() -> &'static [Value] {
@@ -325,12 +331,18 @@ fn probes_are_on_the_admin_port_and_shutdown_drains_before_the_kill() {
 
 /// Every webhook of both configurations, with the resources its rules name.
 fn webhooks() -> Vec<(&'static str, &'static Value, BTreeSet<&'static str>)> {
+    webhooks_of(manifests())
+}
+
+fn webhooks_of(
+    objects: &'static [Value],
+) -> Vec<(&'static str, &'static Value, BTreeSet<&'static str>)> {
     let mut all = Vec::new();
     for kind in [
         "MutatingWebhookConfiguration",
         "ValidatingWebhookConfiguration",
     ] {
-        for w in find(manifests(), kind, "unroot")["webhooks"]
+        for w in find(objects, kind, "unroot")["webhooks"]
             .as_array()
             .expect("webhooks")
         {
@@ -400,23 +412,44 @@ fn pod_and_namespace_webhooks_fail_closed_and_everything_else_fails_open() {
     );
 }
 
-#[test]
-fn the_shipped_policy_excludes_what_the_webhooks_exclude() {
-    let shipped = find(manifests(), "ConfigMap", "unroot-policy")["data"]["policy.yaml"]
+fn policy_of(objects: &[Value]) -> unroot::policy::Document {
+    let shipped = find(objects, "ConfigMap", "unroot-policy")["data"]["policy.yaml"]
         .as_str()
         .expect("the policy ConfigMap has policy.yaml");
-    let policy = unroot::policy::Document::from_yaml(shipped).expect("the shipped policy is valid");
-    let excluded: BTreeSet<&str> = policy
+    unroot::policy::Document::from_yaml(shipped).expect("the shipped policy is valid")
+}
+
+fn excluded_by_policy(objects: &[Value]) -> BTreeSet<String> {
+    policy_of(objects)
         .webhook
         .excluded_namespaces
-        .iter()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(excluded, BTreeSet::from(EXCLUDED));
+        .into_iter()
+        .collect()
+}
+
+/// The names a webhook's namespaceSelector excludes.
+fn excluded_by(w: &Value) -> BTreeSet<String> {
+    w["namespaceSelector"]["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
+        .flat_map(|e| strings(&e["values"]))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
 }
 
 #[test]
-fn no_pod_or_workload_webhook_covers_the_namespaces_a_cluster_recovers_with() {
+fn the_shipped_policy_excludes_what_the_webhooks_exclude() {
+    assert_eq!(excluded_by_policy(manifests()), names(&EXCLUDED));
+}
+
+#[test]
+fn no_webhook_excludes_a_namespace_that_may_not_exist_yet() {
     for (name, w, resources) in webhooks() {
         if resources.contains("configmaps") {
             // The policy check selects on an object label, fails open, and
@@ -427,24 +460,53 @@ fn no_pod_or_workload_webhook_covers_the_namespaces_a_cluster_recovers_with() {
             );
             continue;
         }
-        let excluded: BTreeSet<&str> = w["namespaceSelector"]["matchExpressions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
-            .flat_map(|e| strings(&e["values"]))
-            .collect();
-        for ns in EXCLUDED {
-            assert!(
-                excluded.contains(ns),
-                "{name} must exclude namespace {ns}: {excluded:?}"
-            );
-        }
+        assert_eq!(excluded_by(w), names(&EXCLUDED), "{name}");
         assert!(
             w["namespaceSelector"]["matchLabels"].is_null(),
             "{name}: no opt-in label; every other namespace is covered"
         );
     }
+}
+
+#[test]
+fn every_route_to_a_namespaces_labels_is_guarded() {
+    let (_, w, resources) = webhooks()
+        .into_iter()
+        .find(|(name, ..)| *name == "validate.namespaces.unroot.dev")
+        .expect("the namespace webhook");
+    assert_eq!(
+        resources,
+        BTreeSet::from(["namespaces", "namespaces/status", "namespaces/finalize"])
+    );
+    let operations: BTreeSet<&str> = w["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| strings(&r["operations"]))
+        .collect();
+    assert_eq!(operations, BTreeSet::from(["CREATE", "UPDATE"]));
+}
+
+#[test]
+fn the_cert_manager_mode_excludes_its_namespace_from_pods_and_reserves_its_name() {
+    let objects = cert_manager_mode();
+    let with_cert_manager = names(&["kube-system", "unroot", "cert-manager"]);
+    assert_eq!(excluded_by_policy(objects), with_cert_manager);
+    for (name, w, resources) in webhooks_of(objects) {
+        if resources.contains("configmaps") {
+            continue;
+        }
+        let want = if resources.contains("namespaces") {
+            // Creating the cert-manager namespace stays reserved: the
+            // namespace webhook must see it.
+            names(&EXCLUDED)
+        } else {
+            with_cert_manager.clone()
+        };
+        assert_eq!(excluded_by(w), want, "{name}");
+    }
+    // No second policy ConfigMap: the component's replaces the base's.
+    assert_eq!(of_kind(objects, "ConfigMap").count(), 1);
 }
 
 /// One RBAC rule as a comparable row: (apiGroups, resources, resourceNames, verbs).

@@ -386,11 +386,107 @@ async fn only_namespace_label_admins_may_weaken_a_namespace() {
             false,
         ),
         (
-            "tenant: lowers warn (advisory)",
+            "tenant: lowers warn (hides violations from the tenant)",
             "UPDATE",
             Some(&[("unroot.dev/warn", "restricted")]),
             &[("unroot.dev/warn", "privileged")],
             TENANT,
+            false,
+        ),
+        (
+            "tenant: lowers audit (hides violations from the audit)",
+            "UPDATE",
+            Some(&[]),
+            &[("unroot.dev/audit", "baseline")],
+            TENANT,
+            false,
+        ),
+        (
+            "tenant: pins an older audit version",
+            "UPDATE",
+            Some(&[]),
+            &[("unroot.dev/audit-version", "v1.22")],
+            TENANT,
+            false,
+        ),
+        (
+            "tenant: creates with warn=privileged",
+            "CREATE",
+            None,
+            &[("unroot.dev/warn", "privileged")],
+            TENANT,
+            false,
+        ),
+        (
+            "tenant: raises warn",
+            "UPDATE",
+            Some(&[("unroot.dev/warn", "baseline")]),
+            &[("unroot.dev/warn", "restricted")],
+            TENANT,
+            true,
+        ),
+        (
+            "tenant: allows root",
+            "UPDATE",
+            Some(&[]),
+            &[("unroot.dev/allow-root", "true")],
+            TENANT,
+            false,
+        ),
+        (
+            "tenant: creates a namespace that allows root",
+            "CREATE",
+            None,
+            &[("unroot.dev/allow-root", "true")],
+            TENANT,
+            false,
+        ),
+        (
+            "tenant: asks for the trust bundle",
+            "UPDATE",
+            Some(&[]),
+            &[("unroot.dev/trust-bundle", "enabled")],
+            TENANT,
+            false,
+        ),
+        (
+            "tenant: claims provisioning (disabled in this policy, reserved all the same)",
+            "CREATE",
+            None,
+            &[("unroot.dev/provisioning", "enabled")],
+            TENANT,
+            false,
+        ),
+        (
+            "tenant: opens the admin port to its namespace",
+            "UPDATE",
+            Some(&[]),
+            &[("unroot.dev/monitoring", "true")],
+            TENANT,
+            false,
+        ),
+        (
+            "tenant: removes the trust bundle an admin gave",
+            "UPDATE",
+            Some(&[("unroot.dev/trust-bundle", "enabled")]),
+            &[],
+            TENANT,
+            false,
+        ),
+        (
+            "tenant: an unroot.dev label no rule knows",
+            "UPDATE",
+            Some(&[]),
+            &[("unroot.dev/anything", "x")],
+            TENANT,
+            false,
+        ),
+        (
+            "admin: allows root",
+            "UPDATE",
+            Some(&[]),
+            &[("unroot.dev/allow-root", "true")],
+            ADMIN,
             true,
         ),
         (
@@ -647,11 +743,20 @@ async fn an_exempt_namespace_is_warned_on_create() {
             ("unroot.dev/audit-version", "v1.25"),
         ],
     );
-    let response = server
+    // Only an administrator may create it: the name is reserved.
+    let refused = server
         .admit(
             "/validate",
             &review("CREATE", &ns, None, TENANT.0, TENANT.1),
         )
+        .await;
+    assert_eq!(refused["allowed"], false, "{refused:#}");
+    assert_eq!(
+        refused["status"]["message"],
+        "namespaces \"legacy\" is forbidden: only the policy's namespaceLabelAdmins may create it, and user \"tenant\" is not one: the name \"legacy\" is on the policy's podSecurity.exemptions.namespaces, so pods there are not judged for their name alone"
+    );
+    let response = server
+        .admit("/validate", &review("CREATE", &ns, None, ADMIN.0, ADMIN.1))
         .await;
     assert_eq!(
         warnings(&response),
@@ -662,10 +767,7 @@ async fn an_exempt_namespace_is_warned_on_create() {
     // Equivalent to the defaults: nothing to say.
     let ns = namespace("legacy", &[("unroot.dev/enforce", "baseline")]);
     let response = server
-        .admit(
-            "/validate",
-            &review("CREATE", &ns, None, TENANT.0, TENANT.1),
-        )
+        .admit("/validate", &review("CREATE", &ns, None, ADMIN.0, ADMIN.1))
         .await;
     assert_eq!(warnings(&response), Vec::<String>::new());
     server.shutdown().await;
@@ -800,18 +902,18 @@ async fn at_most_3000_pods_are_checked_and_one_per_controller_goes_first() {
 }
 
 #[tokio::test]
-async fn subresources_other_operations_and_excluded_namespaces_pass() {
+async fn other_subresources_operations_and_excluded_namespaces_pass() {
     let lister = FakePods::with(vec![pod("p", None, &plain())]);
     let server = server_with(Document::embedded(), Some(Arc::clone(&lister))).await;
     let bad = namespace("team-a", &[("unroot.dev/enforce", "strict")]);
-    let mut status = review(
+    let mut other = review(
         "UPDATE",
         &bad,
         Some(&namespace("team-a", &[])),
         TENANT.0,
         TENANT.1,
     );
-    status["request"]["subResource"] = json!("status");
+    other["request"]["subResource"] = json!("scale");
     let delete = review("DELETE", &bad, None, TENANT.0, TENANT.1);
     let kube_system = namespace(
         "kube-system",
@@ -820,9 +922,15 @@ async fn subresources_other_operations_and_excluded_namespaces_pass() {
             ("unroot.dev/enforce", "strict"),
         ],
     );
-    let excluded = review("CREATE", &kube_system, None, TENANT.0, TENANT.1);
+    let excluded = review(
+        "UPDATE",
+        &kube_system,
+        Some(&namespace("kube-system", &[])),
+        TENANT.0,
+        TENANT.1,
+    );
     for (what, request) in [
-        ("status", status),
+        ("another subresource", other),
         ("DELETE", delete),
         ("kube-system", excluded),
     ] {
@@ -831,5 +939,186 @@ async fn subresources_other_operations_and_excluded_namespaces_pass() {
         assert!(response.get("warnings").is_none(), "{what}");
     }
     assert!(lister.calls().is_empty());
+    server.shutdown().await;
+}
+
+/// The API server keeps the labels a `status` or `finalize` update sends:
+/// both are routes to a namespace's labels, guarded like an UPDATE.
+#[tokio::test]
+async fn the_status_and_finalize_subresources_are_guarded_like_an_update() {
+    let server = server_with(Document::embedded(), None).await;
+    let old = namespace("team-a", &[("unroot.dev/enforce", "restricted")]);
+    for sub in ["status", "finalize"] {
+        let weakened = namespace(
+            "team-a",
+            &[
+                ("unroot.dev/enforce", "privileged"),
+                ("unroot.dev/harden", "off"),
+            ],
+        );
+        let mut request = review("UPDATE", &weakened, Some(&old), TENANT.0, TENANT.1);
+        request["request"]["subResource"] = json!(sub);
+        let response = server.admit("/validate", &request).await;
+        assert_eq!(response["allowed"], false, "{sub}: {response:#}");
+        assert_eq!(
+            response["status"]["message"],
+            "namespaces \"team-a\" is forbidden: only the policy's namespaceLabelAdmins may weaken a namespace, and user \"tenant\" is not one: unroot.dev/harden lowers hardening from on to off; unroot.dev/enforce lowers Pod Security enforcement from restricted:latest to privileged:latest",
+            "{sub}"
+        );
+        let invalid = namespace("team-a", &[("unroot.dev/enforce", "strict")]);
+        let mut request = review("UPDATE", &invalid, Some(&old), ADMIN.0, ADMIN.1);
+        request["request"]["subResource"] = json!(sub);
+        let response = server.admit("/validate", &request).await;
+        assert_eq!(response["status"]["code"], 422, "{sub}: {response:#}");
+        // The namespace controller's finalize, and an update that changes
+        // no label, pass for anyone.
+        let mut request = review(
+            "UPDATE",
+            &old,
+            Some(&old),
+            "system:serviceaccount:kube-system:namespace-controller",
+            &[],
+        );
+        request["request"]["subResource"] = json!(sub);
+        let response = server.admit("/validate", &request).await;
+        assert_eq!(response["allowed"], true, "{sub}: {response:#}");
+    }
+    server.shutdown().await;
+}
+
+/// A name on an exclusion or exemption list is not judged for its name
+/// alone: whoever created such a namespace first would run pods there
+/// unchecked, so only namespaceLabelAdmins may create one.
+#[tokio::test]
+async fn reserved_namespace_names_are_created_only_by_admins() {
+    let mut policy = Document::embedded();
+    policy
+        .webhook
+        .excluded_namespaces
+        .push("cert-manager".to_owned());
+    policy.pod_security.exemptions.namespaces = vec!["legacy".to_owned()];
+    let server = server_with(policy, None).await;
+    for (name, list) in [
+        ("kube-system", "webhook.excludedNamespaces"),
+        ("unroot", "webhook.excludedNamespaces"),
+        ("cert-manager", "webhook.excludedNamespaces"),
+        ("legacy", "podSecurity.exemptions.namespaces"),
+    ] {
+        let ns = namespace(name, &[]);
+        let response = server
+            .admit(
+                "/validate",
+                &review("CREATE", &ns, None, TENANT.0, TENANT.1),
+            )
+            .await;
+        assert_eq!(response["allowed"], false, "{name}: {response:#}");
+        assert_eq!(response["status"]["code"], 403, "{name}");
+        assert_eq!(
+            response["status"]["message"],
+            format!(
+                "namespaces \"{name}\" is forbidden: only the policy's namespaceLabelAdmins may create it, and user \"tenant\" is not one: the name \"{name}\" is on the policy's {list}, so pods there are not judged for their name alone"
+            ),
+        );
+        let response = server
+            .admit("/validate", &review("CREATE", &ns, None, ADMIN.0, ADMIN.1))
+            .await;
+        assert_eq!(response["allowed"], true, "{name}: {response:#}");
+    }
+    // A name on no list is anyone's to create.
+    let ns = namespace("team-b", &[]);
+    let response = server
+        .admit(
+            "/validate",
+            &review("CREATE", &ns, None, TENANT.0, TENANT.1),
+        )
+        .await;
+    assert_eq!(response["allowed"], true, "{response:#}");
+    server.shutdown().await;
+}
+
+/// Before Kubernetes 1.21 the API server does not set
+/// kubernetes.io/metadata.name, by which the webhooks exclude namespaces:
+/// a namespace may not claim another's name with it.
+#[tokio::test]
+async fn a_namespace_cannot_claim_another_name_with_the_name_label() {
+    let server = server_with(Document::embedded(), None).await;
+    let spoof = namespace("team-c", &[("kubernetes.io/metadata.name", "kube-system")]);
+    for (user, groups) in [TENANT, ADMIN] {
+        let response = server
+            .admit("/validate", &review("CREATE", &spoof, None, user, groups))
+            .await;
+        assert_eq!(response["status"]["code"], 422, "{user}: {response:#}");
+        assert_eq!(
+            response["status"]["message"],
+            "Namespace \"team-c\" is invalid: metadata.labels[kubernetes.io/metadata.name]: Invalid value: \"kube-system\": must be the namespace's own name \"team-c\"",
+        );
+    }
+    let own = namespace("team-c", &[("kubernetes.io/metadata.name", "team-c")]);
+    let response = server
+        .admit(
+            "/validate",
+            &review("CREATE", &own, None, TENANT.0, TENANT.1),
+        )
+        .await;
+    assert_eq!(response["allowed"], true, "{response:#}");
+    server.shutdown().await;
+}
+
+/// A namespace override (here: IPC_LOCK) selected by name must not be
+/// picked up by whoever creates a namespace of that name, nor by relabelling.
+#[tokio::test]
+async fn what_the_policy_selects_for_a_namespace_changes_only_by_admins() {
+    let mut policy = Document::embedded();
+    policy.security_context.namespace_overrides = vec![
+        serde_json::from_value(json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "hpc"}},
+        "allowedCapabilities": ["NET_BIND_SERVICE", "IPC_LOCK"]}))
+        .expect("an override"),
+    ];
+    policy.security_context.namespace_overrides.push(
+        serde_json::from_value(json!({
+            "namespaceSelector": {"matchLabels": {"team": "legacy"}},
+            "runAsUser": 1000}))
+        .expect("an override"),
+    );
+    let server = server_with(policy, None).await;
+    let hpc = namespace("hpc", &[("kubernetes.io/metadata.name", "hpc")]);
+    let response = server
+        .admit(
+            "/validate",
+            &review("CREATE", &hpc, None, TENANT.0, TENANT.1),
+        )
+        .await;
+    assert_eq!(response["allowed"], false, "{response:#}");
+    assert!(
+        response["status"]["message"].as_str().unwrap_or_default().ends_with(
+            "the labels change what the policy selects for the namespace: now matched by securityContext.namespaceOverrides[0]"
+        ),
+        "{response:#}"
+    );
+    let old = namespace("team-d", &[]);
+    let new = namespace("team-d", &[("team", "legacy")]);
+    let response = server
+        .admit(
+            "/validate",
+            &review("UPDATE", &new, Some(&old), TENANT.0, TENANT.1),
+        )
+        .await;
+    assert_eq!(response["allowed"], false, "{response:#}");
+    for (user, groups) in [ADMIN] {
+        let response = server
+            .admit("/validate", &review("CREATE", &hpc, None, user, groups))
+            .await;
+        assert_eq!(response["allowed"], true, "{response:#}");
+    }
+    // Labels no selector reads stay the tenant's.
+    let new = namespace("team-d", &[("team", "web")]);
+    let response = server
+        .admit(
+            "/validate",
+            &review("UPDATE", &new, Some(&old), TENANT.0, TENANT.1),
+        )
+        .await;
+    assert_eq!(response["allowed"], true, "{response:#}");
     server.shutdown().await;
 }

@@ -18,8 +18,8 @@
 //! Pure: [`decide`] answers, or asks the shell for the namespace's pods
 //! ([`Step::DryRun`]); [`check_existing_pods`] turns them into the warnings.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -29,8 +29,8 @@ use serde_json::value::RawValue;
 
 use super::validate::ERROR;
 use super::{Decision, Operation, Request, Response};
-use crate::policy::{HARDEN_LABEL, HardenMode, InvalidHardenMode, Snapshot};
-use crate::pss::namespace_policy::{self, ENFORCE_LABEL, ENFORCE_VERSION_LABEL, Policy};
+use crate::policy::{HARDEN_LABEL, HardenMode, InvalidHardenMode, NAME_LABEL, Snapshot};
+use crate::pss::namespace_policy::{self, Policy};
 use crate::pss::{self, Level, LevelVersion, go_quote};
 
 /// Most existing pods a dry run evaluates (upstream's cap).
@@ -125,11 +125,33 @@ fn aggregate(errors: &[InvalidLabel]) -> String {
     }
 }
 
+/// The prefix of unroot's labels.
+const LABEL_PREFIX: &str = "unroot.dev/";
+
+/// The `unroot.dev/` labels anyone RBAC lets label a namespace may raise:
+/// the hardening mode and the Pod Security modes. Lowering them is judged
+/// by [`weakenings`]; every other `unroot.dev/` label is reserved to
+/// `namespaceLabelAdmins` (e.g. [`crate::policy::ALLOW_ROOT_LABEL`],
+/// [`crate::policy::MONITORING_LABEL`]).
+const STAGED_LABELS: [&str; 7] = [
+    HARDEN_LABEL,
+    "unroot.dev/enforce",
+    "unroot.dev/enforce-version",
+    "unroot.dev/audit",
+    "unroot.dev/audit-version",
+    "unroot.dev/warn",
+    "unroot.dev/warn-version",
+];
+
+/// Subresources of a namespace that can change its labels: the API server
+/// keeps the metadata of a `status` or `finalize` update as sent.
+const LABEL_SUBRESOURCES: [&str; 3] = ["", "status", "finalize"];
+
 /// Answers a namespace request, or asks for a dry run of its pods.
 #[must_use]
 pub fn decide(request: &Request<'_>, policy: &Snapshot) -> Step {
     let uid = &request.uid;
-    if !request.sub_resource().is_empty() {
+    if !LABEL_SUBRESOURCES.contains(&request.sub_resource()) {
         return Step::Done(Response::allow(uid).into());
     }
     let namespace = match decode(request.object, NEW) {
@@ -144,10 +166,28 @@ pub fn decide(request: &Request<'_>, policy: &Snapshot) -> Step {
     } else {
         request.namespace()
     };
+    let labels = namespace.metadata.labels.unwrap_or_default();
+    let creating = request.operation == Operation::Create;
+    if creating && let Some(refusal) = refuse_reserved_name(request, policy, exempt_name) {
+        return Step::Done(refusal.into());
+    }
     if policy.is_excluded_namespace(exempt_name) {
         return Step::Done(Response::allow(uid).into());
     }
-    let labels = namespace.metadata.labels.unwrap_or_default();
+    if let Some(wrong) = labels.get(NAME_LABEL).filter(|v| **v != name) {
+        // The webhook configurations exclude namespaces by this label, which
+        // the API server sets itself from Kubernetes 1.21 on; before that a
+        // namespace could claim another's name.
+        let error = InvalidLabel {
+            field: format!("metadata.labels[{NAME_LABEL}]"),
+            body: format!(
+                "Invalid value: {}: must be the namespace's own name {}",
+                go_quote(wrong),
+                go_quote(&name)
+            ),
+        };
+        return Step::Done(invalid(uid, &name, &[error]).into());
+    }
     let defaults = policy.pod_security_defaults;
     let (new_policy, new_errors) = evaluate_labels(&labels, defaults);
     let exempt = policy
@@ -217,6 +257,30 @@ pub fn decide(request: &Request<'_>, policy: &Snapshot) -> Step {
     }
 }
 
+/// The 403 for creating a namespace whose name the policy reserves
+/// (excluded or exempt for its name alone) by anyone but
+/// `namespaceLabelAdmins`: otherwise whoever creates it first runs pods
+/// there unchecked.
+fn refuse_reserved_name(request: &Request<'_>, policy: &Snapshot, name: &str) -> Option<Response> {
+    let list = policy.reserving_list(name)?;
+    let user = &request.user_info;
+    if policy
+        .namespace_label_admins
+        .includes(&user.username, &user.groups)
+    {
+        return None;
+    }
+    Some(forbidden_namespace(
+        request,
+        name,
+        "create it",
+        &format!(
+            "the name {} is on the policy's {list}, so pods there are not judged for their name alone",
+            go_quote(name)
+        ),
+    ))
+}
+
 /// Upstream's `FieldValueInvalid` 422.
 fn invalid(uid: &str, name: &str, errors: &[InvalidLabel]) -> Response {
     let mut response = Response::deny(
@@ -241,7 +305,8 @@ fn invalid(uid: &str, name: &str, errors: &[InvalidLabel]) -> Response {
 
 /// What each weakened label does, in a line each; empty when `new` weakens
 /// nothing. `old` is `None` on CREATE: the policy defaults are then the
-/// starting point.
+/// starting point, and a namespace without labels what the policy's
+/// selectors are compared with.
 #[must_use]
 pub fn weakenings(
     policy: &Snapshot,
@@ -258,30 +323,82 @@ pub fn weakenings(
         ));
     }
     let defaults = policy.pod_security_defaults;
-    let was = namespace_policy::policy_from_labels(Some(old), defaults)
-        .0
-        .enforce;
-    let now = namespace_policy::policy_from_labels(Some(new), defaults)
-        .0
-        .enforce;
+    let was = namespace_policy::policy_from_labels(Some(old), defaults).0;
+    let now = namespace_policy::policy_from_labels(Some(new), defaults).0;
+    for (mode, was, now) in [
+        ("enforce", was.enforce, now.enforce),
+        ("audit", was.audit, now.audit),
+        ("warn", was.warn, now.warn),
+    ] {
+        if let Some(label) = lowered(mode, was, now) {
+            let what = if mode == "enforce" {
+                "enforcement".to_owned()
+            } else {
+                format!("{mode}ing")
+            };
+            lines.push(format!(
+                "{label} lowers Pod Security {what} from {was} to {now}"
+            ));
+        }
+    }
+    // Every other unroot.dev/ label (allow-root, monitoring, the trust
+    // bundle's and provisioning's selector labels, and any later one) is the
+    // administrators' to set, change or remove, whatever the policy does
+    // with it today.
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for label in keys {
+        if label.starts_with(LABEL_PREFIX)
+            && !STAGED_LABELS.contains(&label.as_str())
+            && old.get(label) != new.get(label)
+        {
+            lines.push(format!(
+                "{label} is set, changed or removed only by namespaceLabelAdmins"
+            ));
+        }
+    }
+    let (was, now) = (policy.selections(old), policy.selections(new));
+    if was != now {
+        let gained: Vec<&str> = now
+            .iter()
+            .filter(|s| !was.contains(s))
+            .map(String::as_str)
+            .collect();
+        let lost: Vec<&str> = was
+            .iter()
+            .filter(|s| !now.contains(s))
+            .map(String::as_str)
+            .collect();
+        let mut change = Vec::new();
+        if !gained.is_empty() {
+            change.push(format!("now matched by {}", gained.join(", ")));
+        }
+        if !lost.is_empty() {
+            change.push(format!("no longer matched by {}", lost.join(", ")));
+        }
+        lines.push(format!(
+            "the labels change what the policy selects for the namespace: {}",
+            change.join("; ")
+        ));
+    }
+    lines
+}
+
+/// The label that lowers a Pod Security mode from `was` to `now`, if it is
+/// lowered: a less strict level, or an older Standards version of the same
+/// level.
+fn lowered(mode: &str, was: LevelVersion, now: LevelVersion) -> Option<String> {
     // `latest` and any version past the newest known behave as the newest.
     let behaves_as = |lv: LevelVersion| lv.version.min(pss::max_version());
-    let label = if now.level < was.level {
-        Some(ENFORCE_LABEL)
+    if now.level < was.level {
+        Some(format!("unroot.dev/{mode}"))
     } else if now.level == was.level
         && now.level != Level::Privileged
         && behaves_as(now) < behaves_as(was)
     {
-        Some(ENFORCE_VERSION_LABEL)
+        Some(format!("unroot.dev/{mode}-version"))
     } else {
         None
-    };
-    if let Some(label) = label {
-        lines.push(format!(
-            "{label} lowers Pod Security enforcement from {was} to {now}"
-        ));
     }
-    lines
 }
 
 /// The 403 for a requester outside `namespaceLabelAdmins` who weakens a
@@ -304,21 +421,31 @@ fn refuse_weakening(
     if lines.is_empty() {
         return None;
     }
+    Some(forbidden_namespace(
+        request,
+        name,
+        "weaken a namespace",
+        &lines.join("; "),
+    ))
+}
+
+/// `namespaces "NAME" is forbidden: only the policy's namespaceLabelAdmins
+/// may WHAT, and user "U" is not one: WHY`.
+fn forbidden_namespace(request: &Request<'_>, name: &str, what: &str, why: &str) -> Response {
     let mut response = Response::deny(
         &request.uid,
         403,
         "Forbidden",
         format!(
-            "namespaces {} is forbidden: only the policy's namespaceLabelAdmins may weaken a namespace, and user {} is not one: {}",
+            "namespaces {} is forbidden: only the policy's namespaceLabelAdmins may {what}, and user {} is not one: {why}",
             go_quote(name),
-            go_quote(&user.username),
-            lines.join("; ")
+            go_quote(&request.user_info.username),
         ),
     );
     if let Some(status) = response.status.as_mut() {
         status.details = Some(json!({"name": name, "kind": "namespaces"}));
     }
-    Some(response)
+    response
 }
 
 type DecodeFailure = (String, Option<String>);
@@ -483,6 +610,7 @@ fn prioritize(pods: Vec<Pod>, exempt_runtime_classes: &[String]) -> Vec<Pod> {
 mod tests {
     use super::*;
     use crate::policy::Document;
+    use crate::pss::namespace_policy::{ENFORCE_LABEL, ENFORCE_VERSION_LABEL};
     use serde_json::{Value, json};
 
     fn request(text: &str) -> Request<'_> {

@@ -15,9 +15,12 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::{Decision, Facts, Mode, Operation, PssResult, Request, Response, Target};
+use std::collections::BTreeMap;
+
+use super::{Decision, Facts, Mode, Operation, PssResult, Request, Response, Target, refusals};
+use crate::mutate::{Identity, Vouched};
 use crate::namespaces::Labels;
-use crate::policy::Snapshot;
+use crate::policy::{HardenMode, Snapshot};
 use crate::pss::namespace_policy;
 use crate::pss::{self, Level, LevelVersion, Violation};
 
@@ -162,14 +165,19 @@ pub enum NamespaceLabels {
 /// Evaluates a request that [`before_lookup`] did not answer. `pod_override`
 /// is the whole pod for a 1.20/1.21 `pods/ephemeralcontainers` request, whose
 /// object is an `EphemeralContainers` list (the shell reads the pod and puts
-/// the new list into it).
+/// the new list into it). `vouch` reads a pod's identity claim: its vouched
+/// identity, and its provisioning init container (exempt by provenance).
+///
+/// Pod Security decides first, in upstream's words; a pod it admits is then
+/// held to unroot's own [`refusals`]: no root unless allowed, no id of a
+/// provisioned identity it does not hold.
 #[must_use]
 pub fn evaluate(
     request: &Request<'_>,
     policy: &Snapshot,
     namespace: &NamespaceLabels,
     pod_override: Option<Pod>,
-    skip_init: impl Fn(&Pod) -> Option<usize>,
+    vouch: impl Fn(&Pod) -> Vouched,
 ) -> Decision {
     let uid = &request.uid;
     let fatal = |response: Response, message: String| {
@@ -204,9 +212,16 @@ pub fn evaluate(
     };
     let (ns_policy, label_errors) =
         namespace_policy::policy_from_labels(labels, policy.pod_security_defaults);
-    if label_errors.is_empty()
-        && let Some(answer) = privileged_short_cut(request, ns_policy)
-    {
+    let none = BTreeMap::new();
+    let root_mode = refusals::root_mode(policy, labels.unwrap_or(&none));
+    // Nothing for unroot's own rules to find: no need to decode the pod.
+    let refusals_apply = root_mode != HardenMode::Off || policy.provisioning.enabled;
+    let short_cut = if label_errors.is_empty() {
+        privileged_short_cut(request, ns_policy)
+    } else {
+        None
+    };
+    if !refusals_apply && let Some(answer) = short_cut {
         return answer;
     }
 
@@ -214,7 +229,7 @@ pub fn evaluate(
     let subject = if workload {
         decode_template(request)
     } else {
-        decode_pod(request, pod_override, skip_init)
+        decode_pod(request, pod_override, vouch)
     };
     let evaluation = match subject {
         Ok(Subject::Evaluate(e)) => e,
@@ -248,7 +263,80 @@ pub fn evaluate(
     {
         return exempt_decision(request, "runtimeClass");
     }
-    evaluate_modes(request, &evaluation, ns_policy, &label_errors)
+    let mut decision = match short_cut {
+        Some(answer) => answer,
+        None => evaluate_modes(request, &evaluation, ns_policy, &label_errors),
+    };
+    apply_refusals(&mut decision, request, policy, root_mode, &evaluation);
+    decision
+}
+
+/// Holds a pod that Pod Security admitted to unroot's own rules
+/// ([`refusals`]): a pod is denied (403) for what the namespace refuses,
+/// and warned about what it only warns about; a workload template is only
+/// ever warned about, as Pod Security warns about its templates.
+fn apply_refusals(
+    decision: &mut Decision,
+    request: &Request<'_>,
+    policy: &Snapshot,
+    root_mode: HardenMode,
+    evaluation: &Evaluation,
+) {
+    if !decision.response.allowed {
+        return;
+    }
+    let found = refusals::find(
+        &evaluation.spec,
+        evaluation.skip,
+        evaluation.identity.as_ref(),
+        policy,
+    );
+    if found.is_empty() {
+        return;
+    }
+    let mut reasons = Vec::new();
+    let mut warnings = Vec::new();
+    if !found.reserved_ids.is_empty() {
+        reasons.push(refusals::reserved_ids_reason(&found.reserved_ids));
+    }
+    if !found.root.is_empty() {
+        match root_mode {
+            HardenMode::On => reasons.push(refusals::root_reason(request.namespace(), &found.root)),
+            HardenMode::Warn => {
+                warnings.push(refusals::root_warning(request.namespace(), &found.root));
+            }
+            HardenMode::Off => {}
+        }
+    }
+    if is_workload(request) {
+        let kind = request.target().as_str();
+        warnings.extend(
+            reasons
+                .drain(..)
+                .map(|reason| format!("pods of this {kind} would be refused: {reason}")),
+        );
+    }
+    if !reasons.is_empty() {
+        let annotations = std::mem::take(&mut decision.response.audit_annotations);
+        let name = request.name();
+        let mut response = Response::deny(
+            &request.uid,
+            403,
+            "Forbidden",
+            format!(
+                "pods {} is forbidden: {}",
+                pss::go_quote(name),
+                reasons.join("; ")
+            ),
+        );
+        if let Some(status) = response.status.as_mut() {
+            status.details = Some(json!({"name": name, "kind": "pods"}));
+        }
+        response.audit_annotations = annotations;
+        response.warnings = std::mem::take(&mut decision.response.warnings);
+        decision.response = response;
+    }
+    decision.response.warnings.extend(warnings);
 }
 
 /// A namespace with nothing to evaluate: fully privileged for pods, warn and
@@ -386,6 +474,8 @@ struct Evaluation {
     spec: PodSpec,
     /// The init container exempt by provenance, if any.
     skip: Option<usize>,
+    /// The pod's vouched identity, if any.
+    identity: Option<Identity>,
 }
 
 type DecodeFailure = (String, Option<String>);
@@ -427,7 +517,7 @@ fn decode_pod_raw(raw: Option<&RawValue>, old: &str) -> Result<Pod, DecodeFailur
 fn decode_pod(
     request: &Request<'_>,
     pod_override: Option<Pod>,
-    skip_init: impl Fn(&Pod) -> Option<usize>,
+    vouch: impl Fn(&Pod) -> Vouched,
 ) -> Result<Subject, DecodeFailure> {
     let pod: Pod = match pod_override {
         Some(pod) => pod,
@@ -446,11 +536,12 @@ fn decode_pod(
             return Ok(Subject::Allow);
         }
     }
-    let skip = skip_init(&pod);
+    let Vouched { identity, init } = vouch(&pod);
     Ok(Subject::Evaluate(Box::new(Evaluation {
         meta: pod.metadata,
         spec: pod.spec.unwrap_or_default(),
-        skip,
+        skip: init,
+        identity,
     })))
 }
 
@@ -476,6 +567,7 @@ fn decode_template(request: &Request<'_>) -> Result<Subject, DecodeFailure> {
             meta: template.metadata.unwrap_or_default(),
             spec: template.spec.unwrap_or_default(),
             skip: None,
+            identity: None,
         }))),
         Ok(None) => Ok(Subject::Allow),
         Err(crate::workload::Error::Decode(e)) => {

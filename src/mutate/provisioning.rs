@@ -64,19 +64,6 @@ pub const IDENTITY_ANNOTATIONS: [&str; 5] = [
 pub const IDENTITY_VOLUME: &str = "unroot-identity";
 /// The identity ConfigMap is this prefix followed by the user name.
 pub const CONFIG_MAP_PREFIX: &str = "unroot-identity-";
-/// The fields of an init container that must equal the injected one for the
-/// container to count as the policy's (resources are left out: LimitRanges
-/// rewrite them; the API server's defaults touch none of these).
-pub const PROVENANCE_FIELDS: [&str; 7] = [
-    "name",
-    "image",
-    "command",
-    "args",
-    "env",
-    "securityContext",
-    "volumeMounts",
-];
-
 /// Which identity rule a pod broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -606,42 +593,219 @@ pub fn injected_container(identity: &Identity, policy: &Provisioning) -> Option<
 /// Where the ServiceAccount admission plugin mounts the pod's token.
 const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// Whether `container` is byte for byte `expected` in every provenance field
-/// (the pod's service-account token mount aside).
+/// Resources a LimitRange may add to, or change in, any container: the
+/// stored init container may differ from the injected one in these alone.
+/// Any other resource (a GPU, a device plugin's resource) is a difference.
+const LIMIT_RANGE_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+
+/// Whether `container` is exactly `expected` (what [`injected_container`]
+/// builds now) as the API server stores it, every field compared: its
+/// defaults for what unroot leaves unset, the ServiceAccount admission
+/// plugin's token mount of the pod's own token volume (in `volumes`), and a
+/// LimitRange's cpu, memory and ephemeral-storage aside. Anything else a
+/// later webhook or the spawner adds (a port, a probe, a lifecycle hook,
+/// `envFrom`, `restartPolicy`, another mount, a mount over the token path)
+/// is a difference.
 #[must_use]
-pub fn is_injected(container: &Value, expected: &Value) -> bool {
-    // Absent, null and empty lists are the same thing once the API server
-    // has stored the pod.
-    // The ServiceAccount admission plugin adds the token mount to every
-    // container, also on reinvocation after unroot injected this one; it is
-    // the pod's own token, no privilege the policy did not vet.
-    let field = |v: &Value, f: &str| {
-        let mut value = v.get(f).cloned()?;
-        if f == "volumeMounts"
-            && let Value::Array(mounts) = &mut value
-        {
-            mounts.retain(|m| {
-                m.get("mountPath").and_then(Value::as_str) != Some(SERVICE_ACCOUNT_MOUNT)
-            });
-        }
-        Some(value).filter(|x| !x.is_null() && x.as_array().is_none_or(|a| !a.is_empty()))
+pub fn is_injected(container: &Value, expected: &Value, volumes: &[Value]) -> bool {
+    // Defaults fill what is absent in either: a container seen before the
+    // API server defaulted it (a re-mutation) is the same container.
+    let mut actual = as_stored(container.clone());
+    let mut expected = as_stored(expected.clone());
+    if let Some(mounts) = actual.get_mut("volumeMounts").and_then(Value::as_array_mut)
+        && mounts
+            .last()
+            .is_some_and(|m| is_service_account_mount(m, volumes))
+    {
+        mounts.pop();
+    }
+    let (Some(actual_fields), Some(expected_fields)) =
+        (actual.as_object_mut(), expected.as_object_mut())
+    else {
+        return false;
     };
-    PROVENANCE_FIELDS
-        .iter()
-        .all(|f| field(container, f) == field(expected, f))
+    let actual_resources = actual_fields.remove("resources");
+    let expected_resources = expected_fields.remove("resources");
+    if !same_resources(actual_resources.as_ref(), expected_resources.as_ref()) {
+        return false;
+    }
+    normalized(actual) == normalized(expected)
 }
 
-/// The index in `spec.initContainers` of the init container that is exactly
-/// the one the policy injects for this pod's identity (name, image digest,
-/// command, args, env, securityContext, volumeMounts), if any. Pod Security
-/// evaluation exempts that container, and only that one.
-///
-/// `None` when the pod claims no identity, the claim breaks a rule (at
-/// creation the requester is part of it: see [`Requester`]), or no init
-/// container matches: a tag instead of the digest, an extra capability or a
-/// look-alike with the same name are evaluated like any other container.
+/// `expected` with the API server's defaults for a container filled in
+/// (`SetDefaults_Container`): the termination message path and policy, and
+/// the pull policy from the image reference.
+fn as_stored(mut expected: Value) -> Value {
+    if let Some(fields) = expected.as_object_mut() {
+        let pull = match fields.get("image").and_then(Value::as_str) {
+            Some(image) if image_tag(image) == "latest" => "Always",
+            _ => "IfNotPresent",
+        };
+        for (key, value) in [
+            ("terminationMessagePath", "/dev/termination-log"),
+            ("terminationMessagePolicy", "File"),
+            ("imagePullPolicy", pull),
+        ] {
+            fields
+                .entry(key.to_owned())
+                .or_insert_with(|| Value::String(value.to_owned()));
+        }
+    }
+    expected
+}
+
+/// The tag of an image reference as the API server reads it: `latest` when
+/// it names neither a tag nor a digest, empty for a digest alone.
+fn image_tag(image: &str) -> &str {
+    let (name, digest) = image.split_once('@').unwrap_or((image, ""));
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.split_once(':') {
+        Some((_, tag)) => tag,
+        None if digest.is_empty() => "latest",
+        None => "",
+    }
+}
+
+/// The token mount the ServiceAccount admission plugin adds to every
+/// container: read-only at the token path, of a volume that holds the pod's
+/// service-account token (a projected `serviceAccountToken` with the
+/// cluster CA and namespace, or a `*-token-*` Secret before 1.21), and
+/// nothing else.
+fn is_service_account_mount(mount: &Value, volumes: &[Value]) -> bool {
+    let Some(mount) = mount.as_object() else {
+        return false;
+    };
+    let plain = mount
+        .keys()
+        .all(|k| ["name", "mountPath", "readOnly"].contains(&k.as_str()));
+    let name = mount.get("name").and_then(Value::as_str);
+    plain
+        && mount.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT)
+        && mount.get("readOnly") == Some(&Value::Bool(true))
+        && volumes
+            .iter()
+            .find(|v| v.get("name").and_then(Value::as_str) == name)
+            .is_some_and(is_service_account_volume)
+}
+
+fn is_service_account_volume(volume: &Value) -> bool {
+    let sources: Vec<&str> = volume
+        .as_object()
+        .map(|v| {
+            v.keys()
+                .map(String::as_str)
+                .filter(|k| *k != "name")
+                .collect()
+        })
+        .unwrap_or_default();
+    match sources.as_slice() {
+        ["projected"] => {
+            let Some(parts) = volume
+                .pointer("/projected/sources")
+                .and_then(Value::as_array)
+            else {
+                return false;
+            };
+            let token = parts.iter().any(|p| p.get("serviceAccountToken").is_some());
+            let only_token_parts = parts.iter().all(|p| {
+                p.get("serviceAccountToken").is_some()
+                    || p.pointer("/configMap/name").and_then(Value::as_str)
+                        == Some("kube-root-ca.crt")
+                    || p.pointer("/downwardAPI/items")
+                        .and_then(Value::as_array)
+                        .is_some_and(|items| {
+                            items.iter().all(|i| {
+                                i.pointer("/fieldRef/fieldPath").and_then(Value::as_str)
+                                    == Some("metadata.namespace")
+                            })
+                        })
+            });
+            token && only_token_parts
+        }
+        ["secret"] => {
+            let secret = volume.pointer("/secret/secretName").and_then(Value::as_str);
+            secret.is_some_and(|s| s.contains("-token-"))
+                && secret == volume.get("name").and_then(Value::as_str)
+        }
+        _ => false,
+    }
+}
+
+/// Whether two containers' `resources` are the same but for what a
+/// LimitRange sets: cpu, memory and ephemeral-storage may be added or
+/// changed (a LimitRange defaults them, the API server copies limits to
+/// requests, and quantities are re-spelt); no other resource may appear,
+/// change or go.
+fn same_resources(actual: Option<&Value>, expected: Option<&Value>) -> bool {
+    let other = |resources: Option<&Value>, part: &str| -> BTreeMap<String, Value> {
+        resources
+            .and_then(|r| r.get(part))
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| !LIMIT_RANGE_RESOURCES.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let parts_known = |resources: Option<&Value>| {
+        resources
+            .and_then(Value::as_object)
+            .is_none_or(|r| r.keys().all(|k| k == "requests" || k == "limits"))
+    };
+    parts_known(actual)
+        && parts_known(expected)
+        && ["requests", "limits"]
+            .iter()
+            .all(|part| other(actual, part) == other(expected, part))
+}
+
+/// `value` without what the API server does not store: null, empty strings,
+/// lists and objects (absent and empty are the same once the pod is stored).
+fn normalized(value: Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, normalized(v)))
+                .filter(|(_, v)| !is_empty(v))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(normalized).collect()),
+        other => other,
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// What a pod's identity claim is worth: the identity it holds, if the
+/// claim is vouched for (a trusted requester at creation, the stored pod
+/// afterwards: see [`Requester`]), and the index in `spec.initContainers`
+/// of the init container that is exactly the one the policy injects for it
+/// (every field: see [`is_injected`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vouched {
+    /// The vouched identity; `None` when the pod claims none, or its claim
+    /// breaks a rule.
+    pub identity: Option<Identity>,
+    /// The provisioning init container, exempt from evaluation by
+    /// provenance: a tag instead of the digest, an extra capability or a
+    /// look-alike with the same name is `None`.
+    pub init: Option<usize>,
+}
+
+/// Reads what a pod's identity claim is worth (see [`Vouched`]).
 #[must_use]
-pub fn provenance_index(pod: &Pod, input: &Input<'_>, requester: Requester) -> Option<usize> {
+pub fn vouch(pod: &Pod, input: &Input<'_>, requester: Requester) -> Vouched {
     // Runs for every pod /validate sees: most claim no identity, so check
     // that before turning the pod into JSON.
     if !pod
@@ -650,19 +814,47 @@ pub fn provenance_index(pod: &Pod, input: &Input<'_>, requester: Requester) -> O
         .as_ref()
         .is_some_and(|a| a.contains_key(USER_ANNOTATION))
     {
-        return None;
+        return Vouched::default();
     }
-    let value = serde_json::to_value(pod).ok()?;
+    let Ok(value) = serde_json::to_value(pod) else {
+        return Vouched::default();
+    };
     if super::is_windows(&value, &[]) {
-        return None;
+        return Vouched::default();
     }
-    let identity = identity_of(value.pointer("/metadata/annotations"), input, requester).ok()??;
-    let expected = injected_container(&identity, &input.policy.provisioning)?;
-    value
-        .pointer("/spec/initContainers")?
-        .as_array()?
-        .iter()
-        .position(|c| is_injected(c, &expected))
+    let Ok(Some(identity)) = identity_of(value.pointer("/metadata/annotations"), input, requester)
+    else {
+        return Vouched::default();
+    };
+    let volumes = value
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let init = injected_container(&identity, &input.policy.provisioning).and_then(|expected| {
+        value
+            .pointer("/spec/initContainers")?
+            .as_array()?
+            .iter()
+            .position(|c| is_injected(c, &expected, volumes))
+    });
+    Vouched {
+        identity: Some(identity),
+        init,
+    }
+}
+
+/// The index in `spec.initContainers` of the init container that is exactly
+/// the one the policy injects for this pod's identity (every field: see
+/// [`is_injected`]), if any. Pod Security evaluation exempts that container,
+/// and only that one.
+///
+/// `None` when the pod claims no identity, the claim breaks a rule (at
+/// creation the requester is part of it: see [`Requester`]), or no init
+/// container matches: a tag instead of the digest, an extra capability or a
+/// look-alike with the same name are evaluated like any other container.
+#[must_use]
+pub fn provenance_index(pod: &Pod, input: &Input<'_>, requester: Requester) -> Option<usize> {
+    vouch(pod, input, requester).init
 }
 
 /// The identity annotations an UPDATE adds, changes or removes, in their
@@ -898,9 +1090,15 @@ fn check_conflicts(
         .map_or("", |init| init.name.as_str());
     let mut denials = Vec::new();
     let mut existing = None;
+    let pod_volumes = b
+        .get(&with(spec, &["volumes"]))
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
     for c in containers(b, spec, prefix, &CONTAINER_LISTS) {
         if c.name == reserved {
-            let exact = b.get(&c.path).is_some_and(|v| is_injected(v, expected));
+            let exact = b
+                .get(&c.path)
+                .is_some_and(|v| is_injected(v, expected, pod_volumes));
             if exact && existing.is_none() && list_of(&c) == Some("initContainers") {
                 existing = c.path.last().and_then(|s| match s {
                     Seg::Index(i) => Some(*i),
@@ -911,7 +1109,7 @@ fn check_conflicts(
             denials.push(Denial::new(
                 Rule::Conflict,
                 format!(
-                    "{}: the name {:?} is reserved for the provisioning init container, and this container is not the one the policy injects (name, image, command, args, env, securityContext and volumeMounts must all match); rename it",
+                    "{}: the name {:?} is reserved for the provisioning init container, and this container is not exactly the one the policy injects (every field must match); rename it",
                     c.display, c.name
                 ),
             ));
@@ -1535,7 +1733,7 @@ mod tests {
                     identity(),
                     vec![(
                         Rule::Conflict,
-                        "spec.initContainers[0]: the name \"unroot-provision\" is reserved for the provisioning init container, and this container is not the one the policy injects (name, image, command, args, env, securityContext and volumeMounts must all match); rename it",
+                        "spec.initContainers[0]: the name \"unroot-provision\" is reserved for the provisioning init container, and this container is not exactly the one the policy injects (every field must match); rename it",
                     )],
                 )
             },

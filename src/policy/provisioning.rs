@@ -91,11 +91,11 @@ impl Default for Provisioning {
             namespace_selector: LabelSelector::match_label(DEFAULT_LABEL, "enabled"),
             trusted_requesters: Vec::new(),
             uid_range: IdRange {
-                min: 1000,
+                min: 10000,
                 max: 60000,
             },
             gid_range: IdRange {
-                min: 1000,
+                min: 10000,
                 max: 60000,
             },
             init_container: None,

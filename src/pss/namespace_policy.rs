@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
+use super::seccomp_profile_baseline::CONTAINER_ANNOTATION_PREFIX;
 use super::{Error, Level, LevelVersion, Version, go_quote};
 
 /// `unroot.dev/enforce`: the level that denies pods.
@@ -213,40 +214,51 @@ pub fn exemption_warning(
     ))
 }
 
-/// Whether a pod UPDATE must be re-evaluated (spec §4.5): the number of
-/// containers or init containers changed, an image changed (compared by
-/// index), or an ephemeral container was added or changed its image.
-/// Everything else, metadata included, is not significant.
+/// Whether a pod UPDATE must be re-evaluated (pod-security-admission
+/// `isSignificantPodUpdate`): the number of containers or init containers
+/// changed; a container or init container (compared by index) changed its
+/// image or its per-container seccomp annotation
+/// (`container.seccomp.security.alpha.kubernetes.io/<name>`); an ephemeral
+/// container was added, or changed its image or that annotation. Everything
+/// else, the rest of the metadata included, is not significant.
 #[must_use]
 pub fn is_significant_pod_update(old: &Pod, new: &Pod) -> bool {
     let empty = PodSpec::default();
-    let old = old.spec.as_ref().unwrap_or(&empty);
-    let new = new.spec.as_ref().unwrap_or(&empty);
-    let old_init = old.init_containers.as_deref().unwrap_or_default();
-    let new_init = new.init_containers.as_deref().unwrap_or_default();
-    if new.containers.len() != old.containers.len() || new_init.len() != old_init.len() {
+    let old_spec = old.spec.as_ref().unwrap_or(&empty);
+    let new_spec = new.spec.as_ref().unwrap_or(&empty);
+    let old_init = old_spec.init_containers.as_deref().unwrap_or_default();
+    let new_init = new_spec.init_containers.as_deref().unwrap_or_default();
+    if new_spec.containers.len() != old_spec.containers.len() || new_init.len() != old_init.len() {
         return true;
     }
-    let images_differ = new
+    let (old_notes, new_notes) = (
+        old.metadata.annotations.as_ref(),
+        new.metadata.annotations.as_ref(),
+    );
+    // Upstream compares the annotation named after the new container.
+    let seccomp_changed = |name: &str| {
+        let key = format!("{CONTAINER_ANNOTATION_PREFIX}{name}");
+        old_notes.and_then(|a| a.get(&key)) != new_notes.and_then(|a| a.get(&key))
+    };
+    let changed = |n: &Container, o: &Container| n.image != o.image || seccomp_changed(&n.name);
+    if new_spec
         .containers
         .iter()
-        .zip(&old.containers)
-        .any(|(n, o)| n.image != o.image)
-        || new_init
-            .iter()
-            .zip(old_init)
-            .any(|(n, o)| n.image != o.image);
-    if images_differ {
+        .zip(&old_spec.containers)
+        .any(|(n, o)| changed(n, o))
+        || new_init.iter().zip(old_init).any(|(n, o)| changed(n, o))
+    {
         return true;
     }
-    let old_ephemeral = old.ephemeral_containers.as_deref().unwrap_or_default();
-    new.ephemeral_containers
+    let old_ephemeral = old_spec.ephemeral_containers.as_deref().unwrap_or_default();
+    new_spec
+        .ephemeral_containers
         .as_deref()
         .unwrap_or_default()
         .iter()
         .any(|n| match old_ephemeral.iter().find(|o| o.name == n.name) {
             None => true,
-            Some(o) => o.image != n.image,
+            Some(o) => o.image != n.image || seccomp_changed(&n.name),
         })
 }
 
@@ -629,11 +641,72 @@ mod tests {
         for (name, spec, want) in cases {
             assert_eq!(is_significant_pod_update(&old, &pod(&spec)), want, "{name}");
         }
-        let mut relabelled = old.clone();
-        relabelled.metadata.annotations = Some(labels(&[(
-            "container.seccomp.security.alpha.kubernetes.io/a",
-            "unconfined",
-        )]));
-        assert!(!is_significant_pod_update(&old, &relabelled), "annotations");
+    }
+
+    /// Metadata is not significant, except a container's legacy seccomp
+    /// annotation (upstream's `isSignificantContainerUpdate`).
+    #[test]
+    fn a_containers_seccomp_annotation_is_a_significant_update() {
+        let old = pod(&json!({
+            "initContainers": [{"name": "i", "image": "init:1"}],
+            "containers": [{"name": "a", "image": "app:1"}],
+            "ephemeralContainers": [{"name": "e", "image": "debug:1"}],
+        }));
+        let annotated = |pairs: &[(&str, &str)]| {
+            let mut pod = old.clone();
+            pod.metadata.annotations = Some(labels(pairs));
+            pod
+        };
+        for (name, new, want) in [
+            (
+                "another annotation",
+                annotated(&[("example.com/note", "x")]),
+                false,
+            ),
+            (
+                "the pod's seccomp annotation",
+                annotated(&[("seccomp.security.alpha.kubernetes.io/pod", "unconfined")]),
+                false,
+            ),
+            (
+                "a container's seccomp annotation",
+                annotated(&[(
+                    "container.seccomp.security.alpha.kubernetes.io/a",
+                    "unconfined",
+                )]),
+                true,
+            ),
+            (
+                "an init container's seccomp annotation",
+                annotated(&[(
+                    "container.seccomp.security.alpha.kubernetes.io/i",
+                    "unconfined",
+                )]),
+                true,
+            ),
+            (
+                "an ephemeral container's seccomp annotation",
+                annotated(&[(
+                    "container.seccomp.security.alpha.kubernetes.io/e",
+                    "unconfined",
+                )]),
+                true,
+            ),
+            (
+                "the annotation of a container the pod does not have",
+                annotated(&[(
+                    "container.seccomp.security.alpha.kubernetes.io/z",
+                    "unconfined",
+                )]),
+                false,
+            ),
+        ] {
+            assert_eq!(is_significant_pod_update(&old, &new), want, "{name}");
+            assert_eq!(
+                is_significant_pod_update(&new, &old),
+                want,
+                "{name}, removed"
+            );
+        }
     }
 }

@@ -22,7 +22,8 @@ use super::message::{push_go_quoted, push_joined, push_quoted, setters};
 use super::{Check, Failure, Input, Level, VersionedCheck, v};
 
 const POD_ANNOTATION: &str = "seccomp.security.alpha.kubernetes.io/pod";
-const CONTAINER_ANNOTATION_PREFIX: &str = "container.seccomp.security.alpha.kubernetes.io/";
+pub(crate) const CONTAINER_ANNOTATION_PREFIX: &str =
+    "container.seccomp.security.alpha.kubernetes.io/";
 
 pub(crate) fn check() -> Check {
     Check {

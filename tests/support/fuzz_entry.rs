@@ -166,8 +166,8 @@ fn validate_pod(
     } else {
         Requester::StoredPod
     };
-    let provenance = |pod: &Pod| mutate::provenance_index(pod, &input, vouch);
-    validate::evaluate(req, policy, &labels, pod, provenance).response
+    let vouched = |pod: &Pod| mutate::vouch(pod, &input, vouch);
+    validate::evaluate(req, policy, &labels, pod, vouched).response
 }
 
 /// The pod a GET of the stored pod returns.

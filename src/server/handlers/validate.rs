@@ -86,8 +86,8 @@ async fn pod_security(
     } else {
         crate::mutate::Requester::StoredPod
     };
-    let provenance = |pod: &Pod| crate::mutate::provenance_index(pod, &input, vouch);
-    validate::evaluate(req, policy, &namespace, pod, provenance)
+    let vouched = |pod: &Pod| crate::mutate::vouch(pod, &input, vouch);
+    validate::evaluate(req, policy, &namespace, pod, vouched)
 }
 
 /// For a 1.20/1.21 `pods/ephemeralcontainers` request: the stored pod with
