@@ -8,11 +8,18 @@
 //! One writer thread owns the sink (stdout in `serve`, any `Write` in tests),
 //! so a slow or blocked stdout stalls that thread only, never a review.
 //!
-//! The same thread keeps the last [`RECENT`] denied or warned decisions in a
-//! ring for the `/dashboard` page.
+//! A record says whether its caller was authenticated (`--client-ca`).
+//! Records of unauthenticated callers may fill at most
+//! [`UNAUTHENTICATED_QUEUE`] of the queue's places, so a flood of forged
+//! reviews drops only its own records, never an authenticated caller's;
+//! the drop counter's `caller` label says whose were dropped.
+//!
+//! The same thread keeps the last [`RECENT`] denied or warned decisions of
+//! each kind of caller in a ring for the `/dashboard` page.
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +33,11 @@ use crate::admission::{Decision, Request};
 /// Records waiting for the writer; more are dropped and counted.
 pub const QUEUE: usize = 4096;
 
-/// Denied or warned decisions kept for the dashboard.
+/// Most places of the queue records of unauthenticated callers may take:
+/// the rest is reserved for authenticated callers.
+pub const UNAUTHENTICATED_QUEUE: usize = QUEUE / 2;
+
+/// Denied or warned decisions kept for the dashboard, per kind of caller.
 pub const RECENT: usize = 100;
 
 /// The value of the `audit` field that tells audit lines from log lines.
@@ -56,6 +67,10 @@ pub struct Record {
     pub subresource: String,
     /// The requesting user's name (`userInfo.username`; groups are not kept).
     pub user: String,
+    /// Whether the caller proved it is the API server (a client certificate
+    /// `--client-ca` accepted). An unauthenticated record may be forged by
+    /// anyone who reaches the webhook port, user name and all.
+    pub authenticated: bool,
     /// Whether the request was a dry run.
     pub dry_run: bool,
     /// `allowed`, `patched`, `denied` or `error` (the metrics' outcome).
@@ -135,6 +150,7 @@ impl Record {
             operation: request.operation.as_str(),
             subresource: request.sub_resource().to_owned(),
             user: request.user_info.username.clone(),
+            authenticated: false,
             dry_run: request.is_dry_run(),
             outcome: response.outcome(),
             allowed: response.allowed,
@@ -159,6 +175,19 @@ impl Record {
         }
     }
 
+    /// The record, marked as from an authenticated caller or not (records
+    /// start unauthenticated).
+    #[must_use]
+    pub fn with_authenticated(mut self, authenticated: bool) -> Self {
+        self.authenticated = authenticated;
+        self
+    }
+
+    /// The `caller` label of the drop counter.
+    fn caller(&self) -> &'static str {
+        caller_label(self.authenticated)
+    }
+
     /// Whether the dashboard lists it: refused, or answered with warnings.
     #[must_use]
     pub fn is_notable(&self) -> bool {
@@ -177,11 +206,21 @@ impl Record {
     }
 }
 
+fn caller_label(authenticated: bool) -> &'static str {
+    if authenticated {
+        "authenticated"
+    } else {
+        "unauthenticated"
+    }
+}
+
 /// The audit log's own counter.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    /// Records lost, by reason: `queue_full` (the writer is behind),
-    /// `write_failed` (the sink refused the line).
+    /// Records lost, by reason: `queue_full` (the writer is behind, or
+    /// unauthenticated records hold their share of the queue),
+    /// `write_failed` (the sink refused the line); and by caller,
+    /// `authenticated` or `unauthenticated`.
     pub dropped: IntCounterVec,
 }
 
@@ -196,13 +235,15 @@ impl Metrics {
         let dropped = IntCounterVec::new(
             Opts::new(
                 "unroot_audit_dropped_total",
-                "Audit records lost, by reason (queue_full: the writer is behind; write_failed: the sink refused them).",
+                "Audit records lost, by reason (queue_full: the writer is behind, or unauthenticated records fill their share of the queue; write_failed: the sink refused them) and by caller (authenticated or unauthenticated).",
             ),
-            &["reason"],
+            &["reason", "caller"],
         )
         .expect("valid metric");
         for reason in ["queue_full", "write_failed"] {
-            dropped.with_label_values(&[reason]);
+            for caller in ["authenticated", "unauthenticated"] {
+                dropped.with_label_values(&[reason, caller]);
+            }
         }
         registry
             .register(Box::new(dropped.clone()))
@@ -218,16 +259,25 @@ enum Message {
     Flush(mpsc::Sender<()>),
 }
 
-/// The last denied or warned decisions, newest last.
+/// The last denied or warned decisions, newest last: one ring for
+/// authenticated callers and one for the rest, so forged records cannot
+/// push genuine ones out.
 #[derive(Debug, Default)]
 pub struct Recent {
-    // Only the writer thread and the dashboard take this lock, never a review.
-    ring: Mutex<VecDeque<Arc<Record>>>,
+    // Only the writer thread and the dashboard take these locks, never a
+    // review.
+    authenticated: Mutex<VecDeque<Arc<Record>>>,
+    unauthenticated: Mutex<VecDeque<Arc<Record>>>,
 }
 
 impl Recent {
     fn push(&self, record: Arc<Record>) {
-        if let Ok(mut ring) = self.ring.lock() {
+        let ring = if record.authenticated {
+            &self.authenticated
+        } else {
+            &self.unauthenticated
+        };
+        if let Ok(mut ring) = ring.lock() {
             if ring.len() == RECENT {
                 ring.pop_front();
             }
@@ -235,13 +285,18 @@ impl Recent {
         }
     }
 
-    /// The records, newest first.
+    /// The records of both rings, newest first.
     #[must_use]
     pub fn newest_first(&self) -> Vec<Arc<Record>> {
-        self.ring
-            .lock()
-            .map(|ring| ring.iter().rev().cloned().collect())
-            .unwrap_or_default()
+        let mut all: Vec<Arc<Record>> = Vec::new();
+        for ring in [&self.authenticated, &self.unauthenticated] {
+            if let Ok(ring) = ring.lock() {
+                all.extend(ring.iter().rev().cloned());
+            }
+        }
+        // Stable: records of the same millisecond stay newest first.
+        all.sort_by_key(|r| std::cmp::Reverse(r.time));
+        all
     }
 }
 
@@ -254,6 +309,8 @@ pub struct Log {
     has_sink: bool,
     metrics: Metrics,
     recent: Arc<Recent>,
+    /// Records of unauthenticated callers in the queue.
+    unauthenticated: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Log {
@@ -275,13 +332,15 @@ impl Log {
         let metrics = Metrics::new(registry);
         let (queue, rx) = mpsc::sync_channel(QUEUE);
         let recent = Arc::new(Recent::default());
+        let unauthenticated = Arc::new(AtomicUsize::new(0));
         let has_sink = sink.is_some();
         let writer = Writer {
             sink,
             recent: Arc::clone(&recent),
-            dropped: metrics.dropped.with_label_values(&["write_failed"]),
+            unauthenticated: Arc::clone(&unauthenticated),
+            dropped: metrics.dropped.clone(),
             batch: Vec::with_capacity(BATCH),
-            batched: 0,
+            batched: [0, 0],
             failing: false,
         };
         std::thread::Builder::new()
@@ -293,26 +352,47 @@ impl Log {
             has_sink,
             metrics,
             recent,
+            unauthenticated,
         }
     }
 
     /// Records a decision; `build` runs only when the record is wanted
     /// (always with a sink, else only for a denied or warned decision).
-    /// Never blocks: a full queue drops the record and counts it.
+    /// Never blocks: a full queue drops the record and counts it, and so
+    /// does an unauthenticated record when such records hold
+    /// [`UNAUTHENTICATED_QUEUE`] places already.
     pub fn record(&self, decision: &Decision, build: impl FnOnce() -> Record) {
         let notable = !decision.response.allowed || !decision.response.warnings.is_empty();
         if !self.has_sink && !notable {
             return;
         }
-        match self.queue.try_send(Message::Record(Box::new(build()))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["queue_full"])
-                    .inc();
+        let record = build();
+        let caller = record.caller();
+        let authenticated = record.authenticated;
+        if !authenticated {
+            let taken = self.unauthenticated.fetch_add(1, Ordering::AcqRel);
+            if taken >= UNAUTHENTICATED_QUEUE {
+                self.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+                self.dropped("queue_full", caller);
+                return;
             }
         }
+        match self.queue.try_send(Message::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                if !authenticated {
+                    self.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+                }
+                self.dropped("queue_full", caller);
+            }
+        }
+    }
+
+    fn dropped(&self, reason: &str, caller: &str) {
+        self.metrics
+            .dropped
+            .with_label_values(&[reason, caller])
+            .inc();
     }
 
     /// Waits (up to `timeout`) until every record sent before is written and
@@ -340,11 +420,14 @@ const BATCH: usize = 64 * 1024;
 struct Writer {
     sink: Option<Box<dyn Write + Send>>,
     recent: Arc<Recent>,
-    dropped: prometheus::IntCounter,
+    /// Records of unauthenticated callers in the queue ([`Log`]'s count).
+    unauthenticated: Arc<AtomicUsize>,
+    dropped: IntCounterVec,
     /// Whole lines not yet written: a failing sink never gets half a record.
     batch: Vec<u8>,
-    /// Records in `batch`, lost if writing it fails.
-    batched: u64,
+    /// Records in `batch`, lost if writing it fails: unauthenticated, then
+    /// authenticated.
+    batched: [u64; 2],
     /// Set after a failed write, so a dead sink is reported once, not per line.
     failing: bool,
 }
@@ -366,11 +449,14 @@ impl Writer {
         match message {
             Message::Record(record) => {
                 let record: Arc<Record> = Arc::from(record);
+                if !record.authenticated {
+                    self.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+                }
                 if self.sink.is_some() {
                     // A record is strings, numbers and bools: it serializes.
                     let _ = serde_json::to_writer(&mut self.batch, &*record);
                     self.batch.push(b'\n');
-                    self.batched += 1;
+                    self.batched[usize::from(record.authenticated)] += 1;
                     if self.batch.len() >= BATCH {
                         self.flush();
                     }
@@ -399,7 +485,11 @@ impl Writer {
         match written {
             Ok(()) => self.failing = false,
             Err(e) => {
-                self.dropped.inc_by(lost);
+                for (authenticated, n) in [(false, lost[0]), (true, lost[1])] {
+                    self.dropped
+                        .with_label_values(&["write_failed", caller_label(authenticated)])
+                        .inc_by(n);
+                }
                 if !self.failing {
                     tracing::warn!(error = %e, "failed to write the audit log; records are dropped and counted in unroot_audit_dropped_total until it works again");
                 }
@@ -467,7 +557,8 @@ mod tests {
             &denied(),
             "abc",
             Duration::from_micros(1500),
-        );
+        )
+        .with_authenticated(true);
         let mut value = serde_json::to_value(&record).unwrap();
         assert!(value["time"].as_str().unwrap().ends_with('Z'));
         value["time"] = serde_json::Value::Null;
@@ -475,7 +566,7 @@ mod tests {
             value,
             serde_json::json!({"time":null,"audit":"admission","webhook":"validate","uid":"u1",
                 "namespace":"ns","name":"p","kind":"Pod","operation":"CREATE","subresource":"",
-                "user":"alice","dry_run":false,"outcome":"denied","allowed":false,"code":403,
+                "user":"alice","authenticated":true,"dry_run":false,"outcome":"denied","allowed":false,"code":403,
                 "mutations":["security_context"],
                 "pod_security":[{"mode":"enforce","level":"restricted","version":"v1.24",
                     "allowed":false,"checks":["privileged","runAsNonRoot"]}],
@@ -563,6 +654,19 @@ mod tests {
         }
     }
 
+    /// A denied decision's record, from an authenticated caller or not.
+    fn record_of(decision: &Decision, authenticated: bool) -> Record {
+        Record::new("validate", &request(), decision, "h", Duration::ZERO)
+            .with_authenticated(authenticated)
+    }
+
+    fn dropped(log: &Log, reason: &str, caller: &str) -> u64 {
+        log.metrics
+            .dropped
+            .with_label_values(&[reason, caller])
+            .get()
+    }
+
     #[test]
     fn a_blocked_sink_never_blocks_a_review_and_drops_are_counted() {
         let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
@@ -573,15 +677,13 @@ mod tests {
         let started = std::time::Instant::now();
         // The writer may take a few records off the queue before it blocks.
         for _ in 0..(QUEUE * 2 + extra) {
-            log.record(&denied, || {
-                Record::new("validate", &request(), &denied, "h", Duration::ZERO)
-            });
+            log.record(&denied, || record_of(&denied, true));
         }
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "recording blocked"
         );
-        let dropped = log.metrics.dropped.with_label_values(&["queue_full"]).get();
+        let dropped = dropped(&log, "queue_full", "authenticated");
         assert!(
             // The writer holds at most a batch (64 KiB, ~150 records).
             dropped >= (QUEUE + extra) as u64 - 400 && dropped <= (QUEUE + extra) as u64,
@@ -591,6 +693,42 @@ mod tests {
         *lock.lock().unwrap() = true;
         cvar.notify_all();
         assert!(log.flush(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn unauthenticated_records_never_take_the_places_of_authenticated_ones() {
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let registry = Registry::new();
+        let log = Log::start(Some(Box::new(Blocked(Arc::clone(&gate)))), &registry);
+        let denied = denied();
+        // A flood of forged reviews while the writer is stuck...
+        for _ in 0..(QUEUE * 2) {
+            log.record(&denied, || record_of(&denied, false));
+        }
+        let flooded = dropped(&log, "queue_full", "unauthenticated");
+        assert!(
+            flooded >= (QUEUE * 2 - UNAUTHENTICATED_QUEUE) as u64 - 400,
+            "dropped {flooded}"
+        );
+        // ...leaves room for every authenticated record up to the rest of
+        // the queue.
+        for _ in 0..(QUEUE - UNAUTHENTICATED_QUEUE) {
+            log.record(&denied, || record_of(&denied, true));
+        }
+        assert_eq!(dropped(&log, "queue_full", "authenticated"), 0);
+        let (lock, cvar) = &*gate;
+        *lock.lock().unwrap() = true;
+        cvar.notify_all();
+        assert!(log.flush(Duration::from_secs(5)));
+        // Once written, their places are free again.
+        assert_eq!(log.unauthenticated.load(Ordering::Acquire), 0);
+        let recent = log.recent().newest_first();
+        assert_eq!(
+            recent.iter().filter(|r| r.authenticated).count(),
+            RECENT,
+            "the dashboard keeps the authenticated records too"
+        );
+        assert_eq!(recent.len(), 2 * RECENT);
     }
 
     /// A sink that always fails.
@@ -613,13 +751,8 @@ mod tests {
             Record::new("validate", &request(), &denied, "h", Duration::ZERO)
         });
         assert!(log.flush(Duration::from_secs(5)));
-        assert_eq!(
-            log.metrics
-                .dropped
-                .with_label_values(&["write_failed"])
-                .get(),
-            1
-        );
+        assert_eq!(dropped(&log, "write_failed", "unauthenticated"), 1);
+        assert_eq!(dropped(&log, "write_failed", "authenticated"), 0);
         // The dashboard still sees it.
         assert_eq!(log.recent().newest_first().len(), 1);
     }

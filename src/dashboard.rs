@@ -1,7 +1,7 @@
-//! `/dashboard` on the admin port: one server-rendered HTML page for
-//! clusters without Grafana. No external assets (inline CSS, one tiny inline
-//! script that shows times in the browser's zone), works offline, reloads
-//! itself every [`REFRESH_SECONDS`].
+//! `/dashboard` on the loopback-only dashboard listener: one server-rendered
+//! HTML page for clusters without Grafana. No external assets (inline CSS,
+//! one tiny inline script that shows times in the browser's zone), works
+//! offline, reloads itself every [`REFRESH_SECONDS`].
 //!
 //! Everything on it comes from the metrics registry (the same numbers as
 //! `/metrics`), the audit log's ring of recent denied or warned decisions,
@@ -319,18 +319,27 @@ fn violations(out: &mut String, families: &[MetricFamily]) {
 fn recent(out: &mut String, records: &[Arc<Record>]) {
     let _ = write!(
         out,
-        r#"<h2>Recent denied or warned admissions (<span id="recent-count">{}</span>, newest first, at most {})</h2>"#,
+        r#"<h2>Recent denied or warned admissions (<span id="recent-count">{}</span>, newest first, at most {} per kind of caller)</h2>"#,
         records.len(),
         crate::audit::RECENT
     );
-    out.push_str(r#"<table id="recent"><tr><th>time</th><th>webhook</th><th>outcome</th><th>namespace</th><th>name</th><th>user</th><th>checks</th><th>warnings</th></tr>"#);
+    out.push_str(r#"<p class="meta">A caller is <em>authenticated</em> when it presented a client certificate <code>--client-ca</code> accepts; anyone who reaches the webhook port could have sent an <em>unauthenticated</em> review, its user name included.</p>"#);
+    out.push_str(r#"<table id="recent"><tr><th>time</th><th>webhook</th><th>outcome</th><th>caller</th><th>namespace</th><th>name</th><th>user</th><th>checks</th><th>warnings</th></tr>"#);
     for r in records {
-        out.push_str("<tr><td>");
+        let (row, caller) = if r.authenticated {
+            ("", r#"<td class="caller">authenticated</td>"#)
+        } else {
+            (
+                r#" class="unauthenticated""#,
+                r#"<td class="caller bad" title="no client certificate: possibly forged">unauthenticated</td>"#,
+            )
+        };
+        let _ = write!(out, "<tr{row}><td>");
         time(out, r.time);
         let outcome_class = if r.allowed { "" } else { " class=\"bad\"" };
         let _ = write!(
             out,
-            "</td><td>{}</td><td{outcome_class}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
+            "</td><td>{}</td><td{outcome_class}>{}</td>{caller}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
             escape(r.webhook),
             escape(r.outcome),
             escape(&r.namespace),
@@ -479,5 +488,9 @@ mod tests {
         assert!(!page.contains("<img"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains(r#"id="cert-expiry" colspan="2">unknown"#));
+        assert!(
+            page.contains(r#"<tr class="unauthenticated">"#),
+            "a record starts unauthenticated: {page}"
+        );
     }
 }

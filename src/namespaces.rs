@@ -1,10 +1,20 @@
 //! Namespace labels, as the admission handlers need them: from a
-//! metadata-only reflector cache when running against a cluster (with a
-//! direct read on a cache miss), a fixed table in tests, or nothing at all
-//! when there is no cluster (then the policy defaults apply).
+//! metadata-only reflector cache when running against a cluster, a fixed
+//! table in tests, or nothing at all when there is no cluster (then the
+//! policy defaults apply).
+//!
+//! On a cache miss an authenticated caller's review reads the namespace
+//! from the API server ([`OnMiss::Read`]). An unauthenticated one's reads
+//! nothing ([`OnMiss::WaitForWatch`]): the cache is authoritative, and the
+//! review waits at most [`WATCH_WAIT`] for the watch to deliver a namespace
+//! created a moment before (at most [`MAX_WATCH_WAITS`] reviews at once;
+//! more are answered at once), then fails closed. A forged review can then
+//! neither make unroot call the API server nor learn more than the cache
+//! holds.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
@@ -17,6 +27,28 @@ use crate::readiness::Readiness;
 
 /// Labels of one namespace.
 pub type Labels = BTreeMap<String, String>;
+
+/// Longest an unauthenticated caller's review waits for the namespace
+/// watch to deliver a namespace the cache does not hold yet.
+pub const WATCH_WAIT: Duration = Duration::from_secs(1);
+
+/// Most reviews waiting for the watch at once; a miss beyond fails at
+/// once, so forged reviews of unknown namespaces cannot hold many review
+/// slots.
+pub const MAX_WATCH_WAITS: usize = 16;
+
+/// How often a waiting review looks at the cache again.
+const WATCH_POLL: Duration = Duration::from_millis(20);
+
+/// What a cache miss may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMiss {
+    /// Read the namespace from the API server (an authenticated caller).
+    Read,
+    /// Read nothing; wait up to [`WATCH_WAIT`] for the watch (an
+    /// unauthenticated caller).
+    WaitForWatch,
+}
 
 /// Where namespace labels come from.
 // One value per process, cloned into each request's state by reference
@@ -35,6 +67,8 @@ pub enum Namespaces {
         store: Store<PartialObjectMeta<Namespace>>,
         /// For reads on a cache miss.
         api: Api<Namespace>,
+        /// Slots for reviews waiting for the watch ([`OnMiss::WaitForWatch`]).
+        waits: Arc<tokio::sync::Semaphore>,
     },
 }
 
@@ -84,7 +118,17 @@ impl Namespaces {
             }
             .instrument(info_span!("namespace_watch")),
         );
-        Self::Cluster { store, api }
+        Self::cluster(store, api)
+    }
+
+    /// Labels from `store`, with `api` for reads on a miss.
+    #[must_use]
+    pub fn cluster(store: Store<PartialObjectMeta<Namespace>>, api: Api<Namespace>) -> Self {
+        Self::Cluster {
+            store,
+            api,
+            waits: Arc::new(tokio::sync::Semaphore::new(MAX_WATCH_WAITS)),
+        }
     }
 
     /// Every namespace known, with its labels (from the cache; empty with
@@ -106,8 +150,9 @@ impl Namespaces {
     }
 
     /// The labels of `name`: `Ok(None)` when nothing can be known (no
-    /// cluster), `Err` when the namespace could not be read.
-    pub async fn labels(&self, name: &str) -> Result<Option<Labels>, String> {
+    /// cluster), `Err` when the namespace could not be read. A cache miss
+    /// reads the API server or only waits for the watch, as `on_miss` says.
+    pub async fn labels(&self, name: &str, on_miss: OnMiss) -> Result<Option<Labels>, String> {
         match self {
             Self::Unknown => Ok(None),
             Self::Fixed(map) => map
@@ -115,9 +160,21 @@ impl Namespaces {
                 .cloned()
                 .map(Some)
                 .ok_or_else(|| format!("namespaces {name:?} not found")),
-            Self::Cluster { store, api } => {
-                if let Some(ns) = store.get(&ObjectRef::new(name)) {
-                    return Ok(Some(ns.metadata.labels.clone().unwrap_or_default()));
+            Self::Cluster { store, api, waits } => {
+                let cached = || {
+                    store
+                        .get(&ObjectRef::new(name))
+                        .map(|ns| ns.metadata.labels.clone().unwrap_or_default())
+                };
+                if let Some(labels) = cached() {
+                    return Ok(Some(labels));
+                }
+                if on_miss == OnMiss::WaitForWatch {
+                    return wait_for_watch(waits, cached).await.map(Some).ok_or_else(|| {
+                        format!(
+                            "namespace {name:?} is not in unroot's namespace cache, and unroot reads nothing from the API server for a caller without a client certificate (--client-ca)"
+                        )
+                    });
                 }
                 match api.get_metadata_opt(name).await {
                     Ok(Some(ns)) => Ok(Some(ns.metadata.labels.unwrap_or_default())),
@@ -127,4 +184,22 @@ impl Namespaces {
             }
         }
     }
+}
+
+/// Looks at the cache until `cached` finds the namespace or [`WATCH_WAIT`]
+/// has passed; `None` at once when [`MAX_WATCH_WAITS`] reviews wait
+/// already.
+async fn wait_for_watch(
+    waits: &tokio::sync::Semaphore,
+    cached: impl Fn() -> Option<Labels>,
+) -> Option<Labels> {
+    let _slot = waits.try_acquire().ok()?;
+    let end = tokio::time::Instant::now() + WATCH_WAIT;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(WATCH_POLL).await;
+        if let Some(labels) = cached() {
+            return Some(labels);
+        }
+    }
+    None
 }

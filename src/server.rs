@@ -1,6 +1,10 @@
 //! The HTTP shell around the admission core, in layers:
 //!
-//! - [`listener`]: the TLS accept loop, the admin listener, graceful drain;
+//! - [`listener`]: the TLS accept loop (and who each connection's caller
+//!   is, [`Caller`]), graceful drain;
+//! - the admin listener (`/healthz`, `/readyz`, `/metrics`, for probes and
+//!   Prometheus) and the loopback-only dashboard listener (`/dashboard`,
+//!   the readiness report, every POST), both plain HTTP;
 //! - [`body`]: what a webhook body must be before it is read as a review
 //!   (media type, size, time);
 //! - [`review`]: decode the review, dispatch to the webhook's handler,
@@ -46,6 +50,14 @@ use crate::readiness::Readiness;
 /// Errors from starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The dashboard listener was given an address other hosts can reach.
+    #[error(
+        "--dashboard-listen {addr}: the dashboard, the readiness report and POST /audit/run are served on a loopback address only (127.0.0.1 or ::1); reach them with kubectl port-forward"
+    )]
+    DashboardNotLoopback {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// An address could not be bound.
     #[error("failed to bind {addr}: {source}")]
     Bind {
@@ -75,8 +87,12 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub struct Config {
     /// Webhook (HTTPS) address.
     pub listen: SocketAddr,
-    /// Admin (plain HTTP) address.
+    /// Admin (plain HTTP) address: `/healthz`, `/readyz`, `/metrics`.
     pub admin_listen: SocketAddr,
+    /// Dashboard (plain HTTP, loopback only) address: `/dashboard`,
+    /// `/audit/report`, `POST /audit/run` (and `/metrics` for the
+    /// dashboard's link).
+    pub dashboard_listen: SocketAddr,
     /// Longest time a client may take to send its request headers and body.
     pub request_timeout: Duration,
     /// How long a keep-alive connection may idle between an answer and the
@@ -97,6 +113,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dashboard_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             handshake_timeout: Duration::from_secs(10),
@@ -154,6 +171,48 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Who sent a request to the webhook listener, as its connection's TLS
+/// handshake proved it. The listener sets it on every request of the
+/// connection (a request extension); a request without one is taken as
+/// unauthenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Presented a client certificate from `--client-ca`, for a name
+    /// `--client-ca-name` accepts.
+    Authenticated,
+    /// Presented none: unroot runs without `--client-ca`. unroot reads
+    /// nothing from the cluster for such a caller beyond what the review
+    /// holds.
+    Unauthenticated,
+}
+
+impl Caller {
+    /// The caller of `request`, as the listener recorded it.
+    #[must_use]
+    pub fn of(extensions: &axum::http::Extensions) -> Self {
+        extensions
+            .get::<Self>()
+            .copied()
+            .unwrap_or(Self::Unauthenticated)
+    }
+
+    /// Whether the caller proved who it is.
+    #[must_use]
+    pub fn is_authenticated(self) -> bool {
+        self == Self::Authenticated
+    }
+
+    /// The metric label and audit field: `authenticated` or
+    /// `unauthenticated`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authenticated => "authenticated",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
 /// Who may cause `/mutate`'s one side effect, the identity ConfigMap write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SideEffects {
@@ -173,6 +232,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin listener's bound address.
     pub admin_addr: SocketAddr,
+    /// The dashboard listener's bound address (loopback).
+    pub dashboard_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     draining: listener::Draining,
     task: tokio::task::JoinHandle<()>,
@@ -213,27 +274,48 @@ pub fn webhook_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The admin router: `/healthz`, `/readyz`, `/metrics`, `/dashboard`,
-/// `POST /audit/run` and `GET /audit/report`.
+/// The admin router: `/healthz`, `/readyz` and `/metrics`, for the
+/// kubelet's probes and Prometheus. What moved to the dashboard listener
+/// answers 404 saying where it went.
 pub fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/dashboard", get(observe::dashboard))
-        .route("/audit/run", post(observe::run_report))
-        .route("/audit/report", get(observe::report))
+        .route("/dashboard", axum::routing::any(moved))
+        .route("/audit/run", axum::routing::any(moved))
+        .route("/audit/report", axum::routing::any(moved))
         .fallback(not_found)
         .with_state(state)
 }
 
-/// Binds both listeners and serves until the shutdown handle fires. `tls`
-/// is the webhook listener's configuration (see [`crate::certs::server_config`]).
+/// The dashboard router, served on loopback only: `/dashboard`, `POST
+/// /audit/run`, `GET /audit/report`, and `/metrics` (the dashboard links
+/// to it).
+pub fn dashboard_router(state: AppState) -> Router {
+    Router::new()
+        .route("/dashboard", get(observe::dashboard))
+        .route("/audit/run", post(observe::run_report))
+        .route("/audit/report", get(observe::report))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Binds the three listeners and serves until the shutdown handle fires.
+/// `tls` is the webhook listener's configuration (see
+/// [`crate::certs::server_config`]). The dashboard listener must be a
+/// loopback address.
 pub async fn start(
     config: Config,
     state: AppState,
     tls: Arc<rustls::ServerConfig>,
 ) -> Result<Running> {
+    if !config.dashboard_listen.ip().is_loopback() {
+        return Err(Error::DashboardNotLoopback {
+            addr: config.dashboard_listen,
+        });
+    }
     let bind = async |addr: SocketAddr| {
         let listener = TcpListener::bind(addr)
             .await
@@ -245,6 +327,7 @@ pub async fn start(
     };
     let (listener, addr) = bind(config.listen).await?;
     let (admin, admin_addr) = bind(config.admin_listen).await?;
+    let (dashboard, dashboard_addr) = bind(config.dashboard_listen).await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let readiness = Arc::clone(&state.readiness);
@@ -253,23 +336,30 @@ pub async fn start(
     let draining = listener::Draining::default();
     let drain = draining.clone();
     let webhook = webhook_router(state.clone());
-    let admin_app = admin_router(state);
+    let admin_app = admin_router(state.clone());
+    let dashboard_app = dashboard_router(state);
 
-    let mut admin_rx = shutdown_rx.clone();
-    let admin_task = tokio::spawn(
+    let plain = |listener: TcpListener, app: Router, what: &'static str| {
+        let mut rx = shutdown_rx.clone();
         async move {
-            let served = axum::serve(admin, admin_app)
-                .with_graceful_shutdown(async move { listener::stopped(&mut admin_rx).await })
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { listener::stopped(&mut rx).await })
                 .await;
             if let Err(e) = served {
-                warn!(error = %e, "admin listener failed");
+                warn!(error = %e, listener = what, "listener failed");
             }
         }
-        .instrument(info_span!("admin_listener", %admin_addr)),
+    };
+    let admin_task = tokio::spawn(
+        plain(admin, admin_app, "admin").instrument(info_span!("admin_listener", %admin_addr)),
+    );
+    let dashboard_task = tokio::spawn(
+        plain(dashboard, dashboard_app, "dashboard")
+            .instrument(info_span!("dashboard_listener", %dashboard_addr)),
     );
 
     readiness.set(SERVING, true);
-    info!(%addr, %admin_addr, "serving");
+    info!(%addr, %admin_addr, %dashboard_addr, "serving");
     let task = tokio::spawn(
         async move {
             listener::serve_tls_counted(
@@ -284,6 +374,7 @@ pub async fn start(
             )
             .await;
             let _ = admin_task.await;
+            let _ = dashboard_task.await;
             if let Some(probe) = lag_probe {
                 probe.abort();
             }
@@ -294,6 +385,7 @@ pub async fn start(
     Ok(Running {
         addr,
         admin_addr,
+        dashboard_addr,
         shutdown: shutdown_tx,
         draining: drain,
         task,
@@ -336,6 +428,16 @@ fn error_body(status: StatusCode, reason: &str, message: &str) -> Response {
 
 async fn not_found() -> Response {
     error_body(StatusCode::NOT_FOUND, "NotFound", "no such endpoint")
+}
+
+/// What the admin port answers for the pages that moved to the dashboard
+/// listener.
+async fn moved() -> Response {
+    error_body(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "not served on the admin port: the dashboard, the readiness report and POST /audit/run are on the loopback-only dashboard listener (--dashboard-listen, default 127.0.0.1:8081); reach it with kubectl -n unroot port-forward deploy/unroot 8081",
+    )
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

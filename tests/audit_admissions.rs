@@ -40,7 +40,7 @@ async fn every_decision_is_one_exact_audit_line() {
     let line = |webhook: &str, uid: &str, ns: &str, name: &str, user: &str| {
         json!({"audit": "admission", "webhook": webhook, "uid": uid, "namespace": ns,
             "name": name, "kind": "Pod", "operation": "CREATE", "subresource": "",
-            "user": user, "dry_run": false, "policy_hash": hash})
+            "user": user, "authenticated": false, "dry_run": false, "policy_hash": hash})
     };
     let with = |mut base: Value, extra: Value| {
         for (k, v) in extra.as_object().unwrap() {
@@ -164,13 +164,13 @@ async fn no_object_content_reaches_the_audit_log() {
 #[tokio::test]
 async fn the_report_endpoints_say_why_there_is_no_report() {
     let (server, _sink) = mix::start(unroot::report::task::Handle::default()).await;
-    let reply = server.admin_post("/audit/run").await;
+    let reply = server.dashboard_post("/audit/run").await;
     assert_eq!(reply.status, 503);
     assert_eq!(
         reply.json()["message"],
         "no readiness report: unroot runs without a cluster"
     );
-    let reply = server.admin_get("/audit/report").await;
+    let reply = server.dashboard_get("/audit/report").await;
     assert_eq!(reply.status, 503);
     server.shutdown().await;
 }

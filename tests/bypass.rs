@@ -299,10 +299,7 @@ fn fake_cluster(status: u16, labels: Value, calls: Arc<Mutex<Vec<String>>>) -> N
         }
     });
     let client = kube::Client::new(service, "default");
-    Namespaces::Cluster {
-        store: kube::runtime::reflector::store().0,
-        api: kube::Api::all(client),
-    }
+    Namespaces::cluster(kube::runtime::reflector::store().0, kube::Api::all(client))
 }
 
 /// A namespace the cache does not hold is read from the API server; when
@@ -317,8 +314,11 @@ async fn a_cache_miss_with_a_failing_api_server_fails_closed() {
         (404, r#"namespaces "tenant" not found"#),
     ] {
         let calls = Arc::new(Mutex::new(Vec::new()));
+        // An authenticated caller's review reads the API server on a miss;
+        // an unauthenticated one's does not (tests/callers.rs).
         let server = common::start_with(common::Options {
             namespace_source: Some(fake_cluster(status, json!({}), Arc::clone(&calls))),
+            authenticated: true,
             ..Default::default()
         })
         .await;
@@ -371,6 +371,7 @@ async fn a_cache_miss_with_a_failing_api_server_fails_closed() {
             json!({"unroot.dev/enforce": "privileged"}),
             calls,
         )),
+        authenticated: true,
         ..Default::default()
     })
     .await;

@@ -23,7 +23,7 @@ async fn only_clients_with_a_certificate_from_the_client_ca_get_in() {
     let (serving_ca, resolver) = common::serving_resolver();
     let trusted = ClientCa::new("apiserver-client-ca");
     let server = common::start_with(common::Options {
-        tls: Some(trusted.required_by(resolver)),
+        tls: Some(trusted.required_by(resolver, &["kube-apiserver"])),
         ..Default::default()
     })
     .await;

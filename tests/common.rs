@@ -38,10 +38,20 @@ pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
 pub struct Server {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The loopback-only dashboard listener (`None` for a server started
+    /// elsewhere that did not say).
+    pub dashboard_addr: Option<SocketAddr>,
     pub ca_pem: String,
+    /// The client certificate (PEM chain and key) the test client presents,
+    /// with [`Options::authenticated`].
+    pub identity: Option<(String, String)>,
     pub state: Option<AppState>,
     running: Option<Running>,
 }
+
+/// The name of the client certificate the API server presents in the
+/// tests (`--client-ca-name`).
+pub const APISERVER_CLIENT: &str = "kube-apiserver-webhook-client";
 
 /// Options for [`start_with`].
 pub struct Options {
@@ -77,6 +87,10 @@ pub struct Options {
     /// Where namespace labels come from, overriding `namespaces` and
     /// `namespace_labels` (e.g. `Namespaces::watch` on a fake API server).
     pub namespace_source: Option<Namespaces>,
+    /// Callers are authenticated, as with `--client-ca`: the listener
+    /// requires a client certificate for [`APISERVER_CLIENT`] from a fresh
+    /// client CA, and the test client presents one. Ignored with `tls`.
+    pub authenticated: bool,
 }
 
 impl Default for Options {
@@ -97,6 +111,7 @@ impl Default for Options {
             limits: server::Limits::default(),
             kube: None,
             namespace_source: None,
+            authenticated: false,
         }
     }
 }
@@ -186,21 +201,32 @@ pub async fn start_with(options: Options) -> Server {
     let config = server::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
+        dashboard_listen: "127.0.0.1:0".parse().unwrap(),
         request_timeout: options.request_timeout,
         idle_timeout: options.idle_timeout,
         max_connections: options.max_connections,
         ..server::Config::default()
     };
-    let tls = Arc::new(
-        options
-            .tls
-            .unwrap_or_else(|| certs::server_config(resolver)),
-    );
-    let running = server::start(config, state.clone(), tls).await.unwrap();
+    let (tls, identity) = match options.tls {
+        Some(tls) => (tls, None),
+        None if options.authenticated => {
+            let client_ca = ClientCa::new("apiserver-client-ca");
+            (
+                client_ca.required_by(resolver, &[APISERVER_CLIENT]),
+                Some(client_ca.client_cert(APISERVER_CLIENT)),
+            )
+        }
+        None => (certs::server_config(resolver), None),
+    };
+    let running = server::start(config, state.clone(), Arc::new(tls))
+        .await
+        .unwrap();
     Server {
         addr: running.addr,
         admin_addr: running.admin_addr,
+        dashboard_addr: Some(running.dashboard_addr),
         ca_pem,
+        identity,
         state: Some(state),
         running: Some(running),
     }
@@ -280,19 +306,29 @@ impl ClientCa {
     }
 
     /// A listener configuration serving `resolver`'s certificate that
-    /// requires a client certificate from this CA (`--client-ca`).
-    pub fn required_by(&self, resolver: Arc<Resolver>) -> rustls::ServerConfig {
+    /// requires a client certificate from this CA for one of `names`
+    /// (`--client-ca`, `--client-ca-name`).
+    pub fn required_by(&self, resolver: Arc<Resolver>, names: &[&str]) -> rustls::ServerConfig {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("client-ca.crt");
         std::fs::write(&file, &self.pem).unwrap();
-        certs::server_config_with_client_ca(resolver, &file).unwrap()
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        certs::server_config_with_client_ca(resolver, &file, &names).unwrap()
     }
 
-    /// A client certificate (`clientAuth`) for `name`: PEM chain and key.
+    /// A client certificate (`clientAuth`) for the CN `name`: PEM chain and
+    /// key.
     pub fn client_cert(&self, name: &str) -> (String, String) {
+        self.client_cert_with_dns(name, &[])
+    }
+
+    /// A client certificate (`clientAuth`) for the CN `name` and the DNS
+    /// SANs `dns`: PEM chain and key.
+    pub fn client_cert_with_dns(&self, name: &str, dns: &[&str]) -> (String, String) {
         use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let sans: Vec<String> = dns.iter().map(|d| (*d).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).unwrap();
@@ -387,7 +423,9 @@ impl Server {
         Self {
             addr,
             admin_addr,
+            dashboard_addr: None,
             ca_pem,
+            identity: None,
             state: None,
             running: None,
         }
@@ -403,7 +441,11 @@ impl Server {
         &self,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> TlsStream<TcpStream> {
-        let connector = TlsConnector::from(Arc::new(client_config(&self.ca_pem, versions)));
+        let config = match &self.identity {
+            None => client_config(&self.ca_pem, versions),
+            Some(_) => client_config_with_identity(&self.ca_pem, self.identity.as_ref()),
+        };
+        let connector = TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -464,6 +506,31 @@ impl Server {
             .body(Full::new(Bytes::new()))
             .unwrap();
         exchange(TcpStream::connect(self.admin_addr).await.unwrap(), request).await
+    }
+
+    /// GETs a path on the dashboard listener.
+    pub async fn dashboard_get(&self, path: &str) -> Reply {
+        let request = hyper::Request::get(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        exchange(self.dashboard_stream().await, request).await
+    }
+
+    /// POSTs an empty body to a path on the dashboard listener.
+    pub async fn dashboard_post(&self, path: &str) -> Reply {
+        let request = hyper::Request::post(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        exchange(self.dashboard_stream().await, request).await
+    }
+
+    async fn dashboard_stream(&self) -> TcpStream {
+        let addr = self
+            .dashboard_addr
+            .expect("the dashboard listener's address");
+        TcpStream::connect(addr).await.unwrap()
     }
 
     /// The value of one Prometheus sample, e.g.
@@ -683,6 +750,8 @@ impl Process {
                 "127.0.0.1:0",
                 "--admin-listen",
                 "127.0.0.1:0",
+                "--dashboard-listen",
+                "127.0.0.1:0",
                 "--log-format",
                 "json",
                 "--ca-cert-out",
@@ -693,17 +762,19 @@ impl Process {
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let (addr, admin) = loop {
+        let (addr, admin, dashboard) = loop {
             let line = lines.next().expect("server logged 'serving'").unwrap();
             let event: Value = serde_json::from_str(&line).unwrap();
             if event["message"] == "serving" {
                 let addr = |k: &str| event[k].as_str().unwrap().parse().unwrap();
-                break (addr("addr"), addr("admin_addr"));
+                break (addr("addr"), addr("admin_addr"), addr("dashboard_addr"));
             }
         };
         std::thread::spawn(move || for _ in lines {});
         let ca_pem = std::fs::read_to_string(ca).unwrap();
-        (Self(child), Server::external(addr, admin, ca_pem))
+        let mut server = Server::external(addr, admin, ca_pem);
+        server.dashboard_addr = Some(dashboard);
+        (Self(child), server)
     }
 
     /// Sends it SIGTERM.

@@ -8,7 +8,7 @@ use crate::mix;
 async fn the_page_is_self_contained_and_escapes_request_strings() {
     let (server, _sink) = mix::start(unroot::report::task::Handle::default()).await;
     mix::drive(&server).await;
-    let reply = server.admin_get("/dashboard").await;
+    let reply = server.dashboard_get("/dashboard").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.headers["content-type"], "text/html; charset=utf-8");
     let csp = reply.headers["content-security-policy"].to_str().unwrap();
@@ -45,7 +45,7 @@ async fn the_page_is_self_contained_and_escapes_request_strings() {
 async fn the_page_shows_the_report_and_the_certificates() {
     let (server, _sink) = mix::start(unroot::report::task::Handle::fixed(mix::report())).await;
     mix::register_certificates(&server, 10);
-    let page = String::from_utf8(server.admin_get("/dashboard").await.body).unwrap();
+    let page = String::from_utf8(server.dashboard_get("/dashboard").await.body).unwrap();
     for want in [
         r#"<td class="n" id="readiness-team-a-pods">3</td>"#,
         r#"<td class="n bad" id="readiness-team-a-baseline" title="baseline:latest">1</td>"#,
@@ -66,7 +66,7 @@ async fn the_page_shows_the_report_and_the_certificates() {
         page.contains(r#"<td class="n" id="cert-days-ca">"#),
         "{page}"
     );
-    let json = server.admin_get("/audit/report").await.json();
+    let json = server.dashboard_get("/audit/report").await.json();
     assert_eq!(json["namespaces"][0]["namespace"], "team-a");
     assert_eq!(json["namespaces"][0]["restricted"]["violating"], 3);
     assert_eq!(json["skipped"][0]["reason"], "excluded");

@@ -203,7 +203,7 @@ async fn the_rendered_dashboard_shows_the_numbers_of_metrics() {
     let (server, _sink) = mix::start(unroot::report::task::Handle::fixed(mix::report())).await;
     mix::register_certificates(&server, 10);
     mix::drive(&server).await;
-    let url = format!("http://{}/dashboard", server.admin_addr);
+    let url = format!("http://{}/dashboard", server.dashboard_addr.unwrap());
     let dom = {
         let url = url.clone();
         tokio::task::spawn_blocking(move || browse(&url, &["--dump-dom".to_owned()]))

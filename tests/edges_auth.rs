@@ -50,7 +50,7 @@ async fn unauthenticated_callers_never_reach_the_identity_write_and_are_counted(
     let trusted = ClientCa::new("apiserver-client-ca");
     let store = Arc::new(RecordingStore::default());
     let server = common::start_with(common::Options {
-        tls: Some(trusted.required_by(resolver)),
+        tls: Some(trusted.required_by(resolver, &["kube-apiserver"])),
         ..common::hub(Arc::clone(&store) as Arc<dyn IdentityStore>)
     })
     .await;

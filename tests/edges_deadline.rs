@@ -125,6 +125,9 @@ async fn a_namespace_lookup_that_outlives_the_deadline_denies_the_pod_naming_it(
             &Arc::new(Readiness::new(&[])),
         )),
         kube: Some(client),
+        // Reads on a cache miss and the pod read are an authenticated
+        // caller's.
+        authenticated: true,
         ..Default::default()
     })
     .await;
@@ -187,6 +190,9 @@ async fn the_pod_read_for_ephemeral_containers_is_bounded_too() {
             &Arc::new(Readiness::new(&[])),
         )),
         kube: Some(client),
+        // Reads on a cache miss and the pod read are an authenticated
+        // caller's.
+        authenticated: true,
         ..Default::default()
     })
     .await;

@@ -157,6 +157,8 @@ async fn an_unreachable_api_server_fails_closed_only_where_it_must_and_recovers(
         namespace_source: Some(namespaces),
         identity_store: Some(Arc::new(KubeStore::new(kube.clone())) as Arc<dyn IdentityStore>),
         kube: Some(kube),
+        // The API server's own reviews: a cache miss reads the namespace.
+        authenticated: true,
         ..Default::default()
     })
     .await;

@@ -14,6 +14,7 @@ mod mix;
 mod audit_admissions;
 mod bad_input;
 mod bypass;
+mod callers;
 mod certs_cli;
 mod certs_files;
 mod certs_mtls;

@@ -106,10 +106,13 @@ impl PodLister for FakePods {
     }
 }
 
+/// The API server's reviews: authenticated, so a dry run names the pods
+/// (an unauthenticated caller is told how many: tests/callers.rs).
 async fn server_with(policy: Document, pods: Option<Arc<FakePods>>) -> common::Server {
     common::start_with(common::Options {
         policy,
         pods: pods.map(|p| p as Arc<dyn PodLister>),
+        authenticated: true,
         ..Default::default()
     })
     .await

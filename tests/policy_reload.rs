@@ -53,6 +53,8 @@ async fn file_changes_apply_and_invalid_ones_keep_the_last_good_policy() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--dashboard-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--policy-poll-interval",
@@ -173,6 +175,8 @@ async fn an_invalid_policy_file_stops_the_start_with_every_error() {
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
+            "127.0.0.1:0",
+            "--dashboard-listen",
             "127.0.0.1:0",
             "--policy",
         ])

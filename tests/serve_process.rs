@@ -48,6 +48,8 @@ fn spawn_with(ca_out: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) ->
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--dashboard-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--ca-cert-out",

@@ -340,8 +340,17 @@ async fn ephemeral_container_subresource_evaluates_the_whole_pod() {
     review["request"]["subResource"] = json!("status");
     assert_eq!(server.admit("/validate", &review).await["allowed"], true);
 
-    // 1.20/1.21 send an EphemeralContainers list: without cluster access the
-    // pod cannot be read, and the request fails closed, saying why.
+    // 1.20/1.21 send an EphemeralContainers list: the stored pod is read
+    // only for an authenticated caller (tests/callers.rs), and without
+    // cluster access it cannot be read: the request fails closed, saying
+    // why.
+    server.shutdown().await;
+    let server = common::start_with(common::Options {
+        namespaces: namespaces(&[("strict", &[("unroot.dev/enforce", "restricted")])]),
+        authenticated: true,
+        ..Default::default()
+    })
+    .await;
     let list = json!({"apiVersion": "v1", "kind": "EphemeralContainers", "metadata": {"name": "dbg"},
         "ephemeralContainers": [{"name": "debug", "image": "busybox"}]});
     let mut review = review_for("UPDATE", "strict", &list);

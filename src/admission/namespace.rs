@@ -511,14 +511,113 @@ pub fn check_existing_pods(
     pods: Vec<Pod>,
     exempt_runtime_classes: &[String],
     skip_init: impl Fn(&Pod) -> Option<usize>,
-    mut expired: impl FnMut() -> bool,
+    expired: impl FnMut() -> bool,
 ) -> Vec<String> {
+    let dry = dry_run(enforce, pods, exempt_runtime_classes, skip_init, expired);
+    let mut warnings: Vec<String> = dry.cut_short().into_iter().collect();
+    if !dry.groups.is_empty() {
+        warnings.push(format!(
+            "existing pods in namespace {} violate the new PodSecurity enforce level {}",
+            go_quote(namespace),
+            go_quote(&enforce.to_string())
+        ));
+    }
+    let mut lines: Vec<String> = dry
+        .groups
+        .into_iter()
+        .map(|(reasons, group)| match group.count {
+            1 => format!("{}: {reasons}", group.smallest),
+            2 => format!("{} (and 1 other pod): {reasons}", group.smallest),
+            n => format!("{} (and {} other pods): {reasons}", group.smallest, n - 1),
+        })
+        .collect();
+    lines.sort();
+    warnings.extend(lines);
+    warnings
+}
+
+/// [`check_existing_pods`] for a caller that is not authenticated: the same
+/// dry run, but the warnings count the violating pods and list the reasons
+/// without naming a pod (or a container), so a forged namespace review
+/// does not list another tenant's pods.
+#[must_use]
+pub fn count_existing_pods(
+    namespace: &str,
+    enforce: LevelVersion,
+    pods: Vec<Pod>,
+    exempt_runtime_classes: &[String],
+    skip_init: impl Fn(&Pod) -> Option<usize>,
+    expired: impl FnMut() -> bool,
+) -> Vec<String> {
+    let dry = dry_run(enforce, pods, exempt_runtime_classes, skip_init, expired);
+    let mut warnings: Vec<String> = dry.cut_short().into_iter().collect();
+    let violating: usize = dry.groups.values().map(|g| g.count).sum();
+    if violating > 0 {
+        let reasons: std::collections::BTreeSet<&str> = dry
+            .groups
+            .values()
+            .flat_map(|g| g.reasons.iter().map(AsRef::as_ref))
+            .collect();
+        let (pods, verb) = if violating == 1 {
+            ("pod", "violates")
+        } else {
+            ("pods", "violate")
+        };
+        warnings.push(format!(
+            "{violating} existing {pods} in namespace {} {verb} the new PodSecurity enforce level {}: {} (pods are named only to callers authenticated with --client-ca)",
+            go_quote(namespace),
+            go_quote(&enforce.to_string()),
+            reasons.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    warnings
+}
+
+/// The pods failing with one list of reasons.
+struct Group {
+    /// How many.
+    count: usize,
+    /// The smallest of their names.
+    smallest: String,
+    /// The reasons, each once.
+    reasons: Vec<std::borrow::Cow<'static, str>>,
+}
+
+/// What a dry run found.
+struct DryRunResult {
+    /// Pods evaluated.
+    checked: usize,
+    /// Pods that were to be evaluated.
+    total: usize,
+    /// Reason list → the pods failing with it.
+    groups: BTreeMap<String, Group>,
+}
+
+impl DryRunResult {
+    /// The warning when the budget or [`MAX_PODS`] cut the dry run short.
+    fn cut_short(&self) -> Option<String> {
+        (self.checked < self.total).then(|| {
+            format!(
+                "new PodSecurity enforce level only checked against the first {} of {} existing pods",
+                self.checked, self.total
+            )
+        })
+    }
+}
+
+/// Evaluates the existing pods as [`check_existing_pods`] describes.
+fn dry_run(
+    enforce: LevelVersion,
+    pods: Vec<Pod>,
+    exempt_runtime_classes: &[String],
+    skip_init: impl Fn(&Pod) -> Option<usize>,
+    mut expired: impl FnMut() -> bool,
+) -> DryRunResult {
     let pods = prioritize(pods, exempt_runtime_classes);
     let total = pods.len();
     let mut checked = total.min(MAX_PODS);
-    // Reason list → (pods failing with it, smallest pod name); the lines are
-    // sorted in the end, so the map's order does not matter.
-    let mut groups: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    // The lines are sorted in the end, so the map's order does not matter.
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let empty = k8s_openapi::api::core::v1::PodSpec::default();
     for (i, pod) in pods.iter().take(MAX_PODS).enumerate() {
         let spec = pod.spec.as_ref().unwrap_or(&empty);
@@ -527,13 +626,19 @@ pub fn check_existing_pods(
             let name = pod.metadata.name.clone().unwrap_or_default();
             match groups.entry(pss::reason_list(&violations)) {
                 Entry::Vacant(slot) => {
-                    slot.insert((1, name));
+                    let mut reasons: Vec<_> = violations.into_iter().map(|v| v.reason).collect();
+                    reasons.dedup();
+                    slot.insert(Group {
+                        count: 1,
+                        smallest: name,
+                        reasons,
+                    });
                 }
                 Entry::Occupied(mut slot) => {
-                    let (count, smallest) = slot.get_mut();
-                    *count += 1;
-                    if name < *smallest {
-                        *smallest = name;
+                    let group = slot.get_mut();
+                    group.count += 1;
+                    if name < group.smallest {
+                        group.smallest = name;
                     }
                 }
             }
@@ -543,30 +648,11 @@ pub fn check_existing_pods(
             break;
         }
     }
-    let mut warnings = Vec::new();
-    if checked < total {
-        warnings.push(format!(
-            "new PodSecurity enforce level only checked against the first {checked} of {total} existing pods"
-        ));
+    DryRunResult {
+        checked,
+        total,
+        groups,
     }
-    if !groups.is_empty() {
-        warnings.push(format!(
-            "existing pods in namespace {} violate the new PodSecurity enforce level {}",
-            go_quote(namespace),
-            go_quote(&enforce.to_string())
-        ));
-    }
-    let mut lines: Vec<String> = groups
-        .into_iter()
-        .map(|(reasons, (count, pod))| match count {
-            1 => format!("{pod}: {reasons}"),
-            2 => format!("{pod} (and 1 other pod): {reasons}"),
-            n => format!("{pod} (and {} other pods): {reasons}", n - 1),
-        })
-        .collect();
-    lines.sort();
-    warnings.extend(lines);
-    warnings
 }
 
 /// Upstream's order: exempt runtime classes out; pods without a controller

@@ -1,15 +1,21 @@
 //! The rustls side: a certificate resolver that can be swapped at any time,
 //! loading PEM pairs into rustls keys, and the listener's `ServerConfig`
-//! (optionally requiring a client certificate).
+//! (optionally requiring a client certificate from a CA, for one of the
+//! names it accepts).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 use super::{Error, Result};
 
@@ -105,16 +111,31 @@ pub fn server_config(resolver: Arc<Resolver>) -> rustls::ServerConfig {
 }
 
 /// As [`server_config`], but every client must present a certificate that
-/// chains to one of the CAs in the PEM file `client_ca`: a client without
-/// one is refused during the handshake (mTLS from the API server).
+/// chains to one of the CAs in the PEM file `client_ca` and names one of
+/// `names` (its Subject CN or a DNS SAN): a client without one is refused
+/// during the handshake (mTLS from the API server). `names` must not be
+/// empty: a CA that also signs other certificates (a kubeadm cluster CA
+/// signs every kubelet's and user's) would otherwise let all of them in.
 pub fn server_config_with_client_ca(
     resolver: Arc<Resolver>,
     client_ca: &Path,
+    names: &[String],
 ) -> Result<rustls::ServerConfig> {
     let pem_err = |message: String| Error::Pem {
         path: client_ca.to_owned(),
         message,
     };
+    let names: Vec<String> = names
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no client certificate name to accept: a client CA authenticates only the names given with it (--client-ca-name)",
+            client_ca.display()
+        )));
+    }
     let pem = read(client_ca)?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
@@ -126,19 +147,137 @@ pub fn server_config_with_client_ca(
     if roots.is_empty() {
         return Err(pem_err("no CERTIFICATE block found".to_owned()));
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| {
             pem_err(format!(
                 "failed to build the client certificate verifier: {e}"
             ))
         })?;
-    Ok(build(resolver, Some(verifier)))
+    Ok(build(
+        resolver,
+        Some(Arc::new(NamedClients { chain, names })),
+    ))
+}
+
+/// A client certificate verifier that accepts only certificates that chain
+/// to the client CA (the WebPki verifier decides that) and name one of
+/// `names`.
+#[derive(Debug)]
+struct NamedClients {
+    chain: Arc<dyn ClientCertVerifier>,
+    names: Vec<String>,
+}
+
+/// A client certificate from the client CA, for a name not accepted.
+#[derive(Debug)]
+struct NameNotAccepted {
+    presented: Vec<String>,
+}
+
+impl std::fmt::Display for NameNotAccepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "client certificate names {:?}, none of which --client-ca-name accepts",
+            self.presented
+        )
+    }
+}
+
+impl std::error::Error for NameNotAccepted {}
+
+/// The Subject CNs and DNS SANs of a DER certificate.
+fn certificate_names(der: &[u8]) -> Result<Vec<String>, rustls::Error> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = name {
+                names.push((*dns).to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
+impl NamedClients {
+    /// Whether one of `presented` is accepted: a CN exactly, a DNS name
+    /// ignoring ASCII case (DNS names are case-insensitive).
+    fn accepts(&self, presented: &[String]) -> bool {
+        presented.iter().any(|p| {
+            self.names
+                .iter()
+                .any(|n| n == p || n.eq_ignore_ascii_case(p))
+        })
+    }
+}
+
+impl ClientCertVerifier for NamedClients {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // The chain first: names of a certificate nobody vouched for mean
+        // nothing.
+        let verified = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let presented = certificate_names(end_entity)?;
+        if self.accepts(&presented) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(NameNotAccepted { presented })),
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
 }
 
 fn build(
     resolver: Arc<Resolver>,
-    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
 ) -> rustls::ServerConfig {
     // Both versions are supported by every provider rustls ships.
     let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -214,13 +353,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("client-ca.crt");
         std::fs::write(&path, "nothing").unwrap();
-        let err = server_config_with_client_ca(Arc::new(Resolver::empty()), &path).unwrap_err();
+        let names = ["kube-apiserver".to_owned()];
+        let err =
+            server_config_with_client_ca(Arc::new(Resolver::empty()), &path, &names).unwrap_err();
         assert!(
             err.to_string().ends_with("no CERTIFICATE block found"),
             "{err}"
         );
         let ca = Authority::issue().unwrap();
         std::fs::write(&path, &ca.cert_pem).unwrap();
-        assert!(server_config_with_client_ca(Arc::new(Resolver::empty()), &path).is_ok());
+        assert!(server_config_with_client_ca(Arc::new(Resolver::empty()), &path, &names).is_ok());
+    }
+
+    #[test]
+    fn a_client_ca_without_names_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client-ca.crt");
+        let ca = Authority::issue().unwrap();
+        std::fs::write(&path, &ca.cert_pem).unwrap();
+        for names in [&[][..], &[" ".to_owned()][..]] {
+            let err = server_config_with_client_ca(Arc::new(Resolver::empty()), &path, names)
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .ends_with("no client certificate name to accept: a client CA authenticates only the names given with it (--client-ca-name)"),
+                "{err}"
+            );
+        }
     }
 }

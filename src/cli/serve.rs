@@ -23,10 +23,15 @@ pub struct Args {
     /// Address of the HTTPS webhook listener.
     #[arg(long, env = "UNROOT_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
-    /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics,
-    /// /dashboard, /audit/run, /audit/report).
+    /// Address of the plain-HTTP admin listener (/healthz, /readyz,
+    /// /metrics), for the kubelet's probes and Prometheus.
     #[arg(long, env = "UNROOT_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
     pub admin_listen: SocketAddr,
+    /// Address of the plain-HTTP dashboard listener (/dashboard,
+    /// /audit/report, POST /audit/run, /metrics): a loopback address only,
+    /// reached in a cluster with `kubectl port-forward`.
+    #[arg(long, env = "UNROOT_DASHBOARD_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_loopback)]
+    pub dashboard_listen: SocketAddr,
     /// Serving certificate (PEM chain), reloaded when it changes (e.g. a
     /// Secret cert-manager writes, mounted). Without it and without
     /// --manage-certs, unroot issues a throwaway certificate of its own.
@@ -73,10 +78,22 @@ pub struct Args {
     #[arg(long, env = "UNROOT_CERT_PROPAGATION_DELAY", default_value = "30s", value_parser = super::parse_duration)]
     pub cert_propagation_delay: Duration,
     /// Require a client certificate signed by a CA of this PEM file (mTLS
-    /// from the API server); clients without one are refused at the TLS
-    /// handshake.
+    /// from the API server), for a name --client-ca-name accepts; clients
+    /// without one are refused at the TLS handshake. Use a CA that signs
+    /// only the API server's webhook client certificate.
     #[arg(long, env = "UNROOT_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
+    /// A name --client-ca accepts: the client certificate's Subject CN or
+    /// one of its DNS SANs must be one of these. Required with --client-ca.
+    /// Repeat, or separate with commas.
+    #[arg(
+        long = "client-ca-name",
+        env = "UNROOT_CLIENT_CA_NAMES",
+        value_delimiter = ',',
+        requires = "client_ca",
+        value_name = "NAME"
+    )]
+    pub client_ca_names: Vec<String>,
     /// Write identity ConfigMaps for callers that presented no client
     /// certificate (without --client-ca, for any client that reaches the
     /// webhook port, fenced only by the NetworkPolicy). Without this flag or
@@ -200,6 +217,7 @@ fn listener_config(args: &Args) -> server::Config {
     server::Config {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        dashboard_listen: args.dashboard_listen,
         request_timeout: args.request_timeout,
         idle_timeout: args.idle_timeout,
         max_connections: args.max_connections as usize,
@@ -216,6 +234,19 @@ fn limits(args: &Args) -> server::Limits {
         args.max_buffered_bytes,
     )
     .with_max_lag(args.max_lag)
+}
+
+/// `--dashboard-listen`: an address of this host's loopback interface.
+fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not an address: {e}"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: the dashboard, the readiness report and POST /audit/run are served on 127.0.0.1 or ::1 only (reach them with kubectl port-forward)"
+        ));
+    }
+    Ok(addr)
 }
 
 /// A count of at least 1.
@@ -524,8 +555,15 @@ fn start_certificates(
             certs::server_config(resolver)
         }
         Some(path) => {
-            info!(client_ca = %path.display(), "clients must present a certificate signed by the client CA");
-            certs::server_config_with_client_ca(resolver, path).map_err(|e| e.to_string())?
+            if args.client_ca_names.iter().all(|n| n.trim().is_empty()) {
+                return Err(format!(
+                    "--client-ca {}: give the names of the client certificates it may authenticate with --client-ca-name (the API server's webhook client certificate's CN or a DNS SAN): any certificate from the CA is not authentication when the CA signs others too, as a cluster CA signs every kubelet's and user's",
+                    path.display()
+                ));
+            }
+            info!(client_ca = %path.display(), names = ?args.client_ca_names, "clients must present a certificate signed by the client CA, for one of the names");
+            certs::server_config_with_client_ca(resolver, path, &args.client_ca_names)
+                .map_err(|e| e.to_string())?
         }
     };
     Ok((tls, managed))

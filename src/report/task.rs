@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus::{Gauge, IntCounter, IntGaugeVec, Opts, Registry};
@@ -138,6 +138,24 @@ pub struct Handle {
     latest: Arc<ArcSwapOption<Report>>,
     last_error: Arc<ArcSwapOption<String>>,
     trigger: Option<Arc<Notify>>,
+    /// When a run was last asked for (`POST /audit/run`).
+    last_request: Arc<Mutex<Option<Instant>>>,
+}
+
+/// Least time between two runs asked for with `POST /audit/run`: a report
+/// lists every pod of the cluster, so it is not to be had on every request.
+pub const RUN_REQUEST_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The answer to a request for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunRequest {
+    /// A run is queued (it coalesces with one already pending).
+    Queued,
+    /// A run was asked for less than [`RUN_REQUEST_INTERVAL`] ago; ask
+    /// again after this long.
+    TooSoon(Duration),
+    /// No task runs (no cluster).
+    NoTask,
 }
 
 impl std::fmt::Debug for Handle {
@@ -176,17 +194,43 @@ impl Handle {
         self.trigger.is_some()
     }
 
-    /// Asks for a report now. Requests made while one is pending coalesce
-    /// into one run. `false` when no task runs.
+    /// A handle with no task behind it whose run requests notify
+    /// `trigger` (tests: the requests a task would have seen).
     #[must_use]
-    pub fn request_run(&self) -> bool {
-        match &self.trigger {
-            Some(trigger) => {
-                trigger.notify_one();
-                true
-            }
-            None => false,
+    pub fn with_trigger(trigger: Arc<Notify>) -> Self {
+        Self {
+            trigger: Some(trigger),
+            ..Self::default()
         }
+    }
+
+    /// Asks for a report now: at most one request per
+    /// [`RUN_REQUEST_INTERVAL`] is taken, and a request made while a run
+    /// is pending coalesces with it.
+    #[must_use]
+    pub fn request_run(&self) -> RunRequest {
+        self.request_run_at(Instant::now())
+    }
+
+    fn request_run_at(&self, now: Instant) -> RunRequest {
+        let Some(trigger) = &self.trigger else {
+            return RunRequest::NoTask;
+        };
+        let Ok(mut last) = self.last_request.lock() else {
+            return RunRequest::TooSoon(RUN_REQUEST_INTERVAL);
+        };
+        if let Some(at) = *last {
+            let since = now.saturating_duration_since(at);
+            if let Some(left) = RUN_REQUEST_INTERVAL
+                .checked_sub(since)
+                .filter(|d| !d.is_zero())
+            {
+                return RunRequest::TooSoon(left);
+            }
+        }
+        *last = Some(now);
+        trigger.notify_one();
+        RunRequest::Queued
     }
 }
 
@@ -210,10 +254,7 @@ pub fn spawn(
     metrics: Metrics,
 ) -> Handle {
     let trigger = Arc::new(Notify::new());
-    let handle = Handle {
-        trigger: Some(Arc::clone(&trigger)),
-        ..Handle::default()
-    };
+    let handle = Handle::with_trigger(Arc::clone(&trigger));
     let task_handle = handle.clone();
     let pages = ApiPages::all(client, settings.page_size);
     tokio::spawn(
@@ -333,7 +374,22 @@ mod tests {
     fn a_handle_without_a_task_runs_nothing() {
         let handle = Handle::default();
         assert!(!handle.is_running());
-        assert!(!handle.request_run());
+        assert_eq!(handle.request_run(), RunRequest::NoTask);
         assert!(handle.latest().is_none());
+    }
+
+    #[test]
+    fn at_most_one_run_request_a_minute_is_taken() {
+        let handle = Handle::with_trigger(Arc::new(Notify::new()));
+        let start = Instant::now();
+        assert_eq!(handle.request_run_at(start), RunRequest::Queued);
+        assert_eq!(
+            handle.request_run_at(start + Duration::from_secs(20)),
+            RunRequest::TooSoon(Duration::from_secs(40))
+        );
+        assert_eq!(
+            handle.request_run_at(start + RUN_REQUEST_INTERVAL),
+            RunRequest::Queued
+        );
     }
 }

@@ -8,9 +8,9 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use tracing::field::Empty;
 
-use super::AppState;
 use super::deadline::Deadline;
 use super::review;
+use super::{AppState, Caller};
 use crate::admission::{self, Decision};
 use crate::policy::Snapshot;
 
@@ -34,18 +34,21 @@ impl Webhook {
         }
     }
 
-    /// Decides one request with `policy`; every step that waits on the API
-    /// server is bounded by `deadline`.
+    /// Decides one request of `caller` with `policy`; every step that waits
+    /// on the API server is bounded by `deadline`. For an unauthenticated
+    /// caller nothing is read from the cluster beyond what the review holds
+    /// (the namespace cache, the pods counted in a namespace dry run).
     pub(super) async fn decide(
         self,
         state: &AppState,
         policy: &Snapshot,
         request: &admission::Request<'_>,
+        caller: Caller,
         deadline: Deadline,
     ) -> Decision {
         match self {
-            Self::Mutate => mutate::decide(state, policy, request, deadline).await,
-            Self::Validate => validate::decide(state, policy, request, deadline).await,
+            Self::Mutate => mutate::decide(state, policy, request, caller, deadline).await,
+            Self::Validate => validate::decide(state, policy, request, caller, deadline).await,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The TLS accept loop: bounded connections, handshake and header timeouts
 //! (a client that sent part of a request gets 408), an idle timeout for
 //! keep-alive connections longer than the API server's own, HTTP/1.1 and
-//! HTTP/2, clients refused for want of a valid certificate counted, and a
+//! HTTP/2, clients refused for want of a valid certificate counted, each
+//! request marked with who its connection's handshake proved the caller to
+//! be ([`Caller`]), and a
 //! graceful drain on shutdown (`Connection: close` on every HTTP/1.1 answer
 //! once draining starts).
 //!
@@ -37,7 +39,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-use super::{Config, SERVING};
+use super::{Caller, Config, SERVING};
 use crate::readiness::Readiness;
 
 /// Accepts TLS connections and serves `app` on them until `shutdown` fires,
@@ -128,6 +130,7 @@ pub async fn serve_tls_counted(
                 inner: TowerToHyperService::new(app.clone()),
                 activity: Arc::new(Activity::default()),
                 draining: draining.clone(),
+                caller: Caller::Unauthenticated,
             },
             handshake_timeout: config.handshake_timeout,
             timeouts: Timeouts {
@@ -178,7 +181,7 @@ impl Conn {
     ) {
         let Self {
             acceptor,
-            service,
+            mut service,
             handshake_timeout,
             timeouts,
             rejected,
@@ -205,6 +208,14 @@ impl Conn {
             }
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        // A client certificate is asked for only with --client-ca, and the
+        // handshake ends with one only once it chained to the client CA and
+        // named an accepted name.
+        service.caller = if tls.get_ref().1.peer_certificates().is_some() {
+            Caller::Authenticated
+        } else {
+            Caller::Unauthenticated
+        };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // The header and idle timeouts are Tracked's (see the module
         // documentation); hyper's would also close idle connections.
@@ -275,8 +286,8 @@ fn count(rejected: Option<&IntCounterVec>, reason: &str) {
 }
 
 /// Whether a failed handshake failed for want of a valid client
-/// certificate (none sent, or one that does not verify against the client
-/// CA).
+/// certificate (none sent, one that does not verify against the client CA,
+/// or one for a name not accepted).
 fn is_unauthenticated(e: &io::Error) -> bool {
     let Some(tls) = e
         .get_ref()
@@ -341,13 +352,15 @@ impl Drop for Busy {
 }
 
 /// The app as hyper calls it on one connection: marks the connection busy
-/// while a request is answered, and closes HTTP/1.x connections after their
-/// answer once the server is draining.
+/// while a request is answered, tells the handlers who the caller is, and
+/// closes HTTP/1.x connections after their answer once the server is
+/// draining.
 #[derive(Clone)]
 struct Watched {
     inner: TowerToHyperService<Router>,
     activity: Arc<Activity>,
     draining: Draining,
+    caller: Caller,
 }
 
 type Answer = Response<axum::body::Body>;
@@ -357,7 +370,8 @@ impl hyper::service::Service<Request<Incoming>> for Watched {
     type Error = std::convert::Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Answer, Self::Error>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.caller);
         let busy = Busy::new(&self.activity);
         let http1 = req.version() < Version::HTTP_2;
         let draining = self.draining.clone();

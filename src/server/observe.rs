@@ -1,5 +1,5 @@
-//! The admin port's observability pages: `/dashboard`, and the readiness
-//! report's `POST /audit/run` and `GET /audit/report`.
+//! The dashboard listener's pages (loopback only): `/dashboard`, and the
+//! readiness report's `POST /audit/run` and `GET /audit/report`.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::{AppState, error_body};
 use crate::dashboard;
+use crate::report::task::{RUN_REQUEST_INTERVAL, RunRequest};
 
 /// `GET /dashboard`.
 pub(super) async fn dashboard(State(state): State<AppState>) -> Response {
@@ -40,21 +41,36 @@ pub(super) async fn dashboard(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `POST /audit/run`: 202 when a report is queued (requests coalesce),
+/// `POST /audit/run`: 202 when a report is queued (it coalesces with one
+/// pending), 429 with `Retry-After` within a minute of the last one taken,
 /// 503 without a cluster.
 pub(super) async fn run_report(State(state): State<AppState>) -> Response {
-    if state.report.request_run() {
-        (
+    match state.report.request_run() {
+        RunRequest::Queued => (
             StatusCode::ACCEPTED,
             "readiness report requested; GET /audit/report or the metrics show it when done\n",
         )
-            .into_response()
-    } else {
-        error_body(
+            .into_response(),
+        RunRequest::TooSoon(wait) => {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut response = error_body(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                &format!(
+                    "a readiness report was asked for less than {} s ago (each lists every pod of the cluster); ask again in {seconds} s",
+                    RUN_REQUEST_INTERVAL.as_secs()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            response
+        }
+        RunRequest::NoTask => error_body(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             "no readiness report: unroot runs without a cluster",
-        )
+        ),
     }
 }
 

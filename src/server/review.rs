@@ -12,7 +12,7 @@ use tracing::{Span, info, warn};
 
 use super::deadline::Deadline;
 use super::handlers::Webhook;
-use super::{AppState, POLICY_HASH, body, error_body, overloaded_body};
+use super::{AppState, Caller, POLICY_HASH, body, error_body, overloaded_body};
 use crate::admission::{self, Decoded};
 use crate::audit;
 
@@ -21,6 +21,7 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
     let name = webhook.as_str();
     let _in_flight = InFlight::new(&state.metrics);
     let (parts, body) = request.into_parts();
+    let caller = Caller::of(&parts.extensions);
     let deadline = Deadline::for_request(&parts.uri, Instant::now(), state.limits.review_timeout);
     // Held until the answer is sent: the body and what is decoded from it
     // live that long.
@@ -87,7 +88,7 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
     // The snapshot that decides is the one whose hash the answer carries,
     // even if a reload lands while the handler runs.
     let policy = state.policy.load_full();
-    let mut decision = webhook.decide(state, &policy, req, deadline).await;
+    let mut decision = webhook.decide(state, &policy, req, caller, deadline).await;
     decision
         .response
         .audit_annotations
@@ -104,6 +105,7 @@ pub(super) async fn answer(webhook: Webhook, state: &AppState, request: Request)
         .observe(elapsed.as_secs_f64());
     state.audit.record(&decision, || {
         audit::Record::new(name, req, &decision, &policy.hash, elapsed)
+            .with_authenticated(caller.is_authenticated())
     });
     if let Some(status) = response.status.as_ref() {
         info!(outcome, message = %status.message, "answered");

@@ -204,8 +204,22 @@ pub const METRICS: &[(&str, f64)] = &[
         r#"unroot_pss_evaluations_total{decision="deny",level="restricted",mode="warn",version="v1.25"}"#,
         1.0,
     ),
-    (r#"unroot_audit_dropped_total{reason="queue_full"}"#, 0.0),
-    (r#"unroot_audit_dropped_total{reason="write_failed"}"#, 0.0),
+    (
+        r#"unroot_audit_dropped_total{caller="authenticated",reason="queue_full"}"#,
+        0.0,
+    ),
+    (
+        r#"unroot_audit_dropped_total{caller="unauthenticated",reason="queue_full"}"#,
+        0.0,
+    ),
+    (
+        r#"unroot_audit_dropped_total{caller="authenticated",reason="write_failed"}"#,
+        0.0,
+    ),
+    (
+        r#"unroot_audit_dropped_total{caller="unauthenticated",reason="write_failed"}"#,
+        0.0,
+    ),
     ("unroot_admission_in_flight", 0.0),
 ];
 

@@ -3,20 +3,22 @@
 use tracing::{info, warn};
 
 use crate::admission::{self, Applied, Decision, Response};
+use crate::namespaces::OnMiss;
 use crate::policy::Snapshot;
-use crate::server::AppState;
 use crate::server::deadline::{Deadline, Expired};
+use crate::server::{AppState, Caller};
 
 pub(super) async fn decide(
     state: &AppState,
     policy: &Snapshot,
     req: &admission::Request<'_>,
+    caller: Caller,
     deadline: Deadline,
 ) -> Decision {
     let lookup = deadline
         .bound(
             || format!("reading the labels of namespace {:?}", req.namespace()),
-            state.namespaces.labels(req.namespace()),
+            state.namespaces.labels(req.namespace(), on_miss(caller)),
         )
         .await;
     let labels = match lookup {
@@ -36,7 +38,17 @@ pub(super) async fn decide(
         }
     };
     let mutation = admission::mutate(req, policy, &labels);
-    store_identity(req, state, mutation, deadline).await
+    store_identity(req, state, caller, mutation, deadline).await
+}
+
+/// What a namespace cache miss may do for `caller`: only an authenticated
+/// caller's review reads the API server.
+pub(super) fn on_miss(caller: Caller) -> OnMiss {
+    if caller.is_authenticated() {
+        OnMiss::Read
+    } else {
+        OnMiss::WaitForWatch
+    }
 }
 
 /// The answer when a step ran out of time: denied (fail closed).
@@ -50,6 +62,7 @@ pub(super) fn out_of_time(req: &admission::Request<'_>, expired: &Expired) -> De
 async fn store_identity(
     req: &admission::Request<'_>,
     state: &AppState,
+    caller: Caller,
     mutation: admission::Mutation,
     deadline: Deadline,
 ) -> Decision {
@@ -72,7 +85,14 @@ async fn store_identity(
         );
     let name = config_map.metadata.name.clone().unwrap_or_default();
     let namespace = req.namespace();
-    if state.side_effects == crate::server::SideEffects::Refused {
+    // With --client-ca every caller is authenticated at the handshake; the
+    // connection's own proof is checked all the same.
+    let refused = match state.side_effects {
+        crate::server::SideEffects::Refused => true,
+        crate::server::SideEffects::AuthenticatedCallers => !caller.is_authenticated(),
+        crate::server::SideEffects::AnyCaller => false,
+    };
+    if refused {
         return Response::deny(
             &req.uid,
             403,

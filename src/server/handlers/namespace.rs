@@ -1,6 +1,8 @@
 //! Namespace CREATE/UPDATE on `/validate`: the pure core decides; when
 //! enforcement is raised, this lists the namespace's pods within upstream's
-//! time budget and has the core check them.
+//! time budget and has the core check them. An authenticated caller is
+//! told which pods violate the new level; an unauthenticated one only how
+//! many, and why.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +12,8 @@ use tracing::{info, warn};
 use crate::admission::namespace::{self, BUDGET, LIST_FAILED, Step};
 use crate::admission::{self, Decision, Response};
 use crate::policy::Snapshot;
-use crate::server::AppState;
 use crate::server::deadline::Deadline;
+use crate::server::{AppState, Caller};
 
 /// Decides a namespace request. `deadline` bounds the review; the check of
 /// existing pods gets upstream's budget within it.
@@ -19,6 +21,7 @@ pub(super) async fn decide(
     state: &AppState,
     policy: &Snapshot,
     req: &admission::Request<'_>,
+    caller: Caller,
     deadline: Deadline,
 ) -> Decision {
     let dry = match namespace::decide(req, policy) {
@@ -58,7 +61,12 @@ pub(super) async fn decide(
             // Evaluated on this task: at most MAX_PODS pods and the budget
             // (1 s), for a label change, which is rare; a blocking-pool hop
             // would need owned copies of the policy and labels.
-            let warnings = namespace::check_existing_pods(
+            let check = if caller.is_authenticated() {
+                namespace::check_existing_pods
+            } else {
+                namespace::count_existing_pods
+            };
+            let warnings = check(
                 &dry.namespace,
                 dry.enforce,
                 pods,

@@ -1,6 +1,6 @@
 //! `/validate`: dispatch on what the request is about; for Pod Security,
-//! the namespace's labels and (1.20/1.21 ephemeral containers) the stored
-//! pod in.
+//! the namespace's labels and (1.20/1.21 ephemeral containers, for an
+//! authenticated caller only) the stored pod in.
 
 use std::collections::BTreeMap;
 
@@ -9,19 +9,22 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::admission::validate::{self, NamespaceLabels};
 use crate::admission::{self, Decision, Response, Target};
 use crate::policy::Snapshot;
-use crate::server::AppState;
 use crate::server::deadline::Deadline;
+use crate::server::{AppState, Caller};
 
 pub(super) async fn decide(
     state: &AppState,
     policy: &Snapshot,
     req: &admission::Request<'_>,
+    caller: Caller,
     deadline: Deadline,
 ) -> Decision {
     match req.target() {
         Target::ConfigMap => admission::validate_policy_configmap(req).into(),
-        Target::Pod | Target::Workload(_) => pod_security(state, policy, req, deadline).await,
-        Target::Namespace => super::namespace::decide(state, policy, req, deadline).await,
+        Target::Pod | Target::Workload(_) => {
+            pod_security(state, policy, req, caller, deadline).await
+        }
+        Target::Namespace => super::namespace::decide(state, policy, req, caller, deadline).await,
         Target::Other => Response::allow(&req.uid).into(),
     }
 }
@@ -30,6 +33,7 @@ async fn pod_security(
     state: &AppState,
     policy: &Snapshot,
     req: &admission::Request<'_>,
+    caller: Caller,
     deadline: Deadline,
 ) -> Decision {
     if let Some(answer) = validate::before_lookup(req, policy) {
@@ -38,7 +42,9 @@ async fn pod_security(
     let lookup = deadline
         .bound(
             || format!("reading the labels of namespace {:?}", req.namespace()),
-            state.namespaces.labels(req.namespace()),
+            state
+                .namespaces
+                .labels(req.namespace(), super::mutate::on_miss(caller)),
         )
         .await;
     let namespace = match lookup {
@@ -53,6 +59,9 @@ async fn pod_security(
         Ok(Err(e)) => NamespaceLabels::Failed(e),
     };
     let pod = if validate::needs_pod(req) {
+        if !caller.is_authenticated() {
+            return refuse_pod_read(req);
+        }
         let read = deadline
             .bound(
                 || format!("reading pod {:?} for its ephemeral containers", req.name()),
@@ -88,6 +97,22 @@ async fn pod_security(
     };
     let vouched = |pod: &Pod| crate::mutate::vouch(pod, &input, vouch);
     validate::evaluate(req, policy, &namespace, pod, vouched)
+}
+
+/// The answer to a 1.20/1.21 `pods/ephemeralcontainers` request from an
+/// unauthenticated caller: judging it needs the stored pod, and reading a
+/// pod for whoever reaches the port would show any pod to anyone.
+fn refuse_pod_read(req: &admission::Request<'_>) -> Decision {
+    Response::deny(
+        &req.uid,
+        403,
+        "Forbidden",
+        format!(
+            "unroot cannot judge ephemeral containers for pod {:?} from an unauthenticated caller: on Kubernetes 1.20 and 1.21 the review holds only the ephemeral containers, and unroot reads no pod from the API server for a caller without a client certificate, or a forged review would reveal any pod; start unroot with --client-ca and give the API server a client certificate (README, \"mTLS from the API server\"), or use Kubernetes 1.22 or newer, whose review holds the whole pod",
+            req.name()
+        ),
+    )
+    .into()
 }
 
 /// For a 1.20/1.21 `pods/ephemeralcontainers` request: the stored pod with
