@@ -273,6 +273,21 @@ fn probes_are_on_the_admin_port_and_shutdown_drains_before_the_kill() {
         admin_listen.ends_with(&format!(":{}", admin["containerPort"])),
         "--admin-listen {admin_listen} is the admin port {admin}"
     );
+    // The dashboard, the readiness report and every POST stay on the pod's
+    // loopback (kubectl port-forward), and no port is published for them.
+    let dashboard: std::net::SocketAddr = flag("--dashboard-listen")
+        .expect("--dashboard-listen")
+        .parse()
+        .expect("an address");
+    assert!(dashboard.ip().is_loopback(), "{dashboard}");
+    assert!(
+        c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|p| p["containerPort"] != dashboard.port()),
+        "{dashboard} is not a container port"
+    );
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
         assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe}");
@@ -713,9 +728,11 @@ fn the_network_policy_admits_the_api_server_and_monitoring_only() {
         .iter()
         .find(|r| port(r) == "admin")
         .expect("an admin rule");
+    // By a label only an administrator may set, never by a name a tenant
+    // who creates namespaces could take.
     assert_eq!(
         admin["from"],
-        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+        json!([{"namespaceSelector": {"matchLabels": {"unroot.dev/monitoring": "true"}}}])
     );
     for r in ingress {
         assert_eq!(
@@ -793,4 +810,60 @@ fn the_e2e_overlay_changes_only_what_its_node_demands() {
         &find(e2e, "Deployment", "unroot")["spec"]["template"]["spec"]["containers"][0]["args"],
     );
     assert_eq!(e2e_args, args(), "the e2e overlay runs the shipped args");
+}
+
+/// The trust bundle's root signs through a namespaced Issuer in
+/// cert-manager's namespace only: a ClusterIssuer over it would let anyone
+/// who may create a Certificate in any namespace obtain a leaf or a CA
+/// certificate that every pod with the bundle trusts.
+#[test]
+fn no_cluster_wide_issuer_signs_with_the_trust_root() {
+    let objects = render("manifests/trust");
+    let trust_namespace = "cert-manager";
+    assert_eq!(
+        of_kind(&objects, "ClusterIssuer")
+            .map(key)
+            .collect::<Vec<_>>(),
+        Vec::<(String, String, String)>::new(),
+        "no ClusterIssuer in manifests/trust/"
+    );
+    let issuers: Vec<_> = of_kind(&objects, "Issuer").collect();
+    assert!(!issuers.is_empty());
+    for issuer in &issuers {
+        assert_eq!(
+            issuer["metadata"]["namespace"],
+            trust_namespace,
+            "{:?}",
+            key(issuer)
+        );
+    }
+    let root = find(&objects, "Certificate", "cluster-root-ca");
+    let signer = issuers
+        .iter()
+        .find(|i| i["spec"]["ca"]["secretName"] == root["spec"]["secretName"])
+        .expect("an Issuer signs with the root");
+    assert_eq!(
+        signer["metadata"]["namespace"],
+        root["metadata"]["namespace"]
+    );
+    for cert in of_kind(&objects, "Certificate") {
+        let issuer = &cert["spec"]["issuerRef"];
+        assert_eq!(issuer["kind"], "Issuer", "{:?}", key(cert));
+        assert_eq!(
+            cert["metadata"]["namespace"],
+            trust_namespace,
+            "{:?}: a namespaced Issuer signs only in its namespace",
+            key(cert)
+        );
+    }
+    // The Bundle publishes the root's certificate, from the same namespace.
+    let bundle = find(&objects, "Bundle", "trust-bundle");
+    assert!(
+        bundle["spec"]["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["secret"]["name"] == root["spec"]["secretName"]),
+        "{bundle}"
+    );
 }
