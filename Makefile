@@ -7,8 +7,9 @@ CARGO ?= cargo
 # Where cargo puts what it builds (as the scripts find it too).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
-## run: serve the webhook on 127.0.0.1:8443 (admin on :8080) with the embedded
-## default policy and a self-issued certificate; the CA goes to certs/ca.crt.
+## run: serve the webhook on 127.0.0.1:8443 (admin on :8080, the dashboard on
+## http://127.0.0.1:8081/dashboard) with the embedded default policy and a
+## self-issued certificate; the CA goes to certs/ca.crt.
 run:
 	$(CARGO) run --bin unroot -- serve --standalone
 

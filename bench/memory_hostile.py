@@ -77,6 +77,7 @@ def main():
     server = subprocess.Popen(
         ["taskset", "-c", "0", RELEASE / "unroot", "serve", "--standalone",
          "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
+         "--dashboard-listen", "127.0.0.1:0",
          "--ca-cert-out", work / "ca.crt", "--log-format", "json", "--audit-log", "off"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.sched_setaffinity(0, {1})

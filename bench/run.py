@@ -201,6 +201,7 @@ def start_unroot(binary, work, policy):
     cmd = [
         binary, "serve", "--standalone", "--policy", policy,
         "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
+        "--dashboard-listen", "127.0.0.1:0",
         "--ca-cert-out", work / "unroot-ca.crt", "--log-format", "json",
     ]
     server = Server("unroot", cmd, port, lambda: ready_http(admin))

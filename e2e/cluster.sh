@@ -225,12 +225,21 @@ gen_certs() {
         printf '%s\n' "basicConstraints=critical,CA:FALSE" \
             "keyUsage=critical,digitalSignature,keyEncipherment" \
             "extendedKeyUsage=clientAuth" >webhook-client.ext
-        openssl req -newkey rsa:2048 -nodes -keyout webhook-client.key -out webhook-client.csr \
-            -subj "/CN=kube-apiserver-webhook-client" >/dev/null 2>&1
-        openssl x509 -req -in webhook-client.csr -CA webhook-client-ca.crt \
-            -CAkey webhook-client-ca.key -CAcreateserial -days 7 -extfile webhook-client.ext \
-            -out webhook-client.crt >/dev/null 2>&1
-        rm -f webhook-client.csr webhook-client.ext
+        # Named kube-apiserver-webhook-client (unroot's --client-ca-name); a
+        # second certificate from the same CA under another name plays a
+        # client the CA signed for something else (a kubelet, on a kubeadm
+        # cluster CA), which unroot must refuse.
+        local client cn
+        for client in webhook-client:kube-apiserver-webhook-client webhook-client-other:system:node:intruder; do
+            cn=${client#*:} client=${client%%:*}
+            openssl req -newkey rsa:2048 -nodes -keyout "$client.key" -out "$client.csr" \
+                -subj "/CN=$cn" >/dev/null 2>&1
+            openssl x509 -req -in "$client.csr" -CA webhook-client-ca.crt \
+                -CAkey webhook-client-ca.key -CAcreateserial -days 7 -extfile webhook-client.ext \
+                -out "$client.crt" >/dev/null 2>&1
+            rm -f "$client.csr"
+        done
+        rm -f webhook-client.ext
         chmod 644 ./*.crt
     ) || die "generating certificates with openssl failed"
 }
@@ -757,6 +766,10 @@ print_env() {
     echo "export E2E_WEBHOOK_CLIENT_CA=$PKI/webhook-client-ca.crt"
     echo "export E2E_WEBHOOK_CLIENT_CERT=$PKI/webhook-client.crt"
     echo "export E2E_WEBHOOK_CLIENT_KEY=$PKI/webhook-client.key"
+    echo "export E2E_WEBHOOK_CLIENT_NAME=kube-apiserver-webhook-client"
+    # Same CA, another name: refused at the handshake.
+    echo "export E2E_WEBHOOK_OTHER_CERT=$PKI/webhook-client-other.crt"
+    echo "export E2E_WEBHOOK_OTHER_KEY=$PKI/webhook-client-other.key"
     echo "export KUBECACHEDIR=$RUN/kubectl-cache"
     echo "export E2E_CONTAINERD_ADDRESS=$CTR_SOCK"
     echo "export E2E_KUBE_BIN=$KUBE_BIN"

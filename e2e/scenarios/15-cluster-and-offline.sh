@@ -35,7 +35,7 @@ serve_with_env() {
     admin=$(free_port)
     log=$work/serve.log
     env -i PATH="$PATH" "$@" "$binary" serve --listen "127.0.0.1:$port" \
-        --admin-listen "127.0.0.1:$admin" --ca-cert-out "$work/ca.crt" >"$log" 2>&1 &
+        --admin-listen "127.0.0.1:$admin" --dashboard-listen 127.0.0.1:0 --ca-cert-out "$work/ca.crt" >"$log" 2>&1 &
     pid=$!
 }
 

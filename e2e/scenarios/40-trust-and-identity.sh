@@ -12,9 +12,10 @@
 # unroot runs in the cluster: the policy is its ConfigMap, and it may write
 # identity ConfigMaps only where the platform bound ClusterRole unroot-identity.
 # It writes them only for authenticated callers: with the shipped args (no
-# --client-ca) a provisioned pod is denied; with --client-ca the API server
-# presents its webhook client certificate (e2e/cluster.sh configures it), and
-# a caller without one is refused at the TLS handshake.
+# --client-ca) a provisioned pod is denied; with --client-ca and
+# --client-ca-name the API server presents its webhook client certificate
+# (e2e/cluster.sh configures it), and a caller without one, or with one from
+# the same CA for another name, is refused at the TLS handshake.
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -136,7 +137,7 @@ assert_fails "and no identity ConfigMap is written" e2e_kubectl get configmap un
 if [[ -n ${E2E_WEBHOOK_CLIENT_CA:-} ]]; then
     e2e_kubectl create secret generic unroot-client-ca -n "$UNROOT_NS" \
         --from-file=ca.crt="$E2E_WEBHOOK_CLIENT_CA" >/dev/null
-    auth_args=(--client-ca=/etc/unroot/client-ca/ca.crt)
+    auth_args=(--client-ca=/etc/unroot/client-ca/ca.crt "--client-ca-name=$E2E_WEBHOOK_CLIENT_NAME")
 else
     e2e_log "another cluster: its API server's webhook client certificate is unknown; provisioning runs with --unauthenticated-provisioning"
     auth_args=(--unauthenticated-provisioning)
@@ -154,6 +155,15 @@ if [[ -n ${E2E_WEBHOOK_CLIENT_CA:-} ]]; then
         000 "$(call)"
     assert_eq "one with the API server's webhook client certificate gets an HTTP answer" \
         400 "$(call --cert "$E2E_WEBHOOK_CLIENT_CERT" --key "$E2E_WEBHOOK_CLIENT_KEY")"
+    assert_eq "one with a certificate from the same CA for another name is refused at the handshake" \
+        000 "$(call --cert "$E2E_WEBHOOK_OTHER_CERT" --key "$E2E_WEBHOOK_OTHER_KEY")"
+    refused=0
+    while read -r pod _; do
+        v=$(unroot_metrics "$pod" | awk '$1 == "unroot_rejected_requests_total{reason=\"unauthenticated\",webhook=\"none\"}" {print $2}')
+        v=${v:-0}
+        refused=$((refused + ${v%.*}))
+    done < <(unroot_pods)
+    assert_eq "both refusals are counted as unauthenticated" True "$( ((refused >= 2)) && echo True || echo False)"
 fi
 
 notebook jupyter-alice alice 2001 | e2e_kubectl apply -n "$hub" -f - >/dev/null

@@ -4,7 +4,12 @@
 # `unroot audit --namespace` (run from the host with the admin kubeconfig)
 # and by the server's background report (unroot_namespace_pods_violating),
 # listed page by page; every admission decision is one JSON audit line on
-# stdout; /dashboard shows the namespace.
+# stdout, marked unauthenticated (the shipped install has no --client-ca);
+# /dashboard shows the namespace. The dashboard, GET /audit/report and POST
+# /audit/run are reached through `kubectl port-forward` to the replica's
+# loopback listener (8081): its admin port on the pod IP serves only
+# /metrics, /healthz and /readyz, and a second POST /audit/run within a
+# minute is refused with 429.
 #
 # unroot runs installed from manifests/ (install_unroot), its replicas with a
 # short report interval and tiny pages (set_unroot_args); the namespace is
@@ -17,7 +22,13 @@ ns=unroot-e2e-audit
 require_unroot_binary
 unroot_bin=$E2E_UNROOT_BINARY
 
+forward_pid=''
+dashboard=''
 cleanup() {
+    if [[ -n $forward_pid ]]; then
+        kill "$forward_pid" 2>/dev/null || true
+    fi
+    rm -rf "${work:-}"
     delete_namespace "$ns"
     # The manifests' args again (set_unroot_args below changed them).
     install_unroot >/dev/null 2>&1 || true
@@ -65,11 +76,40 @@ audit_cli() {
 }
 
 # One replica's admin port (every replica runs the report), from this host
-# on the node's bridge.
+# on the node's bridge: /metrics, /healthz and /readyz only.
 audit_admin_url() {
+    echo "http://$(audit_replica_ip):8080"
+}
+
+# The replica looked at (the first ready one), and its pod IP.
+audit_replica() {
+    local pod _
+    read -r pod _ < <(unroot_pods)
+    echo "$pod"
+}
+audit_replica_ip() {
     local _ ip
     read -r _ ip < <(unroot_pods)
-    echo "http://$ip:8080"
+    echo "$ip"
+}
+
+# Forwards a local port to that replica's loopback dashboard listener
+# (8081) with kubectl port-forward, as an administrator reaches it; sets
+# dashboard to its URL once it answers.
+audit_forward_dashboard() {
+    local port deadline
+    port=$(free_port)
+    e2e_kubectl -n "$UNROOT_NS" port-forward "pod/$(audit_replica)" "$port:8081" >"$work/forward.log" 2>&1 &
+    forward_pid=$!
+    deadline=$((SECONDS + 30))
+    until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/metrics" 2>/dev/null; do
+        if ((SECONDS >= deadline)) || ! kill -0 "$forward_pid" 2>/dev/null; then
+            e2e_log "kubectl port-forward to the dashboard listener did not answer: $(cat "$work/forward.log")"
+            return 1
+        fi
+        sleep 0.5
+    done
+    dashboard="http://127.0.0.1:$port"
 }
 
 # The value of one sample of that replica's /metrics (empty when absent).
@@ -100,12 +140,14 @@ audit_wait_metric() {
     done
 }
 
+work=$(mktemp -d)
 audit_setup_namespace
 # A short interval and tiny pages: the report runs often, and needs several
 # pages (continue tokens) of the real API server.
 install_unroot
 set_unroot_args --audit-interval=3s --audit-page-size=2
 admin=$(audit_admin_url)
+audit_forward_dashboard || fail "kubectl port-forward to the dashboard listener failed"
 
 out=$(audit_create_pods)
 assert_contains "the pods are created" "$out" "pod/priv created"
@@ -139,7 +181,16 @@ rc=0
 "$unroot_bin" audit --kubeconfig /nonexistent/kubeconfig >/dev/null 2>&1 || rc=$?
 assert_eq "an unreadable kubeconfig exits 2" 2 "$rc"
 
-assert_eq "POST /audit/run is accepted" 202 "$(audit_admin -X POST "$admin/audit/run")"
+# The pod IP's admin port serves the metrics and probes, nothing else.
+assert_eq "the admin port on the pod IP serves /metrics" 200 "$(audit_admin "$admin/metrics")"
+assert_eq "but not the dashboard" 404 "$(audit_admin "$admin/dashboard")"
+assert_eq "nor the readiness report" 404 "$(audit_admin "$admin/audit/report")"
+assert_eq "nor POST /audit/run" 404 "$(audit_admin -X POST "$admin/audit/run")"
+assert_eq "the dashboard listener is not on the pod IP" 000 \
+    "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 3 "http://$(audit_replica_ip):8081/dashboard" 2>/dev/null || true)"
+
+assert_eq "POST /audit/run through kubectl port-forward is accepted" 202 "$(audit_admin -X POST "$dashboard/audit/run")"
+assert_eq "a second one within a minute is refused" 429 "$(audit_admin -X POST "$dashboard/audit/run")"
 if audit_wait_metric "unroot_namespace_pods_violating{level=\"restricted\",namespace=\"$ns\"}" 3 30; then
     pass "the server's report exports 3 pods violating restricted"
 else
@@ -150,11 +201,12 @@ assert_eq "of 4 pods" 4 "$(audit_metric "unroot_namespace_pods{namespace=\"$ns\"
 assert_eq "excluded namespaces have no series" "" "$(audit_metric 'unroot_namespace_pods{namespace="kube-system"}')"
 last=$(audit_metric unroot_readiness_report_last_run_timestamp_seconds)
 assert_ok "the report's timestamp is recent" python3 -c "import sys, time; sys.exit(0 if abs(time.time() - float('$last')) < 60 else 1)"
-report=$(curl -fsS "$admin/audit/report")
+report=$(curl -fsS "$dashboard/audit/report")
 assert_contains "GET /audit/report has the namespace" "$report" "\"namespace\":\"$ns\""
 
-page=$(curl -fsS "$admin/dashboard")
+page=$(curl -fsS "$dashboard/dashboard")
 assert_contains "the dashboard has the namespace's readiness row" "$page" "id=\"readiness-$ns-restricted\" title=\"restricted:latest\">3<"
+assert_contains "and marks the reviews of callers without a client certificate" "$page" '<td class="caller bad" title="no client certificate: possibly forged">unauthenticated</td>'
 
 lines=$(audit_log_lines)
 priv=$(grep -F "\"name\":\"priv\"" <<<"$lines" | grep -F '"webhook":"validate"' | head -n 1 || true)
@@ -163,6 +215,7 @@ assert_contains "the privileged pod's validation is one audit line" "$priv" '"ou
 assert_contains "with the warn checks" "$priv" '{"mode":"warn","level":"restricted","version":"latest","allowed":false,"checks":["privileged","allowPrivilegeEscalation","capabilities_restricted","runAsNonRoot","seccompProfile_restricted"]}'
 assert_contains "and the warning count" "$priv" '"warnings":1'
 assert_contains "and who asked" "$priv" '"user":"unroot-e2e-admin"'
+assert_contains "marked as from a caller without a client certificate (no --client-ca)" "$priv" '"authenticated":false'
 validate_lines=$(grep -F "\"namespace\":\"$ns\"" <<<"$lines" | grep -F '"kind":"Pod"' | grep -cF '"webhook":"validate"' || true)
 assert_eq "one validation audit line per pod created" 4 "$validate_lines"
 off=$(grep -F "\"name\":\"priv\"" <<<"$lines" | grep -F '"webhook":"mutate"' | head -n 1 || true)

@@ -651,6 +651,7 @@ def live(args, dashboard, rule, rules_file):
         shutil.copyfile(os.path.join(ROOT, "webhook-config", "policy.yaml"), policy)
         start("unroot", [args.unroot, "serve", "--standalone",
                          "--listen", f"127.0.0.1:{hook_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
+                         "--dashboard-listen", "127.0.0.1:0",
                          "--ca-cert-out", cafile, "--policy", policy, "--policy-poll-interval", "200ms"],
               "unroot.log")
         admin = f"http://127.0.0.1:{admin_port}"
