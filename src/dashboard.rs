@@ -36,7 +36,7 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:
 h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.1em;margin:1.6em 0 .4em}\
 table{border-collapse:collapse;background:#fff;margin-bottom:.5em}\
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
-#recent td{max-width:22em;overflow-wrap:anywhere}\
+#recent td{max-width:22em;overflow-wrap:anywhere}#recent td.caller{white-space:nowrap}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#eee}\
 .meta{color:#555}.bad{color:#a00;font-weight:600}.ok{color:#070}\
 code{font-size:.95em}.grid{display:flex;flex-wrap:wrap;gap:2em}";

@@ -1,7 +1,8 @@
 //! `/dashboard` in a real browser: headless Chromium (Debian `chromium`)
-//! loads the page after the known mix of admissions, and the numbers in the
-//! rendered DOM must be those of `/metrics`. A screenshot is kept at
-//! `target/dashboard.png` for a person to look at.
+//! loads the page from the loopback dashboard listener after the known mix
+//! of admissions, and the numbers in the rendered DOM must be those of
+//! `/metrics`. A screenshot is kept at `target/dashboard.png` for a person
+//! to look at.
 //!
 //! Ignored by plain `cargo test` (it needs Chromium); `make dashboard-browser`
 //! (part of `make test`) installs Chromium and runs it with `--ignored`.
@@ -236,6 +237,12 @@ async fn the_rendered_dashboard_shows_the_numbers_of_metrics() {
     assert!(warned < denied, "newest first");
     assert!(recent.contains("&lt;img src=x onerror="), "escaped user");
     assert!(recent.contains("enforce: privileged, allowPrivilegeEscalation"));
+    // The mix's callers presented no client certificate: each row says so.
+    assert_eq!(
+        recent.matches(">unauthenticated</td>").count(),
+        2,
+        "unauthenticated rows are marked"
+    );
 
     // Readiness, from the report; the policy hash; the certificate.
     assert_eq!(number_of(&dom, "readiness-team-a-pods"), 3);

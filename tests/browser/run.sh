@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The dashboard in a real browser (`make dashboard-browser`, part of `make
 # test`): installs Debian's chromium when it is missing (apt only then), and
-# runs tests/dashboard_browser.rs, which loads /dashboard in headless
+# runs tests/dashboard_browser.rs, which loads /dashboard (from the
+# loopback-only dashboard listener, --dashboard-listen) in headless
 # Chromium, compares the rendered DOM with /metrics and writes
 # target/dashboard.png.
 set -euo pipefail
