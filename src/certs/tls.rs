@@ -172,15 +172,24 @@ struct NamedClients {
 /// A client certificate from the client CA, for a name not accepted.
 #[derive(Debug)]
 struct NameNotAccepted {
-    presented: Vec<String>,
+    presented: Presented,
+}
+
+/// The names a client certificate presents.
+#[derive(Debug, Default)]
+struct Presented {
+    /// Its Subject CNs.
+    common_names: Vec<String>,
+    /// Its DNS SANs.
+    dns_names: Vec<String>,
 }
 
 impl std::fmt::Display for NameNotAccepted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "client certificate names {:?}, none of which --client-ca-name accepts",
-            self.presented
+            "client certificate for CN {:?} and DNS names {:?}, none of which --client-ca-name accepts",
+            self.presented.common_names, self.presented.dns_names
         )
     }
 }
@@ -188,32 +197,38 @@ impl std::fmt::Display for NameNotAccepted {
 impl std::error::Error for NameNotAccepted {}
 
 /// The Subject CNs and DNS SANs of a DER certificate.
-fn certificate_names(der: &[u8]) -> Result<Vec<String>, rustls::Error> {
+fn certificate_names(der: &[u8]) -> Result<Presented, rustls::Error> {
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-    let mut names: Vec<String> = cert
+    let common_names = cert
         .subject()
         .iter_common_name()
         .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
         .collect();
+    let mut dns_names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             if let GeneralName::DNSName(dns) = name {
-                names.push((*dns).to_owned());
+                dns_names.push((*dns).to_owned());
             }
         }
     }
-    Ok(names)
+    Ok(Presented {
+        common_names,
+        dns_names,
+    })
 }
 
 impl NamedClients {
-    /// Whether one of `presented` is accepted: a CN exactly, a DNS name
+    /// Whether `presented` names an accepted name: a CN exactly, a DNS name
     /// ignoring ASCII case (DNS names are case-insensitive).
-    fn accepts(&self, presented: &[String]) -> bool {
-        presented.iter().any(|p| {
-            self.names
-                .iter()
-                .any(|n| n == p || n.eq_ignore_ascii_case(p))
+    fn accepts(&self, presented: &Presented) -> bool {
+        self.names.iter().any(|n| {
+            presented.common_names.iter().any(|cn| cn == n)
+                || presented
+                    .dns_names
+                    .iter()
+                    .any(|dns| dns.eq_ignore_ascii_case(n))
         })
     }
 }
@@ -363,6 +378,39 @@ mod tests {
         let ca = Authority::issue().unwrap();
         std::fs::write(&path, &ca.cert_pem).unwrap();
         assert!(server_config_with_client_ca(Arc::new(Resolver::empty()), &path, &names).is_ok());
+    }
+
+    #[test]
+    fn names_match_a_cn_exactly_and_a_dns_name_in_any_case() {
+        let verifier = NamedClients {
+            chain: WebPkiClientVerifier::builder_with_provider(
+                Arc::new({
+                    let mut roots = rustls::RootCertStore::empty();
+                    let ca = Authority::issue().unwrap();
+                    roots
+                        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
+                        .unwrap();
+                    roots
+                }),
+                provider(),
+            )
+            .build()
+            .unwrap(),
+            names: vec!["kube-apiserver-webhook-client".to_owned()],
+        };
+        let owned = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+        let accepts = |cns: &[&str], dns: &[&str]| {
+            verifier.accepts(&Presented {
+                common_names: owned(cns),
+                dns_names: owned(dns),
+            })
+        };
+        assert!(accepts(&["kube-apiserver-webhook-client"], &[]));
+        assert!(accepts(&["jane"], &["Kube-APIServer-Webhook-Client"]));
+        assert!(!accepts(&["Kube-APIServer-Webhook-Client"], &[]));
+        assert!(!accepts(&["kube-apiserver-webhook-client.evil"], &[]));
+        assert!(!accepts(&["system:node:worker-1"], &["worker-1"]));
+        assert!(!accepts(&[], &[]));
     }
 
     #[test]
