@@ -83,9 +83,9 @@ pub struct Args {
     /// only the API server's webhook client certificate.
     #[arg(long, env = "UNROOT_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
-    /// A name --client-ca accepts: the client certificate's Subject CN or
-    /// one of its DNS SANs must be one of these. Required with --client-ca.
-    /// Repeat, or separate with commas.
+    /// A name --client-ca accepts: the client certificate's Subject CN
+    /// (exactly) or one of its DNS SANs (in any case) must be one of these.
+    /// Required with --client-ca. Repeat, or separate with commas.
     #[arg(
         long = "client-ca-name",
         env = "UNROOT_CLIENT_CA_NAMES",
