@@ -93,13 +93,16 @@ audit_replica_ip() {
     echo "$ip"
 }
 
-# Forwards a local port to that replica's loopback dashboard listener
-# (8081) with kubectl port-forward, as an administrator reaches it; sets
-# dashboard to its URL once it answers.
+# Forwards a local port to replica $1's loopback dashboard listener (8081)
+# with kubectl port-forward, as an administrator reaches it (ending the
+# forward before); sets dashboard to its URL once it answers.
 audit_forward_dashboard() {
     local port deadline
+    if [[ -n $forward_pid ]]; then
+        kill "$forward_pid" 2>/dev/null || true
+    fi
     port=$(free_port)
-    e2e_kubectl -n "$UNROOT_NS" port-forward "pod/$(audit_replica)" "$port:8081" >"$work/forward.log" 2>&1 &
+    e2e_kubectl -n "$UNROOT_NS" port-forward "pod/$1" "$port:8081" >"$work/forward.log" 2>&1 &
     forward_pid=$!
     deadline=$((SECONDS + 30))
     until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/metrics" 2>/dev/null; do
@@ -147,7 +150,7 @@ audit_setup_namespace
 install_unroot
 set_unroot_args --audit-interval=3s --audit-page-size=2
 admin=$(audit_admin_url)
-audit_forward_dashboard || fail "kubectl port-forward to the dashboard listener failed"
+audit_forward_dashboard "$(audit_replica)" || fail "kubectl port-forward to the dashboard listener failed"
 
 out=$(audit_create_pods)
 assert_contains "the pods are created" "$out" "pod/priv created"
@@ -206,7 +209,22 @@ assert_contains "GET /audit/report has the namespace" "$report" "\"namespace\":\
 
 page=$(curl -fsS "$dashboard/dashboard")
 assert_contains "the dashboard has the namespace's readiness row" "$page" "id=\"readiness-$ns-restricted\" title=\"restricted:latest\">3<"
-assert_contains "and marks the reviews of callers without a client certificate" "$page" '<td class="caller bad" title="no client certificate: possibly forged">unauthenticated</td>'
+# The replica that answered a warned review lists it: its row is marked.
+warned=
+while read -r pod _; do
+    if e2e_kubectl logs "$pod" -n "$UNROOT_NS" | grep -F '"audit":"admission"' | grep -qF '"warnings":1'; then
+        warned=$pod
+        break
+    fi
+done < <(unroot_pods)
+if [[ -n $warned ]] && audit_forward_dashboard "$warned"; then
+    page=$(curl -fsS "$dashboard/dashboard")
+    assert_contains "the dashboard marks the reviews of callers without a client certificate" "$page" \
+        '<td class="caller bad" title="no client certificate: possibly forged">unauthenticated</td>'
+    assert_not_contains "and holds none of an authenticated caller (no --client-ca)" "$page" '<td class="caller">authenticated</td>'
+else
+    fail "no replica's audit log holds the warned review, or its dashboard could not be reached"
+fi
 
 lines=$(audit_log_lines)
 priv=$(grep -F "\"name\":\"priv\"" <<<"$lines" | grep -F '"webhook":"validate"' | head -n 1 || true)
