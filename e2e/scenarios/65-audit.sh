@@ -81,16 +81,13 @@ audit_admin_url() {
     echo "http://$(audit_replica_ip):8080"
 }
 
-# The replica looked at (the first ready one), and its pod IP.
+# The replica looked at (the first ready one), and its pod IP. (All of
+# unroot_pods is read: a reader that stops early breaks its pipe.)
 audit_replica() {
-    local pod _
-    read -r pod _ < <(unroot_pods)
-    echo "$pod"
+    unroot_pods | awk 'NR == 1 {print $1}'
 }
 audit_replica_ip() {
-    local _ ip
-    read -r _ ip < <(unroot_pods)
-    echo "$ip"
+    unroot_pods | awk 'NR == 1 {print $2}'
 }
 
 # Forwards a local port to replica $1's loopback dashboard listener (8081)
@@ -212,9 +209,10 @@ assert_contains "the dashboard has the namespace's readiness row" "$page" "id=\"
 # The replica that answered a warned review lists it: its row is marked.
 warned=
 while read -r pod _; do
-    if e2e_kubectl logs "$pod" -n "$UNROOT_NS" | grep -F '"audit":"admission"' | grep -qF '"warnings":1'; then
+    # No grep -q: under pipefail, a reader that stops early fails the pipe.
+    if [[ -z $warned ]] && e2e_kubectl logs "$pod" -n "$UNROOT_NS" | grep -F '"audit":"admission"' |
+        grep -F '"warnings":1' >/dev/null; then
         warned=$pod
-        break
     fi
 done < <(unroot_pods)
 if [[ -n $warned ]] && audit_forward_dashboard "$warned"; then
