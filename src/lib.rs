@@ -22,4 +22,5 @@ pub mod readiness;
 pub mod report;
 pub mod server;
 pub mod telemetry;
+pub mod view;
 pub mod workload;

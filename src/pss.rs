@@ -12,11 +12,15 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EphemeralContainer, Lifecycle, PodSecurityContext, PodSpec, Probe,
-    SecurityContext,
+    SecurityContext, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::view;
 
 mod allow_privilege_escalation;
 mod app_armor_profile;
@@ -231,14 +235,24 @@ pub fn evaluate_excluding_init(
     lv: LevelVersion,
     skip_init: Option<usize>,
 ) -> Vec<Violation> {
-    let input = Input {
-        meta,
-        spec,
-        skip_init,
-    };
+    run_profile(&Input::of_api(meta, spec, skip_init), lv)
+}
+
+/// [`evaluate_excluding_init`] on the [`view`] of a pod that admission
+/// decoded.
+#[must_use]
+pub fn evaluate_view(
+    pod: &view::Pod<'_>,
+    lv: LevelVersion,
+    skip_init: Option<usize>,
+) -> Vec<Violation> {
+    run_profile(&Input::of_view(pod, skip_init), lv)
+}
+
+fn run_profile(input: &Input<'_>, lv: LevelVersion) -> Vec<Violation> {
     let mut violations = Vec::new();
     for active in profile(lv) {
-        if let Some(failure) = (active.eval)(&input) {
+        if let Some(failure) = (active.eval)(input) {
             violations.push(Violation {
                 check: active.id,
                 reason: if failure.reason.is_empty() {
@@ -532,49 +546,122 @@ fn profile(lv: LevelVersion) -> &'static [Active] {
 // ---------------------------------------------------------------------------
 // What checks see
 
-/// The pod (or template) under evaluation.
+/// The pod (or template) under evaluation: what checks read of it, from
+/// `k8s_openapi` types (a pod read through the API or from a file) or from
+/// the [`view`] admission decodes, which share their leaf types.
 pub(crate) struct Input<'a> {
-    pub meta: &'a ObjectMeta,
-    pub spec: &'a PodSpec,
+    /// `metadata.annotations`.
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+    /// `spec.volumes`.
+    pub volumes: &'a [Volume],
+    /// `spec.hostNetwork`, `spec.hostPID`, `spec.hostIPC`.
+    pub host_network: Option<bool>,
+    pub host_pid: Option<bool>,
+    pub host_ipc: Option<bool>,
+    security_context: Option<&'a PodSecurityContext>,
+    windows: bool,
+    host_users: Option<bool>,
+    containers: Containers<'a>,
     skip_init: Option<usize>,
 }
 
+/// Where the containers come from.
+#[derive(Clone, Copy)]
+enum Containers<'a> {
+    Api(&'a PodSpec),
+    View(&'a view::Spec<'a>),
+}
+
 impl<'a> Input<'a> {
+    fn of_api(meta: &'a ObjectMeta, spec: &'a PodSpec, skip_init: Option<usize>) -> Self {
+        Input {
+            annotations: meta.annotations.as_ref(),
+            volumes: spec.volumes.as_deref().unwrap_or_default(),
+            host_network: spec.host_network,
+            host_pid: spec.host_pid,
+            host_ipc: spec.host_ipc,
+            security_context: spec.security_context.as_ref(),
+            windows: spec.os.as_ref().is_some_and(|os| os.name == "windows"),
+            host_users: spec.host_users,
+            containers: Containers::Api(spec),
+            skip_init,
+        }
+    }
+
+    fn of_view(pod: &'a view::Pod<'a>, skip_init: Option<usize>) -> Self {
+        let spec = &pod.spec;
+        Input {
+            annotations: pod.metadata.annotations.as_ref(),
+            volumes: spec.volumes.as_deref().unwrap_or_default(),
+            host_network: spec.host_network,
+            host_pid: spec.host_pid,
+            host_ipc: spec.host_ipc,
+            security_context: spec.security_context.as_ref(),
+            windows: pod.is_windows(),
+            host_users: spec.host_users,
+            containers: Containers::View(spec),
+            skip_init,
+        }
+    }
+
     /// Every container in visit order: init, regular, ephemeral.
     pub(crate) fn containers(&self) -> impl Iterator<Item = ContainerView<'a>> + use<'a> {
         let skip = self.skip_init;
-        let spec = self.spec;
-        let init = spec
-            .init_containers
-            .as_deref()
+        let (api, view) = match self.containers {
+            Containers::Api(spec) => (Some(spec), None),
+            Containers::View(spec) => (None, Some(spec)),
+        };
+        let api_init = api
+            .and_then(|s| s.init_containers.as_deref())
             .unwrap_or_default()
             .iter()
             .enumerate()
             .filter(move |(i, _)| Some(*i) != skip)
             .map(|(_, c)| ContainerView::from(c));
-        let regular = spec.containers.iter().map(ContainerView::from);
-        let ephemeral = spec
-            .ephemeral_containers
-            .as_deref()
+        let api_rest = api
+            .map(|s| s.containers.as_slice())
             .unwrap_or_default()
             .iter()
+            .map(ContainerView::from)
+            .chain(
+                api.and_then(|s| s.ephemeral_containers.as_deref())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ContainerView::from),
+            );
+        let view_init = view
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| Some(*i) != skip)
+            .map(|(_, c)| ContainerView::from(c));
+        let view_rest = view
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .chain(
+                view.and_then(|s| s.ephemeral_containers.as_deref())
+                    .unwrap_or_default(),
+            )
             .map(ContainerView::from);
-        init.chain(regular).chain(ephemeral)
+        // One source is empty: init containers first, whichever it is.
+        api_init.chain(view_init).chain(api_rest).chain(view_rest)
     }
 
     /// `spec.securityContext`.
     pub(crate) fn pod_security_context(&self) -> Option<&'a PodSecurityContext> {
-        self.spec.security_context.as_ref()
+        self.security_context
     }
 
     /// `spec.os.name == "windows"`: the only OS signal upstream consults.
     pub(crate) fn is_windows(&self) -> bool {
-        self.spec.os.as_ref().is_some_and(|os| os.name == "windows")
+        self.windows
     }
 
     /// `spec.hostUsers` explicitly `false`: the pod runs in a user namespace.
     pub(crate) fn in_user_namespace(&self) -> bool {
-        self.spec.host_users == Some(false)
+        self.host_users == Some(false)
     }
 }
 
@@ -592,6 +679,20 @@ pub(crate) struct ContainerView<'a> {
 
 impl<'a> From<&'a Container> for ContainerView<'a> {
     fn from(c: &'a Container) -> Self {
+        ContainerView {
+            name: &c.name,
+            security_context: c.security_context.as_ref(),
+            ports: c.ports.as_deref().unwrap_or_default(),
+            liveness_probe: c.liveness_probe.as_ref(),
+            readiness_probe: c.readiness_probe.as_ref(),
+            startup_probe: c.startup_probe.as_ref(),
+            lifecycle: c.lifecycle.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a view::Container<'a>> for ContainerView<'a> {
+    fn from(c: &'a view::Container<'a>) -> Self {
         ContainerView {
             name: &c.name,
             security_context: c.security_context.as_ref(),

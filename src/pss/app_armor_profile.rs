@@ -59,9 +59,8 @@ fn v1_0(input: &Input<'_>) -> Option<Failure> {
     }
     // Annotations are a BTreeMap, so a range scan yields the keys in order.
     let bad_annotations: Vec<(&str, &str)> = input
-        .meta
         .annotations
-        .iter()
+        .into_iter()
         .flat_map(|a| {
             a.range::<str, _>((
                 std::ops::Bound::Included(ANNOTATION_PREFIX),

@@ -18,7 +18,7 @@ pub(crate) fn check() -> Check {
 }
 
 fn v1_0(input: &Input<'_>) -> Option<Failure> {
-    let spec = input.spec;
+    let spec = input;
     let fields = [
         (spec.host_network, "hostNetwork=true"),
         (spec.host_pid, "hostPID=true"),

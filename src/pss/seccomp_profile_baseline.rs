@@ -43,7 +43,7 @@ fn allowed_annotation(value: &str) -> bool {
 }
 
 fn v1_0(input: &Input<'_>) -> Option<Failure> {
-    let annotations = input.meta.annotations.as_ref()?;
+    let annotations = input.annotations?;
     let mut entries = BTreeSet::new();
     let mut add = |key: &str, value: &str| {
         let mut entry = format!("{key}=");

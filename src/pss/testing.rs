@@ -67,14 +67,15 @@ pub(crate) fn run(
         Version::Minor(m) => m,
         Version::Latest => u64::MAX,
     };
-    let input = Input {
-        meta: &meta,
-        spec: &spec,
-        skip_init: None,
-    };
     let check = check();
     let active = check.at(minor)?;
-    (active.eval)(&input).map(|f| (f.reason, f.detail))
+    let api = (active.eval)(&Input::of_api(&meta, &spec, None)).map(|f| (f.reason, f.detail));
+    // The same pod as admission decodes it: the same verdict.
+    let text = pod.to_string();
+    let view = crate::view::decode(&text).expect("test pod as a view");
+    let of_view = (active.eval)(&Input::of_view(&view, None)).map(|f| (f.reason, f.detail));
+    assert_eq!(api, of_view, "the view and the API types disagree on {pod}");
+    api
 }
 
 /// Asserts every row, reporting all mismatches at once.
