@@ -77,9 +77,15 @@ fn validate_review(body: &[u8], policy: &Snapshot, labels: &BTreeMap<String, Str
             namespace_labels: labels,
             requester: &req.user_info.username,
         };
-        validate::evaluate(req, policy, &NamespaceLabels::Unknown, None, |pod: &Pod| {
-            mutate::vouch(pod, &input, mutate::Requester::MustBeTrusted)
-        })
+        validate::evaluate(
+            req,
+            policy,
+            &NamespaceLabels::Unknown,
+            None,
+            |pod: &unroot::view::Pod<'_>| {
+                mutate::vouch(pod, &input, mutate::Requester::MustBeTrusted)
+            },
+        )
     });
     decision
         .response

@@ -16,11 +16,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec, SecurityContext};
+use k8s_openapi::api::core::v1::{PodSecurityContext, SecurityContext};
 
 use crate::mutate::Identity;
 use crate::policy::{ALLOW_ROOT_LABEL, Document, HARDEN_LABEL, HardenMode};
 use crate::pss::go_quote;
+use crate::view::{Pod, Spec};
 
 /// What [`find`] found in a pod.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,11 +52,12 @@ struct Place<'a> {
 /// at `skip` (unroot's own provisioning init container) aside.
 #[must_use]
 pub fn find(
-    spec: &PodSpec,
+    pod: &Pod<'_>,
     skip: Option<usize>,
     identity: Option<&Identity>,
     policy: &Document,
 ) -> Found {
+    let spec = &pod.spec;
     let mut found = Found::default();
     let pod = spec.security_context.as_ref();
     let places = places(spec, skip);
@@ -90,7 +92,7 @@ pub fn find(
     found
 }
 
-fn places(spec: &PodSpec, skip: Option<usize>) -> Vec<Place<'_>> {
+fn places<'s>(spec: &'s Spec<'_>, skip: Option<usize>) -> Vec<Place<'s>> {
     let named = |kind: &str, name: &str| format!("{kind} {}", go_quote(name));
     let mut places: Vec<Place<'_>> = spec
         .containers
@@ -218,8 +220,8 @@ mod tests {
     use super::*;
     use crate::policy::Document;
 
-    fn spec(value: &Value) -> PodSpec {
-        serde_json::from_value(value.clone()).expect("a pod spec")
+    fn spec(value: &Value) -> Pod<'static> {
+        crate::view::decode_value(&json!({"spec": value})).expect("a pod spec")
     }
 
     fn provisioning_on() -> Document {

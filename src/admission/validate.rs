@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 
 use k8s_openapi::api::core::v1::{EphemeralContainer, Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -23,6 +22,7 @@ use crate::namespaces::Labels;
 use crate::policy::{HardenMode, Snapshot};
 use crate::pss::namespace_policy;
 use crate::pss::{self, Level, LevelVersion, Violation};
+use crate::view;
 
 /// Audit annotation: the enforce level and version of a pod decision.
 pub const ENFORCE_POLICY: &str = "enforce-policy";
@@ -177,7 +177,7 @@ pub fn evaluate(
     policy: &Snapshot,
     namespace: &NamespaceLabels,
     pod_override: Option<Pod>,
-    vouch: impl Fn(&Pod) -> Vouched,
+    vouch: impl Fn(&view::Pod<'_>) -> Vouched,
 ) -> Decision {
     let uid = &request.uid;
     let fatal = |response: Response, message: String| {
@@ -250,6 +250,7 @@ pub fn evaluate(
 
     // §4.7 common evaluation.
     if let Some(class) = evaluation
+        .pod
         .spec
         .runtime_class_name
         .as_deref()
@@ -280,13 +281,13 @@ fn apply_refusals(
     request: &Request<'_>,
     policy: &Snapshot,
     root_mode: HardenMode,
-    evaluation: &Evaluation,
+    evaluation: &Evaluation<'_>,
 ) {
     if !decision.response.allowed {
         return;
     }
     let found = refusals::find(
-        &evaluation.spec,
+        &evaluation.pod,
         evaluation.skip,
         evaluation.identity.as_ref(),
         policy,
@@ -383,7 +384,6 @@ fn evaluate_modes(
     ns_policy: namespace_policy::Policy,
     label_errors: &[namespace_policy::LabelError],
 ) -> Decision {
-    let (meta, spec) = (&subject.meta, &subject.spec);
     let mut response = Response::allow(&request.uid);
     let mut facts = Facts::default();
     if !label_errors.is_empty() {
@@ -401,7 +401,7 @@ fn evaluate_modes(
         if let Some((_, v)) = cache.iter().find(|(l, _)| *l == lv) {
             return v.clone();
         }
-        let v = pss::evaluate_excluding_init(meta, spec, lv, subject.skip);
+        let v = pss::evaluate_view(&subject.pod, lv, subject.skip);
         cache.push((lv, v.clone()));
         v
     };
@@ -463,15 +463,14 @@ fn forbidden(request: &Request<'_>, lv: LevelVersion, violations: &[Violation]) 
     response
 }
 
-enum Subject {
-    Evaluate(Box<Evaluation>),
+enum Subject<'a> {
+    Evaluate(Box<Evaluation<'a>>),
     Allow,
 }
 
-/// What to evaluate: the pod's or template's metadata and spec.
-struct Evaluation {
-    meta: ObjectMeta,
-    spec: PodSpec,
+/// What to evaluate: the pod, or the template's pod.
+struct Evaluation<'a> {
+    pod: view::Pod<'a>,
     /// The init container exempt by provenance, if any.
     skip: Option<usize>,
     /// The pod's vouched identity, if any.
@@ -496,38 +495,46 @@ fn raw_kind(raw: &RawValue) -> Option<Cow<'_, str>> {
 /// Decodes a Pod with upstream's messages: `failed to decode {old }object`
 /// (with the error) when it does not decode, `failed to decode {old }pod`
 /// when it is another kind.
-fn decode_pod_raw(raw: Option<&RawValue>, old: &str) -> Result<Pod, DecodeFailure> {
+fn decode_pod_raw<'a>(
+    raw: Option<&'a RawValue>,
+    old: &str,
+) -> Result<view::Pod<'a>, DecodeFailure> {
     let Some(raw) = raw else {
         return Err((
             format!("failed to decode {old}object"),
             Some("no object in the request".to_owned()),
         ));
     };
-    if let Some(pod) = super::pod::decode(raw.get()) {
-        return Ok(pod);
-    }
-    serde_json::from_str::<Pod>(raw.get()).map_err(|e| {
-        match raw_kind(raw).filter(|k| !k.is_empty() && k != "Pod") {
-            Some(_) => (format!("failed to decode {old}pod"), None),
-            None => (format!("failed to decode {old}object"), Some(e.to_string())),
+    view::decode(raw.get()).map_err(|e| match e {
+        view::Error::NotAPod { .. } => (format!("failed to decode {old}pod"), None),
+        view::Error::Decode { source, .. } => {
+            match raw_kind(raw).filter(|k| !k.is_empty() && k != "Pod") {
+                Some(_) => (format!("failed to decode {old}pod"), None),
+                None => (
+                    format!("failed to decode {old}object"),
+                    Some(source.to_string()),
+                ),
+            }
         }
     })
 }
 
-fn decode_pod(
-    request: &Request<'_>,
+fn decode_pod<'a>(
+    request: &Request<'a>,
     pod_override: Option<Pod>,
-    vouch: impl Fn(&Pod) -> Vouched,
-) -> Result<Subject, DecodeFailure> {
-    let pod: Pod = match pod_override {
-        Some(pod) => pod,
+    vouch: impl Fn(&view::Pod<'_>) -> Vouched,
+) -> Result<Subject<'a>, DecodeFailure> {
+    let pod: view::Pod<'a> = match pod_override {
+        Some(pod) => view::Pod::from(&pod),
         None => decode_pod_raw(request.object, "")?,
     };
     if request.operation == Operation::Update {
-        let old: Pod = match request.old_object {
+        let old = match request.old_object {
             // A 1.20/1.21 ephemeralcontainers request: the old object is an
             // EphemeralContainers list, and adding one is always significant.
-            Some(old) if raw_kind(old).as_deref() == Some("EphemeralContainers") => Pod::default(),
+            Some(old) if raw_kind(old).as_deref() == Some("EphemeralContainers") => {
+                view::Pod::default()
+            }
             old => decode_pod_raw(old, "old ")?,
         };
         if request.sub_resource().is_empty()
@@ -538,14 +545,13 @@ fn decode_pod(
     }
     let Vouched { identity, init } = vouch(&pod);
     Ok(Subject::Evaluate(Box::new(Evaluation {
-        meta: pod.metadata,
-        spec: pod.spec.unwrap_or_default(),
+        pod,
         skip: init,
         identity,
     })))
 }
 
-fn decode_template(request: &Request<'_>) -> Result<Subject, DecodeFailure> {
+fn decode_template(request: &Request<'_>) -> Result<Subject<'static>, DecodeFailure> {
     let Some(raw) = request.object else {
         return Err((
             "failed to decode object".to_owned(),
@@ -564,8 +570,11 @@ fn decode_template(request: &Request<'_>) -> Result<Subject, DecodeFailure> {
     };
     match crate::workload::template(kind, raw) {
         Ok(Some(template)) => Ok(Subject::Evaluate(Box::new(Evaluation {
-            meta: template.metadata.unwrap_or_default(),
-            spec: template.spec.unwrap_or_default(),
+            pod: view::Pod::from(&Pod {
+                metadata: template.metadata.unwrap_or_default(),
+                spec: template.spec,
+                status: None,
+            }),
             skip: None,
             identity: None,
         }))),

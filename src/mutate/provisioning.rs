@@ -41,6 +41,7 @@ use crate::policy::names::{
 };
 use crate::policy::provisioning::{IdRange, Provisioning};
 use crate::policy::selector_matches;
+use crate::view;
 
 /// The user name annotation.
 pub const USER_ANNOTATION: &str = "unroot.dev/user";
@@ -805,37 +806,30 @@ pub struct Vouched {
 
 /// Reads what a pod's identity claim is worth (see [`Vouched`]).
 #[must_use]
-pub fn vouch(pod: &Pod, input: &Input<'_>, requester: Requester) -> Vouched {
-    // Runs for every pod /validate sees: most claim no identity, so check
-    // that before turning the pod into JSON.
-    if !pod
-        .metadata
-        .annotations
+pub fn vouch(pod: &view::Pod<'_>, input: &Input<'_>, requester: Requester) -> Vouched {
+    // Runs for every pod /validate sees: most claim no identity.
+    if pod.annotation(USER_ANNOTATION).is_none() || pod.is_windows() {
+        return Vouched::default();
+    }
+    let annotations = serde_json::to_value(&pod.metadata.annotations).ok();
+    let Ok(Some(identity)) = identity_of(annotations.as_ref(), input, requester) else {
+        return Vouched::default();
+    };
+    let volumes = pod
+        .spec
+        .volumes
         .as_ref()
-        .is_some_and(|a| a.contains_key(USER_ANNOTATION))
-    {
-        return Vouched::default();
-    }
-    let Ok(value) = serde_json::to_value(pod) else {
-        return Vouched::default();
-    };
-    if super::is_windows(&value, &[]) {
-        return Vouched::default();
-    }
-    let Ok(Some(identity)) = identity_of(value.pointer("/metadata/annotations"), input, requester)
-    else {
-        return Vouched::default();
-    };
-    let volumes = value
-        .pointer("/spec/volumes")
+        .and_then(|v| serde_json::to_value(v).ok());
+    let volumes = volumes
+        .as_ref()
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
     let init = injected_container(&identity, &input.policy.provisioning).and_then(|expected| {
-        value
-            .pointer("/spec/initContainers")?
-            .as_array()?
-            .iter()
-            .position(|c| is_injected(c, &expected, volumes))
+        pod.spec.init_containers.iter().flatten().position(|c| {
+            c.whole
+                .as_deref()
+                .is_some_and(|c| is_injected(c, &expected, volumes))
+        })
     });
     Vouched {
         identity: Some(identity),
@@ -854,7 +848,7 @@ pub fn vouch(pod: &Pod, input: &Input<'_>, requester: Requester) -> Vouched {
 /// look-alike with the same name are evaluated like any other container.
 #[must_use]
 pub fn provenance_index(pod: &Pod, input: &Input<'_>, requester: Requester) -> Option<usize> {
-    vouch(pod, input, requester).init
+    vouch(&view::Pod::from(pod), input, requester).init
 }
 
 /// The identity annotations an UPDATE adds, changes or removes, in their

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use crate::view;
 
 use super::seccomp_profile_baseline::CONTAINER_ANNOTATION_PREFIX;
 use super::{Error, Level, LevelVersion, Version, go_quote};
@@ -222,10 +222,8 @@ pub fn exemption_warning(
 /// container was added, or changed its image or that annotation. Everything
 /// else, the rest of the metadata included, is not significant.
 #[must_use]
-pub fn is_significant_pod_update(old: &Pod, new: &Pod) -> bool {
-    let empty = PodSpec::default();
-    let old_spec = old.spec.as_ref().unwrap_or(&empty);
-    let new_spec = new.spec.as_ref().unwrap_or(&empty);
+pub fn is_significant_pod_update(old: &view::Pod<'_>, new: &view::Pod<'_>) -> bool {
+    let (old_spec, new_spec) = (&old.spec, &new.spec);
     let old_init = old_spec.init_containers.as_deref().unwrap_or_default();
     let new_init = new_spec.init_containers.as_deref().unwrap_or_default();
     if new_spec.containers.len() != old_spec.containers.len() || new_init.len() != old_init.len() {
@@ -240,7 +238,9 @@ pub fn is_significant_pod_update(old: &Pod, new: &Pod) -> bool {
         let key = format!("{CONTAINER_ANNOTATION_PREFIX}{name}");
         old_notes.and_then(|a| a.get(&key)) != new_notes.and_then(|a| a.get(&key))
     };
-    let changed = |n: &Container, o: &Container| n.image != o.image || seccomp_changed(&n.name);
+    let changed = |n: &view::Container<'_>, o: &view::Container<'_>| {
+        n.image != o.image || seccomp_changed(&n.name)
+    };
     if new_spec
         .containers
         .iter()
@@ -548,8 +548,8 @@ mod tests {
         }
     }
 
-    fn pod(spec: &serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec})).expect("pod")
+    fn pod(spec: &serde_json::Value) -> view::Pod<'static> {
+        view::decode_value(&json!({"metadata": {"name": "p"}, "spec": spec})).expect("pod")
     }
 
     #[test]

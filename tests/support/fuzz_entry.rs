@@ -166,7 +166,7 @@ fn validate_pod(
     } else {
         Requester::StoredPod
     };
-    let vouched = |pod: &Pod| mutate::vouch(pod, &input, vouch);
+    let vouched = |pod: &unroot::view::Pod<'_>| mutate::vouch(pod, &input, vouch);
     validate::evaluate(req, policy, &labels, pod, vouched).response
 }
 

@@ -95,7 +95,7 @@ async fn pod_security(
     } else {
         crate::mutate::Requester::StoredPod
     };
-    let vouched = |pod: &Pod| crate::mutate::vouch(pod, &input, vouch);
+    let vouched = |pod: &crate::view::Pod<'_>| crate::mutate::vouch(pod, &input, vouch);
     validate::evaluate(req, policy, &namespace, pod, vouched)
 }
 
