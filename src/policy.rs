@@ -140,6 +140,10 @@ pub struct SecurityContext {
     pub run_as_group: i64,
     /// Pod-level `fsGroup` when the pod sets none.
     pub fs_group: i64,
+    /// Whether pods get [`Self::fs_group`] (with `fsGroupChangePolicy:
+    /// OnRootMismatch`) at all; off leaves volume ownership to the pod.
+    #[serde(default = "yes")]
+    pub set_fs_group: bool,
     /// Pod-level seccomp profile type when the pod sets none.
     pub seccomp_profile_type: SeccompProfileType,
     /// Set `readOnlyRootFilesystem: true` on containers that do not choose.
@@ -360,6 +364,10 @@ pub struct PodSecurityDefaults {
 
 fn latest() -> String {
     "latest".to_owned()
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for PodSecurityDefaults {
@@ -680,6 +688,7 @@ impl Document {
             run_as_user: o.run_as_user.unwrap_or(top.run_as_user),
             run_as_group: o.run_as_group.unwrap_or(top.run_as_group),
             fs_group: o.fs_group.unwrap_or(top.fs_group),
+            set_fs_group: top.set_fs_group,
             seccomp_profile_type: o.seccomp_profile_type.unwrap_or(top.seccomp_profile_type),
             read_only_root_filesystem: top.read_only_root_filesystem,
             r#override: top.r#override,
@@ -1292,11 +1301,31 @@ mod tests {
                 "apiVersion: is required: set it to \"unroot.dev/v1\"",
                 "securityContext.allowedCapabilities[1]: invalid type: integer `7`, expected a string",
                 "securityContext.allowedCapabilities[2]: invalid type: map, expected a string",
-                "securityContext.overide: unknown field \"overide\" (expected one of runAsUser, runAsGroup, fsGroup, seccompProfileType, readOnlyRootFilesystem, override, allowedCapabilities, harden, namespaceOverrides)",
+                "securityContext.overide: unknown field \"overide\" (expected one of runAsUser, runAsGroup, fsGroup, setFsGroup, seccompProfileType, readOnlyRootFilesystem, override, allowedCapabilities, harden, namespaceOverrides)",
                 "securityContext.runAsUser: 0 is not allowed: must be a non-root id between 1 and 4294967294",
                 "securityContext.allowedCapabilities[3]: \"SYS_ADMIN\" would grant root-equivalent power and cannot be allowed",
                 "podSecurity.defaults.enforce: \"strict\" is not one of privileged, baseline, restricted",
             ]
+        );
+    }
+
+    #[test]
+    fn set_fs_group_defaults_on_and_a_partial_policy_turns_it_off() {
+        assert!(Document::embedded().security_context.set_fs_group);
+        let off = Document::from_yaml(
+            "apiVersion: unroot.dev/v1\nkind: Policy\nsecurityContext: {setFsGroup: false}\n",
+        )
+        .unwrap();
+        assert!(!off.security_context.set_fs_group);
+        assert_eq!(off.security_context.fs_group, 65532, "the rest is default");
+        let Err(Error::Invalid(errors)) = Document::from_yaml(
+            "apiVersion: unroot.dev/v1\nkind: Policy\nsecurityContext: {setFsGroup: sometimes}\n",
+        ) else {
+            panic!("expected invalid");
+        };
+        assert_eq!(
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["securityContext.setFsGroup: invalid type: string \"sometimes\", expected a boolean"]
         );
     }
 

@@ -80,10 +80,11 @@ async fn start(policy: Document) -> common::Server {
 }
 
 /// What `on` sets on a pod with one bare container `app`, in patch order.
-const WOULD_SET: [&str; 7] = [
+const WOULD_SET: [&str; 8] = [
     "would set securityContext.allowPrivilegeEscalation=false on container \"app\"",
     "would set securityContext.capabilities.drop=[\"ALL\"] on container \"app\"",
     "would set securityContext.fsGroup=65532 on pod",
+    "would set securityContext.fsGroupChangePolicy=\"OnRootMismatch\" on pod",
     "would set securityContext.runAsGroup=65532 on pod",
     "would set securityContext.runAsNonRoot=true on pod",
     "would set securityContext.runAsUser=65532 on pod",
@@ -189,6 +190,7 @@ async fn warn_keeps_what_is_left_as_set_and_names_what_override_would_change() {
             "would set securityContext.capabilities.drop=[\"ALL\"] on container \"app\"",
             "would set securityContext.runAsGroup=65532 on pod",
             "would set securityContext.fsGroup=65532 on pod",
+            "would set securityContext.fsGroupChangePolicy=\"OnRootMismatch\" on pod",
             "would set securityContext.seccompProfile.type=\"RuntimeDefault\" on pod",
             "unroot: spec.containers[0].securityContext.allowPrivilegeEscalation (container \"app\")=true is left as set: it lets processes gain privileges (setuid binaries)",
             "unroot: spec.containers[0].securityContext.capabilities.add[0] (container \"app\")=\"SYS_ADMIN\" is left as set: the capability is not in the policy's allowedCapabilities",
@@ -220,6 +222,7 @@ async fn warn_keeps_what_is_left_as_set_and_names_what_override_would_change() {
             "would set securityContext.runAsUser=65532 on pod (instead of 0)",
             "would set securityContext.runAsGroup=65532 on pod",
             "would set securityContext.fsGroup=65532 on pod",
+            "would set securityContext.fsGroupChangePolicy=\"OnRootMismatch\" on pod",
             "would set securityContext.seccompProfile.type=\"RuntimeDefault\" on pod",
             "would set securityContext.runAsNonRoot=true on pod",
         ]
@@ -436,6 +439,7 @@ async fn namespace_overrides_set_ids_and_the_first_match_wins() {
         "would set securityContext.runAsUser=1000 on pod",
         "would set securityContext.runAsGroup=1001 on pod",
         "would set securityContext.fsGroup=1002 on pod",
+        "would set securityContext.fsGroupChangePolicy=\"OnRootMismatch\" on pod",
     ] {
         assert!(
             warnings.iter().any(|w| w == want),

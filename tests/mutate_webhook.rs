@@ -39,6 +39,10 @@ fn cases() -> Vec<Case> {
                 ("/spec/securityContext/runAsGroup", json!(65532)),
                 ("/spec/securityContext/fsGroup", json!(65532)),
                 (
+                    "/spec/securityContext/fsGroupChangePolicy",
+                    json!("OnRootMismatch"),
+                ),
+                (
                     "/spec/securityContext/seccompProfile",
                     json!({"type": "RuntimeDefault"}),
                 ),

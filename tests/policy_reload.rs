@@ -232,7 +232,7 @@ async fn validate_refuses_an_invalid_policy_configmap_with_every_error() {
     let response = server.admit("/validate", &review(&partial)).await;
     assert_eq!(
         response["status"]["message"],
-        "ConfigMap unroot/unroot-policy: invalid unroot policy in data.policy.yaml, 4 error(s): securityContext.fsGroup: invalid type: string \"lots\", expected i64; securityContext.overide: unknown field \"overide\" (expected one of runAsUser, runAsGroup, fsGroup, seccompProfileType, readOnlyRootFilesystem, override, allowedCapabilities, harden, namespaceOverrides); securityContext.runAsUser: 0 is not allowed: must be a non-root id between 1 and 4294967294; podSecurity.defaults.enforce: \"strict\" is not one of privileged, baseline, restricted"
+        "ConfigMap unroot/unroot-policy: invalid unroot policy in data.policy.yaml, 4 error(s): securityContext.fsGroup: invalid type: string \"lots\", expected i64; securityContext.overide: unknown field \"overide\" (expected one of runAsUser, runAsGroup, fsGroup, setFsGroup, seccompProfileType, readOnlyRootFilesystem, override, allowedCapabilities, harden, namespaceOverrides); securityContext.runAsUser: 0 is not allowed: must be a non-root id between 1 and 4294967294; podSecurity.defaults.enforce: \"strict\" is not one of privileged, baseline, restricted"
     );
     let three_lines =
         configmap("apiVersion: unroot.dev/v1\nkind: Policy\nsecurityContext: {runAsUser: 10001}\n");

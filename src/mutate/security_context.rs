@@ -1,8 +1,12 @@
 //! Drops root: the pod- and container-level securityContext every pod gets.
 //!
 //! Pod level (`spec.securityContext`), when unset: `runAsNonRoot: true`,
-//! `runAsUser`/`runAsGroup`/`fsGroup` from the policy, `seccompProfile` of the
-//! policy's type. Every container, init container and ephemeral container,
+//! `runAsUser`/`runAsGroup`/`fsGroup` from the policy (`fsGroup` only while
+//! `securityContext.setFsGroup` holds), `seccompProfile` of the policy's
+//! type. With an `fsGroup` it adds, `fsGroupChangePolicy: OnRootMismatch`
+//! unless the pod chose a policy: the kubelet then walks a volume only when
+//! its root has another owner, instead of re-owning every file at every
+//! start. Every container, init container and ephemeral container,
 //! when unset: `allowPrivilegeEscalation: false`, and `capabilities.drop`
 //! gains `ALL`.
 //!
@@ -34,8 +38,9 @@ pub struct Context<'a> {
     pub settings: &'a SecurityContext,
     /// Warnings for the response, one per field left or made insecure.
     pub warnings: &'a mut Vec<String>,
-    /// Whether the pod gets an `fsGroup` when it sets none (not for a
-    /// provisioned pod whose policy opts out: see `provisioning.setFsGroup`).
+    /// Whether the pod gets an `fsGroup` when it sets none (not when the
+    /// policy's `securityContext.setFsGroup` is off, nor for a provisioned
+    /// pod whose policy opts out: see `provisioning.setFsGroup`).
     pub fs_group: bool,
 }
 
@@ -121,7 +126,7 @@ impl Context<'_> {
                 ("runAsGroup", gid),
                 ("fsGroup", fs_group),
             ] {
-                if name == "fsGroup" && !self.fs_group {
+                if name == "fsGroup" && !(self.fs_group && policy.set_fs_group) {
                     continue;
                 }
                 let path = with(&sc, &[name]);
@@ -138,7 +143,16 @@ impl Context<'_> {
                             "it runs the pod as root",
                         );
                     }
-                    Some(_) => {}
+                    Some(_) => continue,
+                }
+                // An fsGroup unroot set (added, or overridden from 0) comes
+                // with OnRootMismatch, unless the pod chose how its volumes
+                // are re-owned.
+                if name == "fsGroup" && self.builder.get(&path) == Some(&json!(default)) {
+                    self.builder.ensure(
+                        &with(&sc, &["fsGroupChangePolicy"]),
+                        json!("OnRootMismatch"),
+                    );
                 }
             }
             let path = with(&sc, &["seccompProfile"]);
@@ -360,5 +374,78 @@ impl Context<'_> {
             self.builder
                 .ensure(&with(&sc, &["readOnlyRootFilesystem"]), json!(true));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::mutate::{Input, pod};
+    use crate::policy::Document;
+
+    fn pod_with(security_context: &Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+               "spec": {"securityContext": security_context,
+                        "containers": [{"name": "app", "image": "x"}]}})
+    }
+
+    fn mutated(policy: &Document, security_context: &Value) -> Value {
+        let outcome = pod(&pod_with(security_context), &Input::new(policy)).unwrap();
+        outcome.object["spec"]["securityContext"].clone()
+    }
+
+    #[test]
+    fn an_added_fs_group_comes_with_on_root_mismatch_unless_the_pod_chose() {
+        let policy = Document::embedded();
+        let mut overriding = Document::embedded();
+        overriding.security_context.r#override = true;
+        // (policy, the pod's securityContext, fsGroup and policy after).
+        let cases = [
+            (&policy, json!({}), json!(65532), json!("OnRootMismatch")),
+            (
+                &policy,
+                json!({"fsGroupChangePolicy": "Always"}),
+                json!(65532),
+                json!("Always"),
+            ),
+            // The pod's own fsGroup and its (absent) policy are left alone.
+            (&policy, json!({"fsGroup": 5}), json!(5), Value::Null),
+            // An fsGroup 0 left with a warning gets no policy of unroot's...
+            (&policy, json!({"fsGroup": 0}), json!(0), Value::Null),
+            // ...one overridden to the policy's fsGroup does.
+            (
+                &overriding,
+                json!({"fsGroup": 0}),
+                json!(65532),
+                json!("OnRootMismatch"),
+            ),
+        ];
+        for (policy, given, fs_group, change_policy) in cases {
+            let sc = mutated(policy, &given);
+            assert_eq!(
+                (&sc["fsGroup"], &sc["fsGroupChangePolicy"]),
+                (&fs_group, &change_policy),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mutated_pod_gets_no_second_patch() {
+        let policy = Document::embedded();
+        let once = pod(&pod_with(&json!({})), &Input::new(&policy)).unwrap();
+        let twice = pod(&once.object, &Input::new(&policy)).unwrap();
+        assert!(twice.patch.0.is_empty(), "{:?}", twice.patch);
+    }
+
+    #[test]
+    fn set_fs_group_false_leaves_volume_ownership_to_the_pod() {
+        let mut policy = Document::embedded();
+        policy.security_context.set_fs_group = false;
+        let sc = mutated(&policy, &json!({}));
+        assert!(sc.get("fsGroup").is_none(), "{sc}");
+        assert!(sc.get("fsGroupChangePolicy").is_none(), "{sc}");
+        assert_eq!(sc["runAsUser"], 65532, "the rest is hardened as before");
     }
 }
