@@ -395,9 +395,16 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
         policy: current,
         namespaces,
         side_effects: side_effects(args),
-        identity_store: client
-            .clone()
-            .map(|c| Arc::new(KubeStore::new(c)) as Arc<dyn IdentityStore>),
+        identity_store: client.clone().map(|c| {
+            // Owned by unroot's namespace where there is one (in a pod), so
+            // that the uninstall removes them.
+            let store = KubeStore::new(c);
+            let store = match certs::manage::own_namespace() {
+                Some(namespace) => store.owned_by(namespace),
+                None => store,
+            };
+            Arc::new(store) as Arc<dyn IdentityStore>
+        }),
         pods: client
             .clone()
             .map(|c| Arc::new(KubePods::new(c)) as Arc<dyn PodLister>),
