@@ -22,6 +22,7 @@ pub mod namespace;
 pub mod pod;
 pub mod policy_configmap;
 pub mod refusals;
+pub mod serving_check;
 pub mod validate;
 
 use std::collections::BTreeMap;

@@ -10,10 +10,12 @@
 //! | [`secret`] | the Secret format, and loading it on every replica |
 //! | [`lease`] | the Lease that elects the one replica that rotates |
 //! | [`manage`] | the in-cluster task: Secret watch, rotation, caBundle injection |
+//! | [`fail_closed`] | failing closed once this install has served: the serving check, `failurePolicy`, the owner reference |
 //! | [`files`] | cert-manager mode: `--tls-cert`/`--tls-key` watched and reloaded |
 //! | [`tls`] | the rustls resolver and server configuration (mTLS) |
 //! | [`metrics`] | the certificate metrics |
 
+pub mod fail_closed;
 pub mod files;
 pub mod inspect;
 pub mod issue;

@@ -476,18 +476,24 @@ async fn a_privileged_container_added_after_unroot_is_denied_by_validate() {
         serde_saphyr::from_str(&std::fs::read_to_string("webhook-config/mutating.yaml").unwrap())
             .unwrap();
     assert_eq!(mutating["webhooks"][0]["reinvocationPolicy"], "IfNeeded");
-    let validating: Vec<Value> = serde_saphyr::from_str::<Value>(
-        &std::fs::read_to_string("webhook-config/validating.yaml").unwrap(),
-    )
-    .unwrap()["webhooks"]
+    let configuration: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string("webhook-config/validating.yaml").unwrap())
+            .unwrap();
+    let pods = configuration["webhooks"]
         .as_array()
         .unwrap()
-        .clone();
-    let pods = validating
         .iter()
         .find(|w| w["name"] == "validate.pods.unroot.dev")
         .unwrap();
-    assert_eq!(pods["failurePolicy"], "Fail");
+    // Failing closed once this install has served (tests/manifests.rs).
+    let fail_closed = configuration["metadata"]["annotations"]["unroot.dev/fail-closed"]
+        .as_str()
+        .unwrap();
+    assert!(
+        fail_closed
+            .split(',')
+            .any(|w| w == "validate.pods.unroot.dev")
+    );
     assert_eq!(
         pods["rules"][0]["resources"],
         json!(["pods", "pods/ephemeralcontainers"])

@@ -16,6 +16,7 @@ mod bad_input;
 mod bypass;
 mod callers;
 mod certs_cli;
+mod certs_fail_closed;
 mod certs_files;
 mod certs_mtls;
 mod certs_rotation;

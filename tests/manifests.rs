@@ -373,8 +373,16 @@ fn webhooks_of(
     all
 }
 
+/// The webhooks a configuration's `unroot.dev/fail-closed` names.
+fn fail_closed(kind: &str) -> BTreeSet<&'static str> {
+    find(manifests(), kind, "unroot")["metadata"]["annotations"]["unroot.dev/fail-closed"]
+        .as_str()
+        .map(|list| list.split(',').map(str::trim).collect())
+        .unwrap_or_default()
+}
+
 #[test]
-fn pod_and_namespace_webhooks_fail_closed_and_everything_else_fails_open() {
+fn pod_and_namespace_webhooks_fail_closed_once_served_and_everything_else_fails_open() {
     let webhooks = webhooks();
     let names: Vec<_> = webhooks.iter().map(|(n, ..)| *n).collect();
     assert_eq!(
@@ -384,17 +392,34 @@ fn pod_and_namespace_webhooks_fail_closed_and_everything_else_fails_open() {
             "validate.pods.unroot.dev",
             "validate.namespaces.unroot.dev",
             "validate.workloads.unroot.dev",
-            "validate.policy.unroot.dev"
+            "validate.policy.unroot.dev",
+            "serving-check.unroot.dev"
         ]
     );
+    // Every webhook ships failing open: until a replica of this install has
+    // answered a review, nothing is blocked (an image that cannot be pulled
+    // stops no pod). unroot then sets Fail on the ones the annotation names.
+    let listed: BTreeSet<_> = fail_closed("MutatingWebhookConfiguration")
+        .union(&fail_closed("ValidatingWebhookConfiguration"))
+        .copied()
+        .collect();
+    assert_eq!(
+        fail_closed("MutatingWebhookConfiguration"),
+        BTreeSet::from(["mutate.pods.unroot.dev"]),
+        "each configuration names its own webhooks"
+    );
     for (name, w, resources) in &webhooks {
+        assert_eq!(w["failurePolicy"], "Ignore", "{name}: shipped failing open");
         // Namespaces fail closed too: failing open would let a tenant who
         // may label its namespace turn hardening off while unroot is down.
         let fails_closed = resources
             .iter()
             .any(|r| *r == "pods" || r.starts_with("pods/") || *r == "namespaces");
-        let want = if fails_closed { "Fail" } else { "Ignore" };
-        assert_eq!(w["failurePolicy"], want, "{name}");
+        assert_eq!(
+            listed.contains(name),
+            fails_closed,
+            "{name}: fails closed once served exactly when it covers pods or namespaces"
+        );
         let service = &w["clientConfig"]["service"];
         assert_eq!(
             (&service["namespace"], &service["name"]),
@@ -466,6 +491,18 @@ fn the_shipped_policy_excludes_what_the_webhooks_exclude() {
 #[test]
 fn no_webhook_excludes_a_namespace_that_may_not_exist_yet() {
     for (name, w, resources) in webhooks() {
+        if resources.contains("leases") {
+            // The serving check: only the dry run that labels unroot's own
+            // Lease, in unroot's namespace, reaches it, and it fails open.
+            assert_eq!(resources, BTreeSet::from(["leases"]), "{name}");
+            assert_eq!(
+                w["objectSelector"]["matchExpressions"],
+                json!([{"key": "unroot.dev/serving-check", "operator": "Exists"}]),
+                "{name}"
+            );
+            assert_eq!(w["sideEffects"], "None", "{name}");
+            continue;
+        }
         if resources.contains("configmaps") {
             // The policy check selects on an object label, fails open, and
             // must see unroot's own namespace, where the policy lives.

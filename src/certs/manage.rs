@@ -13,7 +13,10 @@
 //!   [`FIELD_MANAGER`] owning nothing else, and puts it back within seconds
 //!   when someone overwrites it (the configurations are watched);
 //! - restores a Secret that was deleted or broken by hand from the last good
-//!   contents it holds in memory.
+//!   contents it holds in memory;
+//! - once every configuration holds the caBundle, runs the serving check
+//!   and makes the fail-closed webhooks fail closed, and makes unroot's
+//!   Namespace the configurations' owner ([`fail_closed`]).
 //!
 //! Server-side apply is safe here because `webhooks` is a map list keyed by
 //! `name` on every supported API server: Kubernetes 1.20 publishes it with
@@ -46,6 +49,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{Instrument as _, error, info, info_span, warn};
 
+use super::fail_closed;
 use super::lease::{Elector, LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD};
 use super::metrics::{Cert, Failure, Metrics};
 use super::rotation::{self, Decision, Observed, Plan, Policy};
@@ -357,12 +361,24 @@ impl Leader {
                 }
             }
         };
-        let inject = inject_ca_bundles(
-            self.client.clone(),
+        let keeper = Keeper {
+            client: self.client.clone(),
+            namespace: self.config.namespace.clone(),
+            lease: self.config.lease.clone(),
+            metrics: self.metrics.clone(),
+            recorder: self.recorder.clone(),
+            configs: Configurations::default(),
+            retry_at: None,
+            served: None,
+            check_at: None,
+            check_backoff: CHECK_BACKOFF.0,
+            owner: Owner::Unknown,
+            owner_at: None,
+        };
+        let inject = keeper.run(
             self.config.webhook_configurations.clone(),
             bundle_rx,
             confirmed_tx,
-            self.metrics.clone(),
         );
         let rotate = self.rotate(secret_rx, bundle_tx, confirmed_rx);
         tokio::select! {
@@ -667,26 +683,6 @@ impl fmt::Display for Kind {
 pub struct Webhooks(pub Vec<(String, Option<Vec<u8>>)>);
 
 impl Webhooks {
-    fn of_mutating(config: &MutatingWebhookConfiguration) -> Self {
-        Self::of(
-            config
-                .webhooks
-                .iter()
-                .flatten()
-                .map(|w| (&w.name, &w.client_config)),
-        )
-    }
-
-    fn of_validating(config: &ValidatingWebhookConfiguration) -> Self {
-        Self::of(
-            config
-                .webhooks
-                .iter()
-                .flatten()
-                .map(|w| (&w.name, &w.client_config)),
-        )
-    }
-
     fn of<'a>(webhooks: impl Iterator<Item = (&'a String, &'a WebhookClientConfig)>) -> Self {
         Self(
             webhooks
@@ -701,6 +697,38 @@ impl Webhooks {
         self.0
             .iter()
             .all(|(_, b)| b.as_deref() == Some(bundle.as_bytes()))
+    }
+}
+
+/// One webhook configuration as the task reads it: the caBundles, and what
+/// failing closed reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Live {
+    webhooks: Webhooks,
+    state: fail_closed::State,
+}
+
+impl Live {
+    fn of_mutating(config: &MutatingWebhookConfiguration) -> Self {
+        let hooks = config.webhooks.iter().flatten();
+        Self {
+            webhooks: Webhooks::of(hooks.clone().map(|w| (&w.name, &w.client_config))),
+            state: fail_closed::State::of(
+                &config.metadata,
+                hooks.map(|w| (&w.name, w.failure_policy.as_ref())),
+            ),
+        }
+    }
+
+    fn of_validating(config: &ValidatingWebhookConfiguration) -> Self {
+        let hooks = config.webhooks.iter().flatten();
+        Self {
+            webhooks: Webhooks::of(hooks.clone().map(|w| (&w.name, &w.client_config))),
+            state: fail_closed::State::of(
+                &config.metadata,
+                hooks.map(|w| (&w.name, w.failure_policy.as_ref())),
+            ),
+        }
     }
 }
 
@@ -720,6 +748,36 @@ pub fn apply_body(kind: Kind, name: &str, webhooks: &[String], bundle: &str) -> 
     })
 }
 
+/// Server-side-applies `body` (`what` it sets, for the error) to the
+/// configuration `kind`/`name` as field manager `manager`, forced: those
+/// fields are unroot's. Returns the configuration as stored.
+async fn apply_as(
+    client: &kube::Client,
+    kind: Kind,
+    name: &str,
+    body: &serde_json::Value,
+    manager: &str,
+    what: &str,
+) -> Result<Live> {
+    let params = PatchParams::apply(manager).force();
+    let failed = |source| Error::Kube {
+        action: format!("apply {what} to {kind} {name}"),
+        source,
+    };
+    match kind {
+        Kind::Mutating => Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .patch(name, &params, &Patch::Apply(body))
+            .await
+            .map(|c| Live::of_mutating(&c))
+            .map_err(failed),
+        Kind::Validating => Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .patch(name, &params, &Patch::Apply(body))
+            .await
+            .map(|c| Live::of_validating(&c))
+            .map_err(failed),
+    }
+}
+
 /// Writes `bundle` into every webhook of the configuration `kind`/`name`
 /// (server-side apply, field manager [`FIELD_MANAGER`], forced: the
 /// caBundle is unroot's); returns the webhooks as stored.
@@ -731,27 +789,9 @@ pub async fn apply_ca_bundle(
     bundle: &str,
 ) -> Result<Webhooks> {
     let body = apply_body(kind, name, webhooks, bundle);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let failed = |source| Error::Kube {
-        action: format!("apply the caBundle to {kind} {name}"),
-        source,
-    };
-    match kind {
-        Kind::Mutating => {
-            let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-            api.patch(name, &params, &Patch::Apply(&body))
-                .await
-                .map(|c| Webhooks::of_mutating(&c))
-                .map_err(failed)
-        }
-        Kind::Validating => {
-            let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-            api.patch(name, &params, &Patch::Apply(&body))
-                .await
-                .map(|c| Webhooks::of_validating(&c))
-                .map_err(failed)
-        }
-    }
+    apply_as(client, kind, name, &body, FIELD_MANAGER, "the caBundle")
+        .await
+        .map(|live| live.webhooks)
 }
 
 /// Reads the configuration `kind`/`name` (`None`: it does not exist).
@@ -764,24 +804,23 @@ pub async fn read_webhooks(
         action: format!("read {kind} {name}"),
         source,
     };
-    match kind {
+    let live = match kind {
         Kind::Mutating => Api::<MutatingWebhookConfiguration>::all(client.clone())
             .get_opt(name)
             .await
-            .map(|c| c.as_ref().map(Webhooks::of_mutating))
-            .map_err(failed),
+            .map(|c| c.as_ref().map(Live::of_mutating)),
         Kind::Validating => Api::<ValidatingWebhookConfiguration>::all(client.clone())
             .get_opt(name)
             .await
-            .map(|c| c.as_ref().map(Webhooks::of_validating))
-            .map_err(failed),
-    }
+            .map(|c| c.as_ref().map(Live::of_validating)),
+    };
+    live.map(|l| l.map(|l| l.webhooks)).map_err(failed)
 }
 
 /// A change seen by a configuration watch.
 enum Seen {
     /// The configuration as it is now (`None`: deleted).
-    Object(Option<Webhooks>),
+    Object(Option<Live>),
     /// A (re)list starts.
     Listing,
     /// A (re)list ended.
@@ -798,17 +837,17 @@ fn watch_configuration(
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let key = (kind, name.to_owned());
     match kind {
-        Kind::Mutating => watch_one(client, config, key, Webhooks::of_mutating),
-        Kind::Validating => watch_one(client, config, key, Webhooks::of_validating),
+        Kind::Mutating => watch_one(client, config, key, Live::of_mutating),
+        Kind::Validating => watch_one(client, config, key, Live::of_validating),
     }
 }
 
-/// One webhook configuration's changes, read into [`Webhooks`].
+/// One webhook configuration's changes, read into [`Live`].
 fn watch_one<K>(
     client: &kube::Client,
     config: watcher::Config,
     key: Key,
-    read: fn(&K) -> Webhooks,
+    read: fn(&K) -> Live,
 ) -> BoxStream<'static, (Key, Seen)>
 where
     K: kube::Resource<DynamicType = ()>
@@ -827,7 +866,7 @@ where
         .boxed()
 }
 
-fn seen<K>(event: watcher::Result<watcher::Event<K>>, read: fn(&K) -> Webhooks) -> Option<Seen> {
+fn seen<K>(event: watcher::Result<watcher::Event<K>>, read: fn(&K) -> Live) -> Option<Seen> {
     match event {
         Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
             Some(Seen::Object(Some(read(&o))))
@@ -848,8 +887,8 @@ enum Shown {
     Listing,
     /// It does not exist.
     Absent,
-    /// It exists, with these webhooks.
-    Present(Webhooks),
+    /// It exists, like this.
+    Present(Live),
 }
 
 /// What the configuration watches have shown.
@@ -880,14 +919,19 @@ impl Configurations {
         }
     }
 
+    /// The configurations that exist.
+    fn present(&self) -> impl Iterator<Item = (&Key, &Live)> {
+        self.seen.iter().filter_map(|(k, v)| match v {
+            Shown::Present(live) => Some((k, live)),
+            _ => None,
+        })
+    }
+
     /// The configurations that exist and do not hold `bundle`.
     fn lacking(&self, bundle: &str) -> Vec<(Key, Webhooks)> {
-        self.seen
-            .iter()
-            .filter_map(|(k, v)| match v {
-                Shown::Present(w) if !w.hold(bundle) => Some((k.clone(), w.clone())),
-                _ => None,
-            })
+        self.present()
+            .filter(|(_, live)| !live.webhooks.hold(bundle))
+            .map(|(k, live)| (k.clone(), live.webhooks.clone()))
             .collect()
     }
 
@@ -898,94 +942,333 @@ impl Configurations {
             && self.seen.values().all(|v| match v {
                 Shown::Listing => false,
                 Shown::Absent => true,
-                Shown::Present(w) => w.hold(bundle),
+                Shown::Present(live) => live.webhooks.hold(bundle),
             })
+    }
+
+    /// Whether all `total` configurations are known not to exist.
+    fn all_absent(&self, total: usize) -> bool {
+        self.seen.len() == total && self.seen.values().all(|v| matches!(v, Shown::Absent))
+    }
+
+    /// When this install first served, as a configuration records it.
+    fn served(&self) -> Option<String> {
+        fail_closed::served_of(self.present().map(|(_, live)| &live.state))
     }
 }
 
-/// Keeps every webhook's caBundle equal to the wanted bundle, and reports
-/// when all configurations hold it.
-async fn inject_ca_bundles(
+/// What the Lease holder knows of the Namespace that owns the
+/// configurations.
+enum Owner {
+    /// Not read yet (or reading failed: tried again later).
+    Unknown,
+    /// Its uid.
+    Known(String),
+    /// The cluster refused the owner reference; not tried again this term.
+    Refused,
+}
+
+/// The Lease holder's work on the webhook configurations: keep every
+/// webhook's caBundle equal to the wanted bundle and report when all
+/// configurations hold it, run the serving check and then keep the
+/// fail-closed webhooks failing closed ([`fail_closed`]), and keep the
+/// configurations owned by unroot's Namespace.
+struct Keeper {
     client: kube::Client,
-    names: Vec<String>,
-    mut bundle_rx: watch::Receiver<Option<String>>,
-    confirmed_tx: watch::Sender<Option<Confirmed>>,
+    /// unroot's namespace: the Lease's and the owner's.
+    namespace: String,
+    lease: String,
     metrics: Metrics,
-) {
-    let streams: Vec<_> = names
-        .iter()
-        .flat_map(|name| {
-            [Kind::Mutating, Kind::Validating].map(|kind| watch_configuration(&client, kind, name))
-        })
-        .collect();
-    let total = streams.len();
-    let mut events = futures::stream::select_all(streams);
-    let mut configs = Configurations::default();
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    // The last bundle every configuration held.
-    let mut injected: Option<String> = None;
-    loop {
-        tokio::select! {
-            event = events.next() => {
-                let Some((key, seen)) = event else { return };
-                configs.record(key, seen);
+    recorder: Recorder,
+    configs: Configurations,
+    /// When to retry a failed caBundle or failurePolicy write.
+    retry_at: Option<tokio::time::Instant>,
+    /// When this install first served (known: it fails closed).
+    served: Option<String>,
+    /// When the next serving check may run, and the wait after it fails.
+    check_at: Option<tokio::time::Instant>,
+    check_backoff: Duration,
+    owner: Owner,
+    owner_at: Option<tokio::time::Instant>,
+}
+
+/// The first wait after an unanswered serving check, and the longest.
+const CHECK_BACKOFF: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(30));
+
+impl Keeper {
+    async fn run(
+        mut self,
+        names: Vec<String>,
+        mut bundle_rx: watch::Receiver<Option<String>>,
+        confirmed_tx: watch::Sender<Option<Confirmed>>,
+    ) {
+        let streams: Vec<_> = names
+            .iter()
+            .flat_map(|name| {
+                [Kind::Mutating, Kind::Validating]
+                    .map(|kind| watch_configuration(&self.client, kind, name))
+            })
+            .collect();
+        let total = streams.len();
+        let mut events = futures::stream::select_all(streams);
+        // The last bundle every configuration held.
+        let mut injected: Option<String> = None;
+        loop {
+            let wake = [self.retry_at, self.check_at, self.owner_at]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                event = events.next() => {
+                    let Some((key, seen)) = event else { return };
+                    self.configs.record(key, seen);
+                }
+                r = bundle_rx.changed() => if r.is_err() { return },
+                () = sleep_until(wake) => {}
             }
-            r = bundle_rx.changed() => if r.is_err() { return },
-            () = sleep_until(retry_at) => retry_at = None,
+            let now = tokio::time::Instant::now();
+            for at in [&mut self.retry_at, &mut self.check_at, &mut self.owner_at] {
+                if at.is_some_and(|t| t <= now) {
+                    *at = None;
+                }
+            }
+            let Some(bundle) = bundle_rx.borrow().clone() else {
+                continue;
+            };
+            self.inject(&bundle, injected.as_deref()).await;
+            if !self.configs.all_hold(&bundle, total) {
+                continue;
+            }
+            injected = Some(bundle.clone());
+            let already = confirmed_tx
+                .borrow()
+                .as_ref()
+                .is_some_and(|c| c.bundle == bundle);
+            if !already {
+                info!(
+                    configurations = total,
+                    "every webhook configuration holds the caBundle"
+                );
+                confirmed_tx.send_replace(Some(Confirmed {
+                    bundle,
+                    at: SystemTime::now(),
+                }));
+            }
+            self.fail_closed(total).await;
+            self.own().await;
         }
-        let Some(bundle) = bundle_rx.borrow().clone() else {
-            continue;
-        };
+    }
+
+    /// Writes `bundle` to the configurations that lack it.
+    async fn inject(&mut self, bundle: &str, injected: Option<&str>) {
         // A configuration whose first list has not completed (or cannot be
         // watched) is not written yet; the others are.
-        for ((kind, name), webhooks) in configs.lacking(&bundle) {
-            if retry_at.is_some() {
+        for ((kind, name), webhooks) in self.configs.lacking(bundle) {
+            if self.retry_at.is_some() {
                 break;
             }
             // Someone else's bundle (not empty, not one unroot wrote) is
             // worth a warning; following the Secret is routine.
             let foreign = webhooks.0.iter().any(|(_, b)| {
                 b.as_ref().is_some_and(|b| {
-                    !b.is_empty()
-                        && injected
-                            .as_ref()
-                            .is_none_or(|i| i.as_bytes() != b.as_slice())
+                    !b.is_empty() && injected.is_none_or(|i| i.as_bytes() != b.as_slice())
                 })
             });
             let hooks: Vec<String> = webhooks.0.iter().map(|(n, _)| n.clone()).collect();
-            match apply_ca_bundle(&client, kind, &name, &hooks, &bundle).await {
+            let body = apply_body(kind, &name, &hooks, bundle);
+            match apply_as(
+                &self.client,
+                kind,
+                &name,
+                &body,
+                FIELD_MANAGER,
+                "the caBundle",
+            )
+            .await
+            {
                 Ok(stored) => {
                     if foreign {
                         warn!(%kind, %name, webhooks = hooks.len(), "a caBundle that is not the Secret's CAs was found; restored");
                     } else {
                         info!(%kind, %name, webhooks = hooks.len(), "caBundle set to the Secret's CAs");
                     }
-                    configs.record((kind, name), Seen::Object(Some(stored)));
+                    self.configs
+                        .record((kind, name), Seen::Object(Some(stored)));
                 }
                 Err(e) => {
-                    metrics.failed(Failure::InjectCaBundle);
+                    self.metrics.failed(Failure::InjectCaBundle);
                     warn!(error = %e, "failed to inject the caBundle; retrying in 5 s");
-                    retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                    self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
             }
         }
-        if !configs.all_hold(&bundle, total) {
-            continue;
+    }
+
+    /// With every caBundle in place: runs the serving check until it is
+    /// answered, then keeps the fail-closed webhooks failing closed.
+    async fn fail_closed(&mut self, total: usize) {
+        // Every configuration deleted (the recovery command): what they
+        // recorded goes with them, and a re-applied install fails open until
+        // it has served again.
+        if self.configs.all_absent(total) {
+            if self.served.take().is_some() {
+                info!(
+                    "every webhook configuration is gone; re-applied ones fail open until a replica has served again"
+                );
+            }
+            self.check_backoff = CHECK_BACKOFF.0;
+            return;
         }
-        injected = Some(bundle.clone());
-        let already = confirmed_tx
-            .borrow()
-            .as_ref()
-            .is_some_and(|c| c.bundle == bundle);
-        if !already {
-            info!(
-                configurations = total,
-                "every webhook configuration holds the caBundle"
-            );
-            confirmed_tx.send_replace(Some(Confirmed {
-                bundle,
-                at: SystemTime::now(),
-            }));
+        if self.served.is_none() {
+            self.served = self.configs.served();
+        }
+        if self.served.is_none() && self.check_at.is_none() {
+            self.check_serving().await;
+        }
+        let Some(served) = self.served.clone() else {
+            return;
+        };
+        let unarmed: Vec<(Key, Vec<String>)> = self
+            .configs
+            .present()
+            .filter(|(_, live)| !live.state.is_armed(&served))
+            .map(|(k, live)| (k.clone(), live.state.fail_closed.clone()))
+            .collect();
+        for ((kind, name), hooks) in unarmed {
+            if self.retry_at.is_some() {
+                break;
+            }
+            let body = fail_closed::arm_body(kind, &name, &hooks, &served);
+            match apply_as(
+                &self.client,
+                kind,
+                &name,
+                &body,
+                fail_closed::FIELD_MANAGER,
+                "failurePolicy: Fail",
+            )
+            .await
+            {
+                Ok(stored) => {
+                    info!(%kind, %name, webhooks = ?hooks, served = %served, "this install has served: these webhooks fail closed");
+                    self.configs
+                        .record((kind, name), Seen::Object(Some(stored)));
+                }
+                Err(e) => {
+                    self.metrics.failed(Failure::FailClosed);
+                    warn!(error = %e, "failed to make the webhooks fail closed; retrying in 5 s");
+                    self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One serving check; on an answer, this install has served.
+    async fn check_serving(&mut self) {
+        let lease = format!("{}/{}", self.namespace, self.lease);
+        match fail_closed::check_serving(&self.client, &self.namespace, &self.lease).await {
+            Ok(fail_closed::Check::Answered) => {
+                let served = fail_closed::served_now();
+                info!(%lease, %served, "a replica answered the serving check through the API server: the fail-closed webhooks fail closed from now on");
+                let event = KubeEvent {
+                    type_: EventType::Normal,
+                    reason: "Served".to_owned(),
+                    note: Some("a replica answered a review from the API server; the webhooks named in unroot.dev/fail-closed fail closed from now on".to_owned()),
+                    action: "FailClosed".to_owned(),
+                    secondary: None,
+                };
+                let reference = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("coordination.k8s.io/v1".to_owned()),
+                    kind: Some("Lease".to_owned()),
+                    name: Some(self.lease.clone()),
+                    namespace: Some(self.namespace.clone()),
+                    ..Default::default()
+                };
+                if let Err(e) = self.recorder.publish(&event, &reference).await {
+                    warn!(error = %e, "failed to record an Event on the Lease");
+                }
+                self.served = Some(served);
+                self.check_backoff = CHECK_BACKOFF.0;
+            }
+            Ok(fail_closed::Check::Unanswered) => {
+                info!(%lease, retry_in = ?self.check_backoff, "the serving check went unanswered (no replica reached through the API server yet); the webhooks stay fail-open");
+                self.check_later();
+            }
+            Err(e) => {
+                self.metrics.failed(Failure::FailClosed);
+                warn!(error = %e, retry_in = ?self.check_backoff, "failed to run the serving check; the webhooks stay fail-open");
+                self.check_later();
+            }
+        }
+    }
+
+    fn check_later(&mut self) {
+        self.check_at = Some(tokio::time::Instant::now() + self.check_backoff);
+        self.check_backoff = (self.check_backoff * 2).min(CHECK_BACKOFF.1);
+    }
+
+    /// Makes unroot's Namespace the owner of every configuration.
+    async fn own(&mut self) {
+        if self.owner_at.is_some() {
+            return;
+        }
+        let uid = match &self.owner {
+            Owner::Refused => return,
+            Owner::Known(uid) => uid.clone(),
+            Owner::Unknown => {
+                match fail_closed::namespace_uid(&self.client, &self.namespace).await {
+                    Ok(uid) => {
+                        self.owner = Owner::Known(uid.clone());
+                        uid
+                    }
+                    Err(e) => {
+                        self.metrics.failed(Failure::FailClosed);
+                        warn!(error = %e, "failed to read unroot's Namespace to own the webhook configurations; retrying in 30 s");
+                        self.owner_at = Some(tokio::time::Instant::now() + Duration::from_secs(30));
+                        return;
+                    }
+                }
+            }
+        };
+        let unowned: Vec<Key> = self
+            .configs
+            .present()
+            .filter(|(_, live)| !live.state.is_owned_by(&uid))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (kind, name) in unowned {
+            let body = fail_closed::owner_body(kind, &name, &self.namespace, &uid);
+            match apply_as(
+                &self.client,
+                kind,
+                &name,
+                &body,
+                fail_closed::OWNER_MANAGER,
+                "the owner reference",
+            )
+            .await
+            {
+                Ok(stored) => {
+                    info!(%kind, %name, namespace = %self.namespace, "owned by unroot's Namespace: deleting the namespace deletes it");
+                    self.configs
+                        .record((kind, name), Seen::Object(Some(stored)));
+                }
+                Err(Error::Kube {
+                    source: kube::Error::Api(status),
+                    ..
+                }) if status.is_forbidden() || status.code == 422 => {
+                    self.metrics.failed(Failure::FailClosed);
+                    warn!(%kind, %name, message = %status.message, "the cluster refused the owner reference (OwnerReferencesPermissionEnforcement?); delete the webhook configurations before the namespace when uninstalling");
+                    self.owner = Owner::Refused;
+                    return;
+                }
+                Err(e) => {
+                    self.metrics.failed(Failure::FailClosed);
+                    warn!(error = %e, "failed to write the owner reference; retrying in 30 s");
+                    self.owner_at = Some(tokio::time::Instant::now() + Duration::from_secs(30));
+                    return;
+                }
+            }
         }
     }
 }
@@ -1042,7 +1325,10 @@ mod tests {
 
     #[test]
     fn a_bundle_is_confirmed_only_when_every_configuration_is_known_and_holds_it() {
-        let hooks = |b: &str| Webhooks(vec![("w".to_owned(), Some(b.as_bytes().to_vec()))]);
+        let hooks = |b: &str| Live {
+            webhooks: Webhooks(vec![("w".to_owned(), Some(b.as_bytes().to_vec()))]),
+            state: fail_closed::State::default(),
+        };
         let m = (Kind::Mutating, "unroot".to_owned());
         let v = (Kind::Validating, "unroot".to_owned());
         let mut c = Configurations::default();
@@ -1057,12 +1343,15 @@ mod tests {
         c.record(m.clone(), Seen::Object(Some(hooks("X"))));
         assert!(c.all_hold("X", 2), "the validating one does not exist");
         assert!(c.lacking("X").is_empty());
-        c.record(v, Seen::Object(Some(hooks("Y"))));
+        c.record(v.clone(), Seen::Object(Some(hooks("Y"))));
         assert!(
             !c.all_hold("X", 2),
             "a new one appears with a foreign bundle"
         );
         c.record(m, Seen::Object(None));
         assert_eq!(c.lacking("X").len(), 1);
+        assert!(!c.all_absent(2), "the validating one exists");
+        c.record(v, Seen::Object(None));
+        assert!(c.all_absent(2), "both deleted: the recovery command");
     }
 }

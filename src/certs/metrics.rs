@@ -39,17 +39,21 @@ pub enum Failure {
     InjectCaBundle,
     /// Reading, taking or renewing the Lease failed.
     Lease,
+    /// The serving check could not be sent, or failing closed (or the
+    /// owner reference) could not be written to a webhook configuration.
+    FailClosed,
 }
 
 impl Failure {
     /// Every reason, to initialise the series at 0.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::InvalidSecret,
         Self::InvalidFiles,
         Self::Issue,
         Self::ApplySecret,
         Self::InjectCaBundle,
         Self::Lease,
+        Self::FailClosed,
     ];
 
     /// The `reason` label value.
@@ -62,6 +66,7 @@ impl Failure {
             Self::ApplySecret => "apply_secret",
             Self::InjectCaBundle => "inject_ca_bundle",
             Self::Lease => "lease",
+            Self::FailClosed => "fail_closed",
         }
     }
 }
@@ -183,6 +188,7 @@ mod tests {
             r#"unroot_certificate_errors_total{reason="apply_secret"} 0"#,
             r#"unroot_certificate_errors_total{reason="inject_ca_bundle"} 0"#,
             r#"unroot_certificate_errors_total{reason="lease"} 0"#,
+            r#"unroot_certificate_errors_total{reason="fail_closed"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
