@@ -50,6 +50,26 @@ fn render(dir: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `manifests/` with `components` (paths from the repository) layered
+/// over it, as an operator composes them in a directory of their own.
+fn composed(components: &[&str]) -> Vec<Value> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    // kustomize takes only relative paths to other roots.
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let root = format!("{up}{}", repo.display().to_string().trim_start_matches('/'));
+    let text = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{root}/manifests]\ncomponents: [{}]\n",
+        components
+            .iter()
+            .map(|c| format!("{root}/{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    std::fs::write(dir.path().join("kustomization.yaml"), text).unwrap();
+    render(dir.path().to_str().unwrap())
+}
+
 fn manifests() -> &'static [Value] {
     static OBJECTS: OnceLock<Vec<Value>> = OnceLock::new();
     OBJECTS.get_or_init(|| render("manifests"))
@@ -903,4 +923,56 @@ fn no_cluster_wide_issuer_signs_with_the_trust_root() {
             .any(|s| s["secret"]["name"] == root["spec"]["secretName"]),
         "{bundle}"
     );
+}
+
+#[test]
+fn the_observe_overlay_changes_only_the_policy_and_what_fails_closed() {
+    let observe = composed(&["manifests/overlays/observe"]);
+    let product = manifests();
+    assert_eq!(
+        product.iter().map(key).collect::<BTreeSet<_>>(),
+        observe.iter().map(key).collect::<BTreeSet<_>>(),
+        "the same objects"
+    );
+    let mut changed = Vec::new();
+    for o in product {
+        let theirs = observe.iter().find(|e| key(e) == key(o)).unwrap();
+        let mut diffs = Vec::new();
+        differences(o, theirs, "", &mut diffs);
+        changed.extend(
+            diffs
+                .into_iter()
+                .map(|d| format!("{}{d}", o["kind"].as_str().unwrap())),
+        );
+    }
+    assert_eq!(
+        changed,
+        [
+            "ConfigMap/data/policy.yaml",
+            "MutatingWebhookConfiguration/metadata/annotations/unroot.dev/fail-closed",
+            "ValidatingWebhookConfiguration/metadata/annotations/unroot.dev/fail-closed",
+        ]
+    );
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        assert_eq!(
+            find(&observe, kind, "unroot")["metadata"]["annotations"]["unroot.dev/fail-closed"],
+            "",
+            "{kind}: nothing fails closed"
+        );
+    }
+    // The policy: the embedded default but for hardening in warn and
+    // enforcement at privileged; audit and warn stay on.
+    let policy = find(&observe, "ConfigMap", "unroot-policy");
+    assert_eq!(policy["metadata"]["labels"]["unroot.dev/policy"], "true");
+    let text = policy["data"]["policy.yaml"].as_str().unwrap();
+    let observed = unroot::policy::Document::from_yaml(text).expect("a valid policy");
+    let mut want = unroot::policy::Document::embedded();
+    want.security_context.harden = unroot::policy::HardenMode::Warn;
+    want.pod_security.defaults.enforce = "privileged".to_owned();
+    assert_eq!(observed, want);
+    assert_eq!(observed.pod_security.defaults.audit, "restricted");
+    assert_eq!(observed.pod_security.defaults.warn, "restricted");
 }
