@@ -1,19 +1,23 @@
-//! A first install fails open until a replica has served, then closed for
-//! good: the certificate task (`--manage-certs`) against a fake API server
-//! that stores the shipped webhook configurations, the Secret, the Lease and
-//! the Namespace, and that calls the webhook the way the real one does: the
-//! serving check's dry run is sent, as an AdmissionReview, to a real unroot
-//! server over real TLS verified against the caBundle stored in the
-//! configuration (the "Service" of the install), and its denial comes back
-//! to the caller as the API server words it.
+//! A first install fails open until it has served, then closed for good:
+//! the certificate task (`--manage-certs`) against a fake API server that
+//! stores the shipped webhook configurations (`unroot` failing open, the
+//! empty `unroot-fail-closed`), the Secret, the Lease and the Namespace, and
+//! that calls the webhook the way the real one does: the serving check's dry
+//! run is sent, as an AdmissionReview, to a real unroot server over real TLS
+//! verified against the caBundle stored in the configuration (the install's
+//! "Service"), and its denial comes back to the caller as the API server
+//! words it. Server-side apply is emulated as far as unroot's field manager
+//! `unroot-served` needs it: what it stops naming goes.
 //!
 //! The story: no replica reachable (an image that cannot be pulled) → the
-//! caBundle and the owner reference are written but everything stays
-//! `Ignore`; a replica serves → the fail-closed webhooks get `Fail` and the
-//! configurations record when; an overwrite is repaired; a restarted task
-//! with no replica reachable re-arms a re-created configuration from what
-//! the other one recorded; deleting both configurations (the recovery
-//! command) forgets it, and re-applied ones fail open until served again.
+//! caBundle and the owner reference are written but nothing fails closed; a
+//! replica serves → each named webhook gets a failing-closed copy and its
+//! original is turned off, and the configurations record when; a changed
+//! copy or original is repaired; a restarted task with no replica reachable
+//! re-arms a re-created configuration from what the other one recorded; a
+//! webhook the annotation stops naming gets its original back; deleting
+//! every configuration (the recovery command) forgets it, and re-applied
+//! ones fail open until served again.
 
 use crate::common;
 
@@ -39,6 +43,8 @@ const NS: &str = "unroot";
 const NS_UID: &str = "5f0c9a52-unroot-namespace";
 const MUTATING: &str = "mutatingwebhookconfigurations";
 const VALIDATING: &str = "validatingwebhookconfigurations";
+const ORIGINALS: &str = "unroot";
+const TWINS: &str = "unroot-fail-closed";
 const FAIL_CLOSED: [&str; 3] = [
     "mutate.pods.unroot.dev",
     "validate.pods.unroot.dev",
@@ -104,7 +110,8 @@ fn merge(stored: &mut Value, applied: &Value, field: &str) -> Result<(), String>
             for item in a {
                 match s.iter_mut().find(|x| x[key] == item[key]) {
                     Some(existing) => merge(existing, item, "")?,
-                    None if field == "webhooks" => {
+                    // A half webhook is refused, as on the real API server.
+                    None if field == "webhooks" && item.get("clientConfig").is_none() => {
                         return Err(format!("webhooks[{}]: no such webhook", item[key]));
                     }
                     None => s.push(item.clone()),
@@ -143,17 +150,40 @@ impl Fake {
         fake
     }
 
-    /// `kubectl apply -k manifests/`: the shipped configurations, as they
-    /// are in webhook-config/ (whatever is stored under their names goes).
+    /// `kubectl apply -k manifests/` on empty ground: the shipped
+    /// configurations, as they are in webhook-config/.
     fn install(&self) {
-        for (resource, file) in [
-            (MUTATING, "webhook-config/mutating.yaml"),
-            (VALIDATING, "webhook-config/validating.yaml"),
-        ] {
-            let text = std::fs::read_to_string(file).unwrap();
-            let shipped: Value = serde_saphyr::from_str(&text).unwrap();
-            self.put(&config_path(resource), shipped);
+        for resource in [MUTATING, VALIDATING] {
+            self.install_one(resource);
         }
+    }
+
+    /// Creates the shipped configurations of one kind (an object stored
+    /// under the same name goes).
+    fn install_one(&self, resource: &str) {
+        let (original, kind) = if resource == MUTATING {
+            (
+                "webhook-config/mutating.yaml",
+                "MutatingWebhookConfiguration",
+            )
+        } else {
+            (
+                "webhook-config/validating.yaml",
+                "ValidatingWebhookConfiguration",
+            )
+        };
+        let text = std::fs::read_to_string(original).unwrap();
+        self.put(
+            &config_path(resource, ORIGINALS),
+            serde_saphyr::from_str(&text).unwrap(),
+        );
+        let text = std::fs::read_to_string("webhook-config/fail-closed.yaml").unwrap();
+        let twin = serde_saphyr::from_multiple::<Value>(&text)
+            .unwrap()
+            .into_iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap();
+        self.put(&config_path(resource, TWINS), twin);
     }
 
     fn put(&self, path: &str, mut object: Value) {
@@ -263,6 +293,9 @@ impl Fake {
                 let Some(mut object) = self.get(&path) else {
                     return status(404, "NotFound", "not found");
                 };
+                if params.get("fieldManager").map(String::as_str) == Some(SERVED_MANAGER) {
+                    forget_served_fields(&mut object, &path);
+                }
                 if let Err(e) = merge(&mut object, &body, "") {
                     return status(422, "Invalid", &e);
                 }
@@ -318,7 +351,7 @@ impl Fake {
         let mut new = old.clone();
         merge(&mut new, change, "").unwrap();
         self.store.lock().unwrap().checks += 1;
-        let Some(validating) = self.get(&config_path(VALIDATING)) else {
+        let Some(validating) = self.get(&config_path(VALIDATING, ORIGINALS)) else {
             return (200, new);
         };
         let labels: Vec<String> = new["metadata"]["labels"]
@@ -381,8 +414,30 @@ impl Fake {
     }
 }
 
-fn config_path(resource: &str) -> String {
-    format!("/apis/admissionregistration.k8s.io/v1/{resource}/unroot")
+fn config_path(resource: &str, name: &str) -> String {
+    format!("/apis/admissionregistration.k8s.io/v1/{resource}/{name}")
+}
+
+/// The field manager unroot makes its webhooks fail closed as.
+const SERVED_MANAGER: &str = "unroot-served";
+
+/// Server-side apply drops what a manager owned and no longer names: here,
+/// before an apply of `unroot-served`, the fields it alone writes (the copies
+/// in the twin configuration, the objectSelector that turns an original
+/// off, the served annotation).
+fn forget_served_fields(object: &mut Value, path: &str) {
+    if path.ends_with(TWINS) {
+        object["webhooks"] = json!([]);
+        return;
+    }
+    if let Some(a) = object["metadata"]["annotations"].as_object_mut() {
+        a.remove("unroot.dev/served");
+    }
+    for w in object["webhooks"].as_array_mut().into_iter().flatten() {
+        if w["objectSelector"] == unroot::certs::fail_closed::disabled_selector() {
+            w.as_object_mut().unwrap().remove("objectSelector");
+        }
+    }
 }
 
 /// POSTs `review` to the replica behind the webhook's Service, trusting
@@ -484,43 +539,110 @@ fn start_task(fake: &Arc<Fake>, identity: &str, resolver: &Arc<Resolver>) -> man
     manage::start(client(fake), config, Arc::new(loader), metrics)
 }
 
-/// Each webhook's failurePolicy, and the `unroot.dev/served` annotation, of
-/// both configurations.
-fn policies(fake: &Fake) -> (BTreeMap<String, String>, Vec<Option<String>>) {
-    let mut by_webhook = BTreeMap::new();
-    let mut served = Vec::new();
+/// What decides whether a webhook fails closed, per configuration: each
+/// webhook as `name=failurePolicy`, `(off)` when its objectSelector matches
+/// nothing, and the `unroot.dev/served` annotation.
+fn shown(fake: &Fake) -> BTreeMap<String, (Vec<String>, Option<String>)> {
+    let mut all = BTreeMap::new();
     for resource in [MUTATING, VALIDATING] {
-        let Some(config) = fake.get(&config_path(resource)) else {
-            continue;
-        };
-        for w in config["webhooks"].as_array().unwrap() {
-            by_webhook.insert(
-                w["name"].as_str().unwrap().to_owned(),
-                w["failurePolicy"].as_str().unwrap_or_default().to_owned(),
-            );
-        }
-        served.push(
-            config["metadata"]["annotations"]["unroot.dev/served"]
+        for name in [ORIGINALS, TWINS] {
+            let Some(config) = fake.get(&config_path(resource, name)) else {
+                continue;
+            };
+            let hooks = config["webhooks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| {
+                    let off =
+                        w["objectSelector"] == unroot::certs::fail_closed::disabled_selector();
+                    format!(
+                        "{}={}{}",
+                        w["name"].as_str().unwrap(),
+                        w["failurePolicy"].as_str().unwrap_or_default(),
+                        if off { "(off)" } else { "" }
+                    )
+                })
+                .collect();
+            let served = config["metadata"]["annotations"]["unroot.dev/served"]
                 .as_str()
-                .map(str::to_owned),
-        );
+                .map(str::to_owned);
+            all.insert(format!("{resource}/{name}"), (hooks, served));
+        }
     }
-    (by_webhook, served)
+    all
 }
 
-/// Whether the fail-closed webhooks fail closed and every other one open.
+/// The webhooks in force: each original not turned off, and each copy, as
+/// `name=failurePolicy`.
+fn in_force(fake: &Fake) -> Vec<String> {
+    let mut hooks: Vec<String> = shown(fake)
+        .into_values()
+        .flat_map(|(h, _)| h)
+        .filter(|h| !h.ends_with("(off)"))
+        .collect();
+    hooks.sort();
+    hooks
+}
+
+/// Whether the named webhooks fail closed (a copy, the original off), every
+/// other one fails open, and both originals record when they served.
 fn armed(fake: &Fake) -> bool {
-    let (by_webhook, served) = policies(fake);
-    by_webhook
-        .iter()
-        .all(|(name, policy)| (policy == "Fail") == FAIL_CLOSED.contains(&name.as_str()))
-        && !served.is_empty()
-        && served.iter().all(Option::is_some)
+    let mut want: Vec<String> = [
+        "validate.policy.unroot.dev=Ignore",
+        "validate.workloads.unroot.dev=Ignore",
+        "serving-check.unroot.dev=Ignore",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain(FAIL_CLOSED.iter().map(|w| format!("{w}=Fail")))
+    .collect();
+    want.sort();
+    let shown = shown(fake);
+    in_force(fake) == want
+        && [MUTATING, VALIDATING]
+            .iter()
+            .all(|r| shown[&format!("{r}/{ORIGINALS}")].1.is_some())
+        && copies_follow_their_originals(fake)
 }
 
+/// Whether every webhook fails open, and nothing records having served.
 fn failing_open(fake: &Fake) -> bool {
-    let (by_webhook, served) = policies(fake);
-    by_webhook.values().all(|p| p == "Ignore") && served.iter().all(Option::is_none)
+    let shown = shown(fake);
+    in_force(fake).iter().all(|h| h.ends_with("=Ignore"))
+        && in_force(fake).len() == 6
+        && shown.values().all(|(_, served)| served.is_none())
+}
+
+/// Whether each copy is its original but for failing closed and the
+/// objectSelector (rules, selectors, caBundle, timeouts...).
+fn copies_follow_their_originals(fake: &Fake) -> bool {
+    [MUTATING, VALIDATING].iter().all(|r| {
+        let (Some(originals), Some(twins)) = (
+            fake.get(&config_path(r, ORIGINALS)),
+            fake.get(&config_path(r, TWINS)),
+        ) else {
+            return false;
+        };
+        twins["webhooks"].as_array().into_iter().flatten().all(|t| {
+            let Some(o) = originals["webhooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["name"] == t["name"])
+            else {
+                return false;
+            };
+            let strip = |w: &Value| {
+                let mut w = w.clone();
+                let m = w.as_object_mut().unwrap();
+                m.remove("failurePolicy");
+                m.remove("objectSelector");
+                w
+            };
+            strip(o) == strip(t)
+        })
+    })
 }
 
 async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
@@ -531,18 +653,20 @@ async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
     }
 }
 
-/// Whether every webhook of both configurations has a caBundle and the
-/// Namespace as its owner.
+/// Whether every webhook of every configuration has a caBundle and the
+/// Namespace is every configuration's owner.
 fn bundled_and_owned(fake: &Fake) -> bool {
     [MUTATING, VALIDATING].iter().all(|r| {
-        fake.get(&config_path(r)).is_some_and(|c| {
-            c["webhooks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|w| w["clientConfig"]["caBundle"].is_string())
-                && c["metadata"]["ownerReferences"]
-                    == json!([{"apiVersion": "v1", "kind": "Namespace", "name": NS, "uid": NS_UID}])
+        [ORIGINALS, TWINS].iter().all(|name| {
+            fake.get(&config_path(r, name)).is_some_and(|c| {
+                c["webhooks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|w| w["clientConfig"]["caBundle"].is_string())
+                    && c["metadata"]["ownerReferences"]
+                        == json!([{"apiVersion": "v1", "kind": "Namespace", "name": NS, "uid": NS_UID}])
+            })
         })
     })
 }
@@ -577,10 +701,10 @@ async fn a_first_install_fails_open_until_it_has_served_then_closed_for_good() {
     })
     .await;
     assert_eq!(fake.checks().1, 0, "none answered");
-    assert!(failing_open(&fake), "{:?}", policies(&fake));
+    assert!(failing_open(&fake), "{:?}", shown(&fake));
 
     // A replica becomes reachable: the next check is answered, and the
-    // fail-closed webhooks fail closed, the others stay open.
+    // named webhooks fail closed, the others stay open.
     fake.set_backend(Some(replica.addr));
     wait_for("armed once served", Duration::from_secs(30), || {
         armed(&fake)
@@ -591,15 +715,16 @@ async fn a_first_install_fails_open_until_it_has_served_then_closed_for_good() {
         "a replica answered: {:?}",
         fake.checks()
     );
-    let served = policies(&fake).1[0].clone().unwrap();
-    assert_eq!(
-        policies(&fake).1,
-        [Some(served.clone()), Some(served.clone())]
-    );
-    assert!(
-        humantime::parse_rfc3339(&served).is_ok(),
-        "{served} is a time"
-    );
+    let served = |fake: &Fake| {
+        shown(fake)
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(&format!("/{ORIGINALS}")))
+            .map(|(_, (_, s))| s)
+            .collect::<Vec<_>>()
+    };
+    let at = served(&fake)[0].clone().unwrap();
+    assert_eq!(served(&fake), [Some(at.clone()), Some(at.clone())]);
+    assert!(humantime::parse_rfc3339(&at).is_ok(), "{at} is a time");
     assert!(
         fake.store
             .lock()
@@ -609,27 +734,30 @@ async fn a_first_install_fails_open_until_it_has_served_then_closed_for_good() {
         "an Event says so"
     );
 
-    // Someone sets a fail-closed webhook back to Ignore (an old manifest,
-    // a `kubectl edit`): put back within seconds.
-    fake.edit(&config_path(VALIDATING), |c| {
-        c["webhooks"][1]["failurePolicy"] = json!("Ignore");
+    // Someone sets a copy to Ignore, and turns an original back on: both
+    // are put back within seconds.
+    fake.edit(&config_path(VALIDATING, TWINS), |c| {
+        c["webhooks"][0]["failurePolicy"] = json!("Ignore");
+    });
+    fake.edit(&config_path(MUTATING, ORIGINALS), |c| {
+        c["webhooks"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("objectSelector");
     });
     assert!(!armed(&fake));
-    wait_for("failurePolicy repaired", Duration::from_secs(10), || {
-        armed(&fake)
-    })
-    .await;
+    wait_for("repaired", Duration::from_secs(10), || armed(&fake)).await;
 
     // The task restarts while no replica is reachable, and the mutating
-    // configuration is re-created as shipped meanwhile: the validating one
-    // says this install has served, so both fail closed at once, with no
+    // configurations are re-created as shipped meanwhile: the validating one
+    // says this install has served, so all fail closed at once, with no
     // answered check.
     task.shutdown().await;
     fake.set_backend(None);
     let answered = fake.checks().1;
-    fake.delete(&config_path(MUTATING));
+    fake.delete(&config_path(MUTATING, ORIGINALS));
+    fake.delete(&config_path(MUTATING, TWINS));
     fake.install_one(MUTATING);
-    fake.edit(&config_path(VALIDATING), |_| {});
     let task = start_task(&fake, "pod-b", &resolver);
     wait_for(
         "re-armed after the restart",
@@ -642,15 +770,30 @@ async fn a_first_install_fails_open_until_it_has_served_then_closed_for_good() {
         answered,
         "from the record, not a new answer"
     );
-    assert_eq!(
-        policies(&fake).1,
-        [Some(served.clone()), Some(served.clone())]
+    assert_eq!(served(&fake), [Some(at.clone()), Some(at.clone())]);
+
+    // The validating configuration stops naming its webhooks (the observe
+    // overlay): their originals are back, their copies gone.
+    fake.edit(&config_path(VALIDATING, ORIGINALS), |c| {
+        c["metadata"]["annotations"]["unroot.dev/fail-closed"] = json!("");
+    });
+    wait_for("given back", Duration::from_secs(10), || {
+        shown(&fake)[&format!("{VALIDATING}/{TWINS}")].0.is_empty()
+            && in_force(&fake).contains(&"validate.pods.unroot.dev=Ignore".to_owned())
+    })
+    .await;
+    assert!(
+        in_force(&fake).contains(&"mutate.pods.unroot.dev=Fail".to_owned()),
+        "the mutating one still names its webhook: {:?}",
+        in_force(&fake)
     );
 
-    // The recovery command deletes both configurations; a re-apply then
+    // The recovery command deletes every configuration; a re-apply then
     // fails open again until a replica has served.
-    fake.delete(&config_path(MUTATING));
-    fake.delete(&config_path(VALIDATING));
+    for r in [MUTATING, VALIDATING] {
+        fake.delete(&config_path(r, ORIGINALS));
+        fake.delete(&config_path(r, TWINS));
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     fake.install();
     let checks = fake.checks().0;
@@ -664,7 +807,7 @@ async fn a_first_install_fails_open_until_it_has_served_then_closed_for_good() {
         fake.checks().0 > checks
     })
     .await;
-    assert!(failing_open(&fake), "forgotten: {:?}", policies(&fake));
+    assert!(failing_open(&fake), "forgotten: {:?}", shown(&fake));
     fake.set_backend(Some(replica.addr));
     wait_for("armed once served again", Duration::from_secs(40), || {
         armed(&fake)
@@ -673,19 +816,4 @@ async fn a_first_install_fails_open_until_it_has_served_then_closed_for_good() {
 
     task.shutdown().await;
     replica.shutdown().await;
-}
-
-impl Fake {
-    fn install_one(&self, resource: &str) {
-        let file = if resource == MUTATING {
-            "webhook-config/mutating.yaml"
-        } else {
-            "webhook-config/validating.yaml"
-        };
-        let text = std::fs::read_to_string(file).unwrap();
-        self.put(
-            &config_path(resource),
-            serde_saphyr::from_str(&text).unwrap(),
-        );
-    }
 }

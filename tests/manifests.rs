@@ -167,6 +167,8 @@ fn one_apply_creates_every_object_of_the_install() {
         ("NetworkPolicy", NAMESPACE, "unroot"),
         ("MutatingWebhookConfiguration", "", "unroot"),
         ("ValidatingWebhookConfiguration", "", "unroot"),
+        ("MutatingWebhookConfiguration", "", "unroot-fail-closed"),
+        ("ValidatingWebhookConfiguration", "", "unroot-fail-closed"),
     ]
     .into_iter()
     .map(|(k, ns, n)| (k.to_owned(), ns.to_owned(), n.to_owned()))
@@ -652,7 +654,7 @@ fn rbac_grants_exactly_what_unroot_uses_and_no_wildcard() {
                     "mutatingwebhookconfigurations",
                     "validatingwebhookconfigurations"
                 ],
-                &["unroot"],
+                &["unroot", "unroot-fail-closed"],
                 &["get", "list", "watch", "patch"]
             ),
         ]
@@ -746,7 +748,17 @@ fn the_objects_rbac_names_are_shipped_and_empty() {
                 w["clientConfig"]["caBundle"].is_null(),
                 "unroot writes the caBundle"
             );
+            // unroot turns a failing-open original off by its
+            // objectSelector once its failing-closed copy is in force; the
+            // manifests setting one would turn it back on at every apply.
+            if fail_closed(kind).contains(w["name"].as_str().unwrap()) {
+                assert!(w["objectSelector"].is_null(), "{}", w["name"]);
+            }
         }
+        // Where the failing-closed copies go: no webhooks field at all, so
+        // that no apply of the manifests touches what unroot adds.
+        let twin = find(objects, kind, "unroot-fail-closed");
+        assert!(twin.get("webhooks").is_none(), "{kind}: {twin}");
     }
 
     let policy = find(objects, "ConfigMap", "unroot-policy");
@@ -975,4 +987,30 @@ fn the_observe_overlay_changes_only_the_policy_and_what_fails_closed() {
     assert_eq!(observed, want);
     assert_eq!(observed.pod_security.defaults.audit, "restricted");
     assert_eq!(observed.pod_security.defaults.warn, "restricted");
+}
+
+#[test]
+fn with_cert_manager_the_pod_and_namespace_webhooks_fail_closed_from_the_first_apply() {
+    // No certificate task runs in this mode, so nothing would make them fail
+    // closed once served: they do from the start, and none is copied.
+    let objects = composed(&["manifests/cert-manager"]);
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        let config = find(&objects, kind, "unroot");
+        assert_eq!(
+            config["metadata"]["annotations"]["unroot.dev/fail-closed"], "",
+            "{kind}"
+        );
+        for w in config["webhooks"].as_array().unwrap() {
+            let name = w["name"].as_str().unwrap();
+            let want = if fail_closed(kind).contains(name) {
+                "Fail"
+            } else {
+                "Ignore"
+            };
+            assert_eq!(w["failurePolicy"], want, "{name}");
+        }
+    }
 }

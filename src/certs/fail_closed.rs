@@ -1,29 +1,37 @@
 //! Failing closed from the moment this install has served, and not before.
 //!
-//! The shipped webhook configurations fail open (`failurePolicy: Ignore`)
-//! and name, in the annotation [`FAIL_CLOSED_ANNOTATION`], the webhooks that
-//! fail closed once a replica has answered a review from the API server. An
-//! install whose image cannot be pulled, or whose replicas never become
-//! Ready, therefore blocks nothing. The replica holding the certificate
-//! Lease ([`super::manage`]), once every configuration holds the caBundle:
+//! The shipped configurations (`unroot`) hold every webhook failing open
+//! (`failurePolicy: Ignore`), and their annotation [`FAIL_CLOSED_ANNOTATION`]
+//! names the ones that fail closed once a replica has answered a review from
+//! the API server. Next to each ships an empty configuration of the same
+//! kind, [`twin_name`] (`unroot-fail-closed`). An install whose image cannot
+//! be pulled, or whose replicas never become Ready, therefore blocks
+//! nothing. The replica holding the certificate Lease ([`super::manage`]),
+//! once every configuration holds the caBundle:
 //!
 //! 1. runs the serving check ([`check_serving`]): a dry run through the API
 //!    server that only a replica answers, through the Service and with the
 //!    caBundle in force, with a fresh nonce in the answer
 //!    ([`crate::admission::serving_check`]); until it is answered it tries
 //!    again, every 2 s at first and every 30 s at most;
-//! 2. server-side-applies, as field manager [`FIELD_MANAGER`] (which owns
-//!    nothing else), `failurePolicy: Fail` to the webhooks the annotation
-//!    names and the annotation [`SERVED_ANNOTATION`] with the time of the
-//!    first answer, to every configuration.
+//! 2. adds to the empty configuration a copy of each named webhook, same
+//!    name, with `failurePolicy: Fail` ([`twin_of`]);
+//! 3. then turns the failing-open original off with an `objectSelector` that
+//!    matches nothing ([`disabled_selector`]), and records the time of the
+//!    first answer in [`SERVED_ANNOTATION`] on the original configuration.
 //!
-//! From then on [`SERVED_ANNOTATION`] says the install has served: after a
-//! restart, or when one configuration is re-created while another still
-//! carries it, the Lease holder applies `Fail` again at once, and it puts the
-//! field back within seconds when someone sets another value (the
-//! configurations are watched). It never lowers a webhook to `Ignore`.
-//! Deleting every configuration (the recovery command) forgets it: a
-//! re-applied install fails open until it has served again.
+//! All of it by server-side apply as field manager [`FIELD_MANAGER`], which
+//! owns nothing else; fields the shipped manifests never set, so that
+//! `kubectl apply -k` again (client-side, which sets every field it names
+//! back to its own value) and `kubectl apply --server-side` leave it alone.
+//! The copies follow their originals (rules, selectors, caBundle), and a
+//! copy or an original someone changes is put back within seconds (the
+//! configurations are watched). After a restart, or when one configuration
+//! is re-created while another still records [`SERVED_ANNOTATION`], the
+//! webhooks fail closed again at once. A webhook the annotation stops naming
+//! (the observe overlay) gets its original back and loses its copy, original
+//! first. Deleting every configuration (the recovery command) forgets that
+//! the install has served.
 //!
 //! Each configuration also gets an owner reference to the Namespace unroot
 //! runs in (field manager [`OWNER_MANAGER`]), so that deleting the namespace
@@ -58,11 +66,32 @@ pub const FAIL_CLOSED_ANNOTATION: &str = "unroot.dev/fail-closed";
 /// answered the serving check: the time of that first answer (RFC 3339).
 pub const SERVED_ANNOTATION: &str = "unroot.dev/served";
 
+/// The configuration that holds the failing-closed copies of the webhooks
+/// of the configuration `name`.
+#[must_use]
+pub fn twin_name(name: &str) -> String {
+    format!("{name}-fail-closed")
+}
+
+/// The label key of [`disabled_selector`].
+pub const DISABLED_LABEL: &str = "unroot.dev/fails-closed-elsewhere";
+
+/// An `objectSelector` that matches no object: a label that both exists and
+/// does not. It turns off a failing-open original whose failing-closed copy
+/// is in force.
+#[must_use]
+pub fn disabled_selector() -> Value {
+    json!({"matchExpressions": [
+        {"key": DISABLED_LABEL, "operator": "Exists"},
+        {"key": DISABLED_LABEL, "operator": "DoesNotExist"},
+    ]})
+}
+
 /// What this module reads of one webhook configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
-    /// Each webhook's name and `failurePolicy`, in order.
-    pub failure_policies: Vec<(String, Option<String>)>,
+    /// Each webhook, as stored.
+    pub webhooks: Vec<Value>,
     /// The webhooks [`FAIL_CLOSED_ANNOTATION`] names that exist here.
     pub fail_closed: Vec<String>,
     /// [`SERVED_ANNOTATION`], when set.
@@ -72,14 +101,14 @@ pub struct State {
 }
 
 impl State {
-    /// Reads `meta` and the webhooks' `(name, failurePolicy)`.
+    /// Reads `meta` and the webhooks (any serializable webhook type).
     #[must_use]
-    pub fn of<'a>(
+    pub fn of<'a, W: serde::Serialize + 'a>(
         meta: &ObjectMeta,
-        webhooks: impl Iterator<Item = (&'a String, Option<&'a String>)>,
+        webhooks: impl Iterator<Item = &'a W>,
     ) -> Self {
-        let failure_policies: Vec<(String, Option<String>)> = webhooks
-            .map(|(name, policy)| (name.clone(), policy.cloned()))
+        let webhooks: Vec<Value> = webhooks
+            .filter_map(|w| serde_json::to_value(w).ok())
             .collect();
         let annotations = meta.annotations.clone().unwrap_or_default();
         let fail_closed = annotations
@@ -87,10 +116,10 @@ impl State {
             .map(|list| fail_closed_names(list))
             .unwrap_or_default()
             .into_iter()
-            .filter(|n| failure_policies.iter().any(|(w, _)| w == n))
+            .filter(|n| webhooks.iter().any(|w| w["name"] == n.as_str()))
             .collect();
         Self {
-            failure_policies,
+            webhooks,
             fail_closed,
             served: annotations.get(SERVED_ANNOTATION).cloned(),
             owners: meta
@@ -102,17 +131,17 @@ impl State {
         }
     }
 
-    /// Whether this configuration already fails closed as an install that
-    /// served at `served` must: every webhook named fails closed, and the
-    /// annotation says when.
+    /// The webhook `name`, as stored.
     #[must_use]
-    pub fn is_armed(&self, served: &str) -> bool {
-        self.served.as_deref() == Some(served)
-            && self.fail_closed.iter().all(|name| {
-                self.failure_policies
-                    .iter()
-                    .any(|(w, p)| w == name && p.as_deref() == Some("Fail"))
-            })
+    pub fn webhook(&self, name: &str) -> Option<&Value> {
+        self.webhooks.iter().find(|w| w["name"] == name)
+    }
+
+    /// Whether the webhook `name` is turned off by [`disabled_selector`].
+    #[must_use]
+    pub fn is_disabled(&self, name: &str) -> bool {
+        self.webhook(name)
+            .is_some_and(|w| w["objectSelector"] == disabled_selector())
     }
 
     /// Whether the object with `uid` is one of its owners.
@@ -120,6 +149,16 @@ impl State {
     pub fn is_owned_by(&self, uid: &str) -> bool {
         self.owners.iter().any(|o| o == uid)
     }
+}
+
+/// The failing-closed copy of the stored webhook `original`: the same
+/// webhook, failing closed, matching every object its original would.
+#[must_use]
+pub fn twin_of(original: &Value) -> Value {
+    let mut twin = original.clone();
+    twin["failurePolicy"] = json!("Fail");
+    twin["objectSelector"] = json!({});
+    twin
 }
 
 /// The names in a [`FAIL_CLOSED_ANNOTATION`] value: comma-separated,
@@ -133,17 +172,36 @@ pub fn fail_closed_names(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// The server-side apply body that makes `webhooks` fail closed and records
-/// `served` in the configuration `kind`/`name`, and names nothing else.
+/// The server-side apply body that puts exactly `twins` (whole webhooks) in
+/// the configuration `kind`/`name` as far as [`FIELD_MANAGER`] goes: copies
+/// it wrote before and no longer names are removed.
 #[must_use]
-pub fn arm_body(kind: Kind, name: &str, webhooks: &[String], served: &str) -> Value {
+pub fn twins_body(kind: Kind, name: &str, twins: &[Value]) -> Value {
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": kind.to_string(),
-        "metadata": {"name": name, "annotations": {SERVED_ANNOTATION: served}},
-        "webhooks": webhooks
+        "metadata": {"name": name},
+        "webhooks": twins,
+    })
+}
+
+/// The server-side apply body that turns the webhooks `disabled` off and
+/// records `served` in the configuration `kind`/`name`, and names nothing
+/// else (with `served` absent and nothing disabled, it gives back all it
+/// took).
+#[must_use]
+pub fn originals_body(kind: Kind, name: &str, disabled: &[String], served: Option<&str>) -> Value {
+    let mut metadata = json!({"name": name});
+    if let Some(served) = served {
+        metadata["annotations"] = json!({SERVED_ANNOTATION: served});
+    }
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind.to_string(),
+        "metadata": metadata,
+        "webhooks": disabled
             .iter()
-            .map(|w| json!({"name": w, "failurePolicy": "Fail"}))
+            .map(|w| json!({"name": w, "objectSelector": disabled_selector()}))
             .collect::<Vec<_>>(),
     })
 }
@@ -242,7 +300,7 @@ mod tests {
 
     use super::*;
 
-    fn state(annotations: &[(&str, &str)], hooks: &[(&str, Option<&str>)]) -> State {
+    fn state(annotations: &[(&str, &str)], hooks: &[Value]) -> State {
         let meta = ObjectMeta {
             annotations: Some(
                 annotations
@@ -256,11 +314,7 @@ mod tests {
             }]),
             ..ObjectMeta::default()
         };
-        let hooks: Vec<(String, Option<String>)> = hooks
-            .iter()
-            .map(|(n, p)| ((*n).to_owned(), p.map(str::to_owned)))
-            .collect();
-        State::of(&meta, hooks.iter().map(|(n, p)| (n, p.as_ref())))
+        State::of(&meta, hooks.iter())
     }
 
     #[test]
@@ -271,60 +325,66 @@ mod tests {
                 " a.unroot.dev, gone.unroot.dev,,b.unroot.dev ",
             )],
             &[
-                ("a.unroot.dev", Some("Ignore")),
-                ("b.unroot.dev", Some("Ignore")),
-                ("c.unroot.dev", Some("Ignore")),
+                json!({"name": "a.unroot.dev"}),
+                json!({"name": "b.unroot.dev"}),
+                json!({"name": "c.unroot.dev"}),
             ],
         );
         assert_eq!(s.fail_closed, ["a.unroot.dev", "b.unroot.dev"]);
         assert!(s.is_owned_by("ns-uid") && !s.is_owned_by("other"));
-        let none = state(&[], &[("a.unroot.dev", Some("Ignore"))]);
+        let none = state(&[], &[json!({"name": "a.unroot.dev"})]);
         assert!(none.fail_closed.is_empty(), "no annotation: none");
     }
 
     #[test]
-    fn armed_means_the_time_recorded_and_every_named_webhook_failing_closed() {
-        let at = "2026-12-08T10:00:00Z";
-        let hooks = [
-            ("a.unroot.dev", Some("Fail")),
-            ("c.unroot.dev", Some("Ignore")),
-        ];
-        let armed = state(
-            &[
-                (FAIL_CLOSED_ANNOTATION, "a.unroot.dev"),
-                (SERVED_ANNOTATION, at),
-            ],
-            &hooks,
+    fn a_copy_fails_closed_where_its_original_applies_and_the_original_is_turned_off() {
+        let original = json!({"name": "a.unroot.dev", "failurePolicy": "Ignore",
+            "objectSelector": disabled_selector(), "rules": [{"resources": ["pods"]}],
+            "clientConfig": {"caBundle": "Q0E="}});
+        let twin = twin_of(&original);
+        assert_eq!(
+            twin,
+            json!({"name": "a.unroot.dev", "failurePolicy": "Fail", "objectSelector": {},
+                "rules": [{"resources": ["pods"]}], "clientConfig": {"caBundle": "Q0E="}})
         );
-        assert!(armed.is_armed(at), "c is not named: its Ignore stays");
-        assert!(!armed.is_armed("2026-12-09T10:00:00Z"), "another time");
-        let unrecorded = state(&[(FAIL_CLOSED_ANNOTATION, "a.unroot.dev")], &hooks);
-        assert!(!unrecorded.is_armed(at));
-        let reopened = state(
-            &[
-                (FAIL_CLOSED_ANNOTATION, "a.unroot.dev,c.unroot.dev"),
-                (SERVED_ANNOTATION, at),
-            ],
-            &hooks,
+        let s = state(&[], &[original]);
+        assert!(s.is_disabled("a.unroot.dev"));
+        assert!(!s.is_disabled("b.unroot.dev"), "no such webhook");
+        // The selector matches no set of labels: one requirement is the
+        // negation of the other.
+        let m = &disabled_selector()["matchExpressions"];
+        assert_eq!(
+            (&m[0]["key"], &m[1]["key"]),
+            (&json!(DISABLED_LABEL), &json!(DISABLED_LABEL))
         );
-        assert!(!reopened.is_armed(at), "c is named and fails open");
+        assert_eq!(
+            (&m[0]["operator"], &m[1]["operator"]),
+            (&json!("Exists"), &json!("DoesNotExist"))
+        );
+        assert_eq!(twin_name("unroot"), "unroot-fail-closed");
     }
 
     #[test]
     fn the_bodies_name_only_their_fields() {
         assert_eq!(
-            arm_body(
+            originals_body(
                 Kind::Validating,
                 "unroot",
                 &["a.unroot.dev".to_owned()],
-                "T"
+                Some("T")
             ),
             json!({
                 "apiVersion": "admissionregistration.k8s.io/v1",
                 "kind": "ValidatingWebhookConfiguration",
                 "metadata": {"name": "unroot", "annotations": {SERVED_ANNOTATION: "T"}},
-                "webhooks": [{"name": "a.unroot.dev", "failurePolicy": "Fail"}],
+                "webhooks": [{"name": "a.unroot.dev", "objectSelector": disabled_selector()}],
             })
+        );
+        assert_eq!(
+            originals_body(Kind::Mutating, "unroot", &[], None),
+            json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                   "kind": "MutatingWebhookConfiguration", "metadata": {"name": "unroot"}, "webhooks": []}),
+            "giving everything back"
         );
         assert_eq!(
             owner_body(Kind::Mutating, "unroot", "unroot", "U")["metadata"]["ownerReferences"],

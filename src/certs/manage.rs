@@ -368,6 +368,8 @@ impl Leader {
             metrics: self.metrics.clone(),
             recorder: self.recorder.clone(),
             configs: Configurations::default(),
+            originals: Vec::new(),
+            missing_twins: BTreeSet::new(),
             retry_at: None,
             served: None,
             check_at: None,
@@ -702,7 +704,7 @@ impl Webhooks {
 
 /// One webhook configuration as the task reads it: the caBundles, and what
 /// failing closed reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Live {
     webhooks: Webhooks,
     state: fail_closed::State,
@@ -713,10 +715,7 @@ impl Live {
         let hooks = config.webhooks.iter().flatten();
         Self {
             webhooks: Webhooks::of(hooks.clone().map(|w| (&w.name, &w.client_config))),
-            state: fail_closed::State::of(
-                &config.metadata,
-                hooks.map(|w| (&w.name, w.failure_policy.as_ref())),
-            ),
+            state: fail_closed::State::of(&config.metadata, hooks),
         }
     }
 
@@ -724,10 +723,7 @@ impl Live {
         let hooks = config.webhooks.iter().flatten();
         Self {
             webhooks: Webhooks::of(hooks.clone().map(|w| (&w.name, &w.client_config))),
-            state: fail_closed::State::of(
-                &config.metadata,
-                hooks.map(|w| (&w.name, w.failure_policy.as_ref())),
-            ),
+            state: fail_closed::State::of(&config.metadata, hooks),
         }
     }
 }
@@ -946,14 +942,27 @@ impl Configurations {
             })
     }
 
-    /// Whether all `total` configurations are known not to exist.
-    fn all_absent(&self, total: usize) -> bool {
-        self.seen.len() == total && self.seen.values().all(|v| matches!(v, Shown::Absent))
+    /// Whether every one of `keys` is known not to exist.
+    fn all_absent(&self, keys: &[Key]) -> bool {
+        keys.iter()
+            .all(|k| matches!(self.seen.get(k), Some(Shown::Absent)))
     }
 
-    /// When this install first served, as a configuration records it.
-    fn served(&self) -> Option<String> {
-        fail_closed::served_of(self.present().map(|(_, live)| &live.state))
+    /// The configuration `key`, when it exists.
+    fn get(&self, key: &Key) -> Option<&Live> {
+        match self.seen.get(key) {
+            Some(Shown::Present(live)) => Some(live),
+            _ => None,
+        }
+    }
+
+    /// When this install first served, as one of `keys` records it.
+    fn served(&self, keys: &[Key]) -> Option<String> {
+        fail_closed::served_of(
+            keys.iter()
+                .filter_map(|k| self.get(k))
+                .map(|live| &live.state),
+        )
     }
 }
 
@@ -981,7 +990,12 @@ struct Keeper {
     metrics: Metrics,
     recorder: Recorder,
     configs: Configurations,
-    /// When to retry a failed caBundle or failurePolicy write.
+    /// The configurations the manifests ship with the webhooks (`unroot`),
+    /// each next to its [`fail_closed::twin_name`].
+    originals: Vec<Key>,
+    /// The twin configurations found missing (warned about once).
+    missing_twins: BTreeSet<Key>,
+    /// When to retry a failed caBundle or failing-closed write.
     retry_at: Option<tokio::time::Instant>,
     /// When this install first served (known: it fails closed).
     served: Option<String>,
@@ -1002,12 +1016,24 @@ impl Keeper {
         mut bundle_rx: watch::Receiver<Option<String>>,
         confirmed_tx: watch::Sender<Option<Confirmed>>,
     ) {
-        let streams: Vec<_> = names
+        // Each configuration and the one its failing-closed copies go to.
+        let keys: Vec<Key> = names
+            .iter()
+            .flat_map(|name| [name.clone(), fail_closed::twin_name(name)])
+            .flat_map(|name| [(Kind::Mutating, name.clone()), (Kind::Validating, name)])
+            .collect();
+        self.originals = names
             .iter()
             .flat_map(|name| {
-                [Kind::Mutating, Kind::Validating]
-                    .map(|kind| watch_configuration(&self.client, kind, name))
+                [
+                    (Kind::Mutating, name.clone()),
+                    (Kind::Validating, name.clone()),
+                ]
             })
+            .collect();
+        let streams: Vec<_> = keys
+            .iter()
+            .map(|(kind, name)| watch_configuration(&self.client, *kind, name))
             .collect();
         let total = streams.len();
         let mut events = futures::stream::select_all(streams);
@@ -1054,7 +1080,7 @@ impl Keeper {
                     at: SystemTime::now(),
                 }));
             }
-            self.fail_closed(total).await;
+            self.fail_closed().await;
             self.own().await;
         }
     }
@@ -1105,12 +1131,12 @@ impl Keeper {
     }
 
     /// With every caBundle in place: runs the serving check until it is
-    /// answered, then keeps the fail-closed webhooks failing closed.
-    async fn fail_closed(&mut self, total: usize) {
+    /// answered, then keeps the named webhooks failing closed.
+    async fn fail_closed(&mut self) {
         // Every configuration deleted (the recovery command): what they
         // recorded goes with them, and a re-applied install fails open until
         // it has served again.
-        if self.configs.all_absent(total) {
+        if self.configs.all_absent(&self.originals) {
             if self.served.take().is_some() {
                 info!(
                     "every webhook configuration is gone; re-applied ones fail open until a replica has served again"
@@ -1120,45 +1146,145 @@ impl Keeper {
             return;
         }
         if self.served.is_none() {
-            self.served = self.configs.served();
+            self.served = self.configs.served(&self.originals);
         }
         if self.served.is_none() && self.check_at.is_none() {
             self.check_serving().await;
         }
-        let Some(served) = self.served.clone() else {
-            return;
-        };
-        let unarmed: Vec<(Key, Vec<String>)> = self
-            .configs
-            .present()
-            .filter(|(_, live)| !live.state.is_armed(&served))
-            .map(|(k, live)| (k.clone(), live.state.fail_closed.clone()))
-            .collect();
-        for ((kind, name), hooks) in unarmed {
+        for original in self.originals.clone() {
             if self.retry_at.is_some() {
                 break;
             }
-            let body = fail_closed::arm_body(kind, &name, &hooks, &served);
-            match apply_as(
-                &self.client,
+            self.keep_pair(original).await;
+        }
+    }
+
+    /// Brings one configuration and its twin to what failing closed wants:
+    /// once served, a failing-closed copy of each webhook the annotation
+    /// names in the twin, and the original turned off, the copy first; a
+    /// webhook no longer named gets its original back, then loses its copy.
+    async fn keep_pair(&mut self, (kind, name): Key) {
+        let twin_key = (kind, fail_closed::twin_name(&name));
+        let Some(original) = self
+            .configs
+            .get(&(kind, name.clone()))
+            .map(|l| l.state.clone())
+        else {
+            return;
+        };
+        let want: Vec<String> = if self.served.is_some() {
+            original.fail_closed.clone()
+        } else {
+            Vec::new()
+        };
+        // Give back the originals no longer wanted off (or whose copy is
+        // gone), then write the copies, then turn off the ones whose copy is
+        // in force.
+        self.keep_originals(kind, &name, &want).await;
+        let Some(twins) = self.configs.get(&twin_key).map(|l| l.state.clone()) else {
+            if !want.is_empty() && self.missing_twins.insert(twin_key.clone()) {
+                warn!(%kind, name = %twin_key.1, "this configuration is missing, so the webhooks cannot fail closed: apply the manifests again (it ships empty)");
+            }
+            return;
+        };
+        self.missing_twins.remove(&twin_key);
+        let desired: Vec<serde_json::Value> = want
+            .iter()
+            .filter_map(|w| original.webhook(w).map(fail_closed::twin_of))
+            .collect();
+        let ours = |n: &str| original.webhook(n).is_some();
+        let stale = twins.webhooks.iter().any(|t| {
+            t["name"]
+                .as_str()
+                .is_some_and(|n| ours(n) && !want.iter().any(|w| w == n))
+        });
+        let behind = desired
+            .iter()
+            .any(|d| d["name"].as_str().and_then(|n| twins.webhook(n)) != Some(d));
+        if (stale || behind) && self.retry_at.is_none() {
+            let body = fail_closed::twins_body(kind, &twin_key.1, &desired);
+            if self
+                .write(
+                    kind,
+                    &twin_key.1,
+                    &body,
+                    fail_closed::FIELD_MANAGER,
+                    "the failing-closed webhooks",
+                )
+                .await
+            {
+                info!(%kind, name = %twin_key.1, webhooks = ?want, "failing-closed copies in force");
+            }
+        }
+        self.keep_originals(kind, &name, &want).await;
+    }
+
+    /// Turns off the originals in `want` whose failing-closed copy is in
+    /// force, gives back the others, and records when this install served.
+    async fn keep_originals(&mut self, kind: Kind, name: &str, want: &[String]) {
+        if self.retry_at.is_some() {
+            return;
+        }
+        let key = (kind, name.to_owned());
+        let twin_key = (kind, fail_closed::twin_name(name));
+        let (Some(original), twins) = (
+            self.configs.get(&key).map(|l| l.state.clone()),
+            self.configs.get(&twin_key).map(|l| l.state.clone()),
+        ) else {
+            return;
+        };
+        let in_force = |w: &str| {
+            twins
+                .as_ref()
+                .and_then(|t| t.webhook(w))
+                .is_some_and(|t| t["failurePolicy"] == "Fail")
+        };
+        let off: Vec<String> = want.iter().filter(|w| in_force(w)).cloned().collect();
+        let differs = original.served.as_deref() != self.served.as_deref()
+            || original.webhooks.iter().any(|w| {
+                w["name"]
+                    .as_str()
+                    .is_some_and(|n| original.is_disabled(n) != off.iter().any(|o| o == n))
+            });
+        if !differs {
+            return;
+        }
+        let body = fail_closed::originals_body(kind, name, &off, self.served.as_deref());
+        if self
+            .write(
                 kind,
-                &name,
+                name,
                 &body,
                 fail_closed::FIELD_MANAGER,
-                "failurePolicy: Fail",
+                "failing closed",
             )
             .await
-            {
-                Ok(stored) => {
-                    info!(%kind, %name, webhooks = ?hooks, served = %served, "this install has served: these webhooks fail closed");
-                    self.configs
-                        .record((kind, name), Seen::Object(Some(stored)));
-                }
-                Err(e) => {
-                    self.metrics.failed(Failure::FailClosed);
-                    warn!(error = %e, "failed to make the webhooks fail closed; retrying in 5 s");
-                    self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
-                }
+        {
+            info!(%kind, %name, off = ?off, served = self.served.as_deref().unwrap_or("not yet"), "failing-open originals turned off where their copy is in force");
+        }
+    }
+
+    /// One server-side apply; records the stored configuration, or counts
+    /// the failure and retries in 5 s.
+    async fn write(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        body: &serde_json::Value,
+        manager: &str,
+        what: &str,
+    ) -> bool {
+        match apply_as(&self.client, kind, name, body, manager, what).await {
+            Ok(stored) => {
+                self.configs
+                    .record((kind, name.to_owned()), Seen::Object(Some(stored)));
+                true
+            }
+            Err(e) => {
+                self.metrics.failed(Failure::FailClosed);
+                warn!(error = %e, "failed to write {what}; retrying in 5 s");
+                self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                false
             }
         }
     }
@@ -1348,10 +1474,15 @@ mod tests {
             !c.all_hold("X", 2),
             "a new one appears with a foreign bundle"
         );
-        c.record(m, Seen::Object(None));
+        c.record(m.clone(), Seen::Object(None));
         assert_eq!(c.lacking("X").len(), 1);
-        assert!(!c.all_absent(2), "the validating one exists");
+        let both = [m, v.clone()];
+        assert!(!c.all_absent(&both), "the validating one exists");
         c.record(v, Seen::Object(None));
-        assert!(c.all_absent(2), "both deleted: the recovery command");
+        assert!(c.all_absent(&both), "both deleted: the recovery command");
+        assert!(
+            !c.all_absent(&[(Kind::Mutating, "unroot-fail-closed".to_owned())]),
+            "one never seen is not known to be gone"
+        );
     }
 }

@@ -631,14 +631,19 @@ async fn wait_until(at: SystemTime, most: Duration, out: &mut dyn Write, why: &s
     }
 }
 
-/// Makes every webhook of the named configurations carry `bundle`.
+/// Makes every webhook of the named configurations, and of their
+/// failing-closed twins, carry `bundle`.
 async fn inject(
     client: &kube::Client,
     names: &[String],
     bundle: &str,
     out: &mut dyn Write,
 ) -> Result<(), String> {
+    let names = names
+        .iter()
+        .flat_map(|n| [n.clone(), crate::certs::fail_closed::twin_name(n)]);
     for name in names {
+        let name = &name;
         for kind in [Kind::Mutating, Kind::Validating] {
             let Some(webhooks) = manage::read_webhooks(client, kind, name)
                 .await
