@@ -20,20 +20,27 @@
 #   select_kinds KIND...                   keep the documents of a YAML stream (stdin) of those kinds
 #
 # unroot in the cluster (manifests/ through the test overlay e2e/overlay/):
-#   unroot_kustomization                   a new dir with the kustomization install_unroot applies
+#   unroot_kustomization [COMPONENT...]    a new dir with the kustomization install_unroot applies
+#                                          (plus those components, e.g. manifests/overlays/observe)
 #   require_unroot_binary                  end the scenario (failed, with its summary) unless
 #                                          E2E_UNROOT_BINARY is an executable: the suite's one binary
 #   install_unroot                         build/import the image from E2E_UNROOT_BINARY (default
 #                                          target/release/unroot), kubectl apply -k (and the manifests'
 #                                          args and replicas, if a scenario changed them), wait until
-#                                          every replica is Ready and an Endpoint, and the webhook answers
+#                                          every replica is Ready and an Endpoint, the webhook answers,
+#                                          and the webhooks fail closed (this install has served)
 #   uninstall_unroot                       webhook configurations first, then kubectl delete -k; waits
 #                                          until namespace unroot is gone
 #   unroot_installed                       true if any of it exists
 #   unroot_down                            scale to 0 and wait until no pod and no Endpoint is left
+#   unroot_fail_closed_state               per configuration: served annotation, each webhook's failurePolicy,
+#                                          which are off (copied to unroot-fail-closed); then "fail-closed: yes|no"
+#   unroot_serves_fail_closed              this install has served: named webhooks off, their copies Fail
+#   wait_unroot_fail_closed [TIMEOUT_S]    until unroot_serves_fail_closed
 #   wait_unroot_ready [TIMEOUT_S]          rolled out, all replicas Ready and in the Endpoints
 #   wait_unroot_answers [TIMEOUT_S] [N]    N admissions in a row answered through the API server
 #   unroot_pods                            "NAME IP" per Ready, not terminating replica
+#   unroot_admin_get POD PATH              GET PATH (/dashboard, ...) on the replica's admin port
 #   unroot_metrics POD                     GET /metrics on the replica's admin port
 #   unroot_logs                            the logs of every current replica
 #   unroot_host_pids                       host PIDs of the replicas' unroot processes (local cluster)
@@ -250,14 +257,22 @@ unroot_image() {
 # Write, into DIR, the kustomization that installs unroot here: the test
 # overlay (e2e/overlay/) plus what is known only now: the image tag and, on
 # the local cluster (no kube-proxy), the API server's address for unroot's
-# in-cluster client.
+# in-cluster client. COMPONENT... (paths from the repository, e.g.
+# manifests/overlays/observe) are layered over it.
 write_unroot_kustomization() {
-    local dir=$1 image=$2 rel
+    local dir=$1 image=$2 rel c
+    shift 2
     rel=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$E2E_DIR/overlay" "$dir")
     {
         echo "apiVersion: kustomize.config.k8s.io/v1beta1"
         echo "kind: Kustomization"
         echo "resources: [$rel]"
+        if (($#)); then
+            echo "components:"
+            for c in "$@"; do
+                echo "  - $(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$E2E_ROOT/$c" "$dir")"
+            done
+        fi
         echo "images:"
         echo "  - {name: docker.io/unroot-e2e/unroot, newName: ${image%:*}, newTag: ${image##*:}}"
         if [[ -n ${E2E_BRIDGE_IP:-} ]]; then
@@ -396,16 +411,68 @@ wait_unroot_answers() {
     done
 }
 
-# unroot_kustomization: a new directory holding the kustomization that
-# installs unroot here (write_unroot_kustomization); prints its path. The
-# caller removes it.
+# unroot_kustomization [COMPONENT...]: a new directory holding the
+# kustomization that installs unroot here (write_unroot_kustomization), with
+# those components; prints its path. The caller removes it.
+# shellcheck disable=SC2120 # most callers want no component
 unroot_kustomization() {
     local image dir
     image=$(unroot_image) || return 1
     e2e_cluster_env || return 1
     dir=$(mktemp -d)
-    write_unroot_kustomization "$dir" "$image"
+    write_unroot_kustomization "$dir" "$image" "$@"
     echo "$dir"
+}
+
+# unroot_fail_closed_state: one line per webhook configuration of unroot's:
+# KIND/NAME, served=<the unroot.dev/served annotation, or ->, then
+# NAME=failurePolicy for each webhook, with * on those unroot.dev/fail-closed
+# names and (off) on those turned off (their failing-closed copy is in
+# unroot-fail-closed). The last line is "fail-closed: yes" once this install
+# has served as far as the configurations say: the originals record
+# unroot.dev/served, and each named webhook is off with a copy failing closed.
+unroot_fail_closed_state() {
+    e2e_kubectl get mutatingwebhookconfigurations,validatingwebhookconfigurations -l "$UNROOT_SELECTOR" \
+        -o json 2>/dev/null | python3 -c '
+import json, sys
+items = json.load(sys.stdin)["items"]
+off = {"matchExpressions": [{"key": "unroot.dev/fails-closed-elsewhere", "operator": "Exists"},
+                            {"key": "unroot.dev/fails-closed-elsewhere", "operator": "DoesNotExist"}]}
+by = {(c["kind"], c["metadata"]["name"]): c for c in items}
+ok = bool(items)
+for (kind, name), c in sorted(by.items()):
+    a = c["metadata"].get("annotations") or {}
+    listed = [n.strip() for n in a.get("unroot.dev/fail-closed", "").split(",") if n.strip()]
+    hooks = c.get("webhooks") or []
+    print(f"{kind}/{name}", "served=" + a.get("unroot.dev/served", "-"), " ".join(
+        w["name"] + ("*" if w["name"] in listed else "") + "=" + w.get("failurePolicy", "")
+        + ("(off)" if w.get("objectSelector") == off else "") for w in hooks))
+    if name == "unroot":
+        twins = {w["name"]: w for w in by.get((kind, "unroot-fail-closed"), {}).get("webhooks") or []}
+        ok = ok and "unroot.dev/served" in a and all(
+            w.get("objectSelector") == off and twins.get(w["name"], {}).get("failurePolicy") == "Fail"
+            for w in hooks if w["name"] in listed)
+print("fail-closed:", "yes" if ok else "no")
+'
+}
+
+# unroot_serves_fail_closed: true once unroot_fail_closed_state says
+# "fail-closed: yes".
+unroot_serves_fail_closed() {
+    [[ $(unroot_fail_closed_state) == *"fail-closed: yes" ]]
+}
+
+# wait_unroot_fail_closed [TIMEOUT_S]: wait for unroot_serves_fail_closed.
+wait_unroot_fail_closed() {
+    local timeout=${1:-60} deadline
+    deadline=$((SECONDS + timeout))
+    until unroot_serves_fail_closed; do
+        if ((SECONDS >= deadline)); then
+            e2e_log "unroot has not switched its webhooks to fail closed after ${timeout}s: $(unroot_fail_closed_state)"
+            return 1
+        fi
+        sleep 0.5
+    done
 }
 
 # install_unroot: kubectl apply -k of the test overlay (the image from
@@ -418,8 +485,8 @@ install_unroot() {
     dir=$(unroot_kustomization) || return 1
     # unroot issues its serving certificate into the (empty) Secret it ships
     # and injects the CA into the webhook configurations (--manage-certs):
-    # until it has, admissions through the API server fail, which
-    # wait_unroot_answers waits out.
+    # until it has, the webhooks fail open and pods come back unhardened,
+    # which wait_unroot_answers waits out.
     if ! out=$(e2e_kubectl apply -k "$dir" 2>&1) ||
         ! want=$(unroot_deployment_spec "$dir"); then
         e2e_log "install_unroot: applying the manifests failed: $out"
@@ -427,7 +494,9 @@ install_unroot() {
         return 1
     fi
     rm -rf "$dir"
-    unroot_patch_deployment "$want" && wait_unroot_answers 90
+    # The webhooks fail open until a replica has answered the serving check;
+    # scenarios count on them failing closed.
+    unroot_patch_deployment "$want" && wait_unroot_answers 90 && wait_unroot_fail_closed 90
 }
 
 unroot_installed() {
@@ -501,17 +570,22 @@ for p in json.load(sys.stdin)["items"]:
 '
 }
 
-# unroot_metrics POD: the /metrics of one replica, from its admin port: on the
-# local cluster straight from this host to the pod's address on the bridge,
-# elsewhere through the API server's pod proxy.
-unroot_metrics() {
-    local pod=$1 ip
+# unroot_admin_get POD PATH: GET PATH (e.g. /dashboard) on one replica's admin
+# port: on the local cluster straight from this host to the pod's address on
+# the bridge, elsewhere through the API server's pod proxy.
+unroot_admin_get() {
+    local pod=$1 path=$2 ip
     if [[ -n ${E2E_BRIDGE_IP:-} ]]; then
         ip=$(e2e_kubectl get pod "$pod" -n "$UNROOT_NS" -o jsonpath='{.status.podIP}') || return 1
-        curl -fsS --max-time 5 "http://$ip:8080/metrics"
+        curl -fsS --max-time 5 "http://$ip:8080$path"
     else
-        e2e_kubectl get --raw "/api/v1/namespaces/$UNROOT_NS/pods/$pod:8080/proxy/metrics"
+        e2e_kubectl get --raw "/api/v1/namespaces/$UNROOT_NS/pods/$pod:8080/proxy$path"
     fi
+}
+
+# unroot_metrics POD: the /metrics of one replica (unroot_admin_get).
+unroot_metrics() {
+    unroot_admin_get "$1" /metrics
 }
 
 # unroot_logs: the logs of every current replica, concatenated.

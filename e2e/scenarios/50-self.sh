@@ -55,6 +55,7 @@ for q in "list namespaces" "watch namespaces" "get pods -n $ns" "watch pods --al
     "get secrets/unroot-tls -n unroot" "update secrets/unroot-tls -n unroot" \
     "update leases.coordination.k8s.io/unroot-certs -n unroot" \
     "patch mutatingwebhookconfigurations/unroot" "patch validatingwebhookconfigurations/unroot" \
+    "patch mutatingwebhookconfigurations/unroot-fail-closed" "patch validatingwebhookconfigurations/unroot-fail-closed" \
     "create events.events.k8s.io -n unroot"; do
     # shellcheck disable=SC2086 # q is a list of words
     assert_eq "unroot may: $q" yes "$(can $q)"
@@ -64,7 +65,8 @@ for q in "list secrets --all-namespaces" "get secrets -n unroot" "get secrets/ot
     "list configmaps --all-namespaces" "create configmaps -n $ns" "patch configmaps -n $ns" \
     "create secrets -n unroot" "delete secrets/unroot-tls -n unroot" "create pods -n $ns" \
     "delete pods -n $ns" "update namespaces" "patch mutatingwebhookconfigurations/other" \
-    "delete mutatingwebhookconfigurations/unroot" "create events.events.k8s.io -n $ns" \
+    "delete mutatingwebhookconfigurations/unroot" "delete validatingwebhookconfigurations/unroot-fail-closed" \
+    "create mutatingwebhookconfigurations" "create events.events.k8s.io -n $ns" \
     "create leases.coordination.k8s.io -n unroot" "get nodes"; do
     # shellcheck disable=SC2086
     assert_eq "unroot may not: $q" no "$(can $q)"
