@@ -748,6 +748,40 @@ async fn a_first_install_fails_open_until_it_has_served_then_closed_for_good() {
     assert!(!armed(&fake));
     wait_for("repaired", Duration::from_secs(10), || armed(&fake)).await;
 
+    // A CA rotation: the new caBundle (both CAs) reaches the originals, and
+    // the copies follow, so no failing-closed webhook is left trusting the
+    // old CA alone.
+    let bundle = |fake: &Fake| {
+        fake.get(&config_path(VALIDATING, TWINS)).unwrap()["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = bundle(&fake);
+    fake.edit(
+        &format!("/api/v1/namespaces/{NS}/secrets/unroot-tls"),
+        |s| {
+            s["metadata"]["annotations"] = json!({"unroot.dev/rotate": "ca"});
+        },
+    );
+    wait_for(
+        "the copies follow the new caBundle",
+        Duration::from_secs(20),
+        || bundle(&fake) != before && armed(&fake),
+    )
+    .await;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(bundle(&fake))
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(pem)
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2,
+        "the old and the new CA"
+    );
+
     // The task restarts while no replica is reachable, and the mutating
     // configurations are re-created as shipped meanwhile: the validating one
     // says this install has served, so all fail closed at once, with no

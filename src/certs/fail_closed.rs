@@ -43,6 +43,9 @@
 
 use std::fmt::Write as _;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -220,6 +223,71 @@ pub fn owner_body(kind: Kind, name: &str, namespace: &str, uid: &str) -> Value {
             ],
         },
     })
+}
+
+/// Reads the configuration `kind`/`name` (`None`: it does not exist).
+pub async fn read(client: &kube::Client, kind: Kind, name: &str) -> Result<Option<State>> {
+    let failed = |source| Error::Kube {
+        action: format!("read {kind} {name}"),
+        source,
+    };
+    match kind {
+        Kind::Mutating => Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .get_opt(name)
+            .await
+            .map(|c| c.map(|c| State::of(&c.metadata, c.webhooks.iter().flatten())))
+            .map_err(failed),
+        Kind::Validating => Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .get_opt(name)
+            .await
+            .map(|c| c.map(|c| State::of(&c.metadata, c.webhooks.iter().flatten())))
+            .map_err(failed),
+    }
+}
+
+/// Brings the failing-closed copies in the twin of `kind`/`name` up to
+/// date with their originals (the caBundle above all), keeping the same
+/// copies: what `unroot certs rotate` does after writing a caBundle while no
+/// replica runs. Returns how many copies it wrote.
+pub async fn sync_twins(client: &kube::Client, kind: Kind, name: &str) -> Result<usize> {
+    let twin = twin_name(name);
+    let (Some(original), Some(twins)) = (
+        read(client, kind, name).await?,
+        read(client, kind, &twin).await?,
+    ) else {
+        return Ok(0);
+    };
+    let desired: Vec<Value> = twins
+        .webhooks
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .filter_map(|n| original.webhook(n).map(twin_of))
+        .collect();
+    if desired
+        .iter()
+        .all(|d| d["name"].as_str().and_then(|n| twins.webhook(n)) == Some(d))
+    {
+        return Ok(0);
+    }
+    let body = twins_body(kind, &twin, &desired);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let failed = |source| Error::Kube {
+        action: format!("apply the failing-closed webhooks to {kind} {twin}"),
+        source,
+    };
+    match kind {
+        Kind::Mutating => Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .patch(&twin, &params, &Patch::Apply(&body))
+            .await
+            .map(drop)
+            .map_err(failed)?,
+        Kind::Validating => Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .patch(&twin, &params, &Patch::Apply(&body))
+            .await
+            .map(drop)
+            .map_err(failed)?,
+    }
+    Ok(desired.len())
 }
 
 /// A fresh nonce for the serving check: 128 random bits in hex.

@@ -923,23 +923,22 @@ impl Configurations {
         })
     }
 
-    /// The configurations that exist and do not hold `bundle`.
-    fn lacking(&self, bundle: &str) -> Vec<(Key, Webhooks)> {
-        self.present()
+    /// Those of `keys` that exist and do not hold `bundle`.
+    fn lacking(&self, bundle: &str, keys: &[Key]) -> Vec<(Key, Webhooks)> {
+        keys.iter()
+            .filter_map(|k| self.get(k).map(|live| (k, live)))
             .filter(|(_, live)| !live.webhooks.hold(bundle))
             .map(|(k, live)| (k.clone(), live.webhooks.clone()))
             .collect()
     }
 
-    /// Whether all `total` configurations are known and hold `bundle` (or
-    /// do not exist).
-    fn all_hold(&self, bundle: &str, total: usize) -> bool {
-        self.seen.len() == total
-            && self.seen.values().all(|v| match v {
-                Shown::Listing => false,
-                Shown::Absent => true,
-                Shown::Present(live) => live.webhooks.hold(bundle),
-            })
+    /// Whether all of `keys` are known and hold `bundle` (or do not exist).
+    fn all_hold(&self, bundle: &str, keys: &[Key]) -> bool {
+        keys.iter().all(|k| match self.seen.get(k) {
+            None | Some(Shown::Listing) => false,
+            Some(Shown::Absent) => true,
+            Some(Shown::Present(live)) => live.webhooks.hold(bundle),
+        })
     }
 
     /// Whether every one of `keys` is known not to exist.
@@ -1037,6 +1036,7 @@ impl Keeper {
             .collect();
         let total = streams.len();
         let mut events = futures::stream::select_all(streams);
+        let originals = self.originals.clone();
         // The last bundle every configuration held.
         let mut injected: Option<String> = None;
         loop {
@@ -1061,11 +1061,19 @@ impl Keeper {
             let Some(bundle) = bundle_rx.borrow().clone() else {
                 continue;
             };
-            self.inject(&bundle, injected.as_deref()).await;
-            if !self.configs.all_hold(&bundle, total) {
+            // The caBundle goes to the originals; their failing-closed
+            // copies follow them (fail_closed), so that one field manager
+            // owns each copy whole.
+            self.inject(&bundle, injected.as_deref(), &originals).await;
+            if !self.configs.all_hold(&bundle, &originals) {
                 continue;
             }
             injected = Some(bundle.clone());
+            self.fail_closed().await;
+            self.own().await;
+            if !self.configs.all_hold(&bundle, &keys) {
+                continue;
+            }
             let already = confirmed_tx
                 .borrow()
                 .as_ref()
@@ -1080,16 +1088,14 @@ impl Keeper {
                     at: SystemTime::now(),
                 }));
             }
-            self.fail_closed().await;
-            self.own().await;
         }
     }
 
-    /// Writes `bundle` to the configurations that lack it.
-    async fn inject(&mut self, bundle: &str, injected: Option<&str>) {
+    /// Writes `bundle` to those of `keys` that lack it.
+    async fn inject(&mut self, bundle: &str, injected: Option<&str>, keys: &[Key]) {
         // A configuration whose first list has not completed (or cannot be
         // watched) is not written yet; the others are.
-        for ((kind, name), webhooks) in self.configs.lacking(bundle) {
+        for ((kind, name), webhooks) in self.configs.lacking(bundle, keys) {
             if self.retry_at.is_some() {
                 break;
             }
@@ -1282,7 +1288,7 @@ impl Keeper {
             }
             Err(e) => {
                 self.metrics.failed(Failure::FailClosed);
-                warn!(error = %e, "failed to write {what}; retrying in 5 s");
+                warn!(error = %e, what, "failed to write a webhook configuration; retrying in 5 s");
                 self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
                 false
             }
@@ -1457,26 +1463,29 @@ mod tests {
         };
         let m = (Kind::Mutating, "unroot".to_owned());
         let v = (Kind::Validating, "unroot".to_owned());
+        let both = [m.clone(), v.clone()];
         let mut c = Configurations::default();
         c.record(m.clone(), Seen::Listing);
         c.record(v.clone(), Seen::Listing);
-        assert!(!c.all_hold("X", 2), "still listing");
+        assert!(!c.all_hold("X", &both), "still listing");
         c.record(m.clone(), Seen::Object(Some(hooks("old"))));
         c.record(m.clone(), Seen::Listed);
         c.record(v.clone(), Seen::Listed);
-        assert!(!c.all_hold("X", 2), "the mutating one holds another bundle");
-        assert_eq!(c.lacking("X").len(), 1);
+        assert!(
+            !c.all_hold("X", &both),
+            "the mutating one holds another bundle"
+        );
+        assert_eq!(c.lacking("X", &both).len(), 1);
         c.record(m.clone(), Seen::Object(Some(hooks("X"))));
-        assert!(c.all_hold("X", 2), "the validating one does not exist");
-        assert!(c.lacking("X").is_empty());
+        assert!(c.all_hold("X", &both), "the validating one does not exist");
+        assert!(c.lacking("X", &both).is_empty());
         c.record(v.clone(), Seen::Object(Some(hooks("Y"))));
         assert!(
-            !c.all_hold("X", 2),
+            !c.all_hold("X", &both),
             "a new one appears with a foreign bundle"
         );
-        c.record(m.clone(), Seen::Object(None));
-        assert_eq!(c.lacking("X").len(), 1);
-        let both = [m, v.clone()];
+        c.record(m, Seen::Object(None));
+        assert_eq!(c.lacking("X", &both).len(), 1);
         assert!(!c.all_absent(&both), "the validating one exists");
         c.record(v, Seen::Object(None));
         assert!(c.all_absent(&both), "both deleted: the recovery command");

@@ -631,19 +631,15 @@ async fn wait_until(at: SystemTime, most: Duration, out: &mut dyn Write, why: &s
     }
 }
 
-/// Makes every webhook of the named configurations, and of their
-/// failing-closed twins, carry `bundle`.
+/// Makes every webhook of the named configurations carry `bundle`, and
+/// brings their failing-closed copies up to date.
 async fn inject(
     client: &kube::Client,
     names: &[String],
     bundle: &str,
     out: &mut dyn Write,
 ) -> Result<(), String> {
-    let names = names
-        .iter()
-        .flat_map(|n| [n.clone(), crate::certs::fail_closed::twin_name(n)]);
     for name in names {
-        let name = &name;
         for kind in [Kind::Mutating, Kind::Validating] {
             let Some(webhooks) = manage::read_webhooks(client, kind, name)
                 .await
@@ -663,6 +659,18 @@ async fn inject(
                 "injected the caBundle into {kind} {name} ({} webhooks)",
                 hooks.len()
             );
+        }
+        for kind in [Kind::Mutating, Kind::Validating] {
+            let copies = crate::certs::fail_closed::sync_twins(client, kind, name)
+                .await
+                .map_err(|e| e.to_string())?;
+            if copies > 0 {
+                let _ = writeln!(
+                    out,
+                    "brought {copies} failing-closed webhooks of {kind} {} up to date",
+                    crate::certs::fail_closed::twin_name(name)
+                );
+            }
         }
     }
     Ok(())
