@@ -53,7 +53,7 @@ apiVersion: v1
 kind: Pod
 metadata:
   name: notebook
-  annotations: {unroot.dev/user: alice, unroot.dev/uid: "2001", unroot.dev/gid: "2001"}
+  annotations: {unroot.dev/user: alice, unroot.dev/uid: "20001", unroot.dev/gid: "20001"}
 spec:
   schedulerName: unroot-e2e-nobody
   containers:
