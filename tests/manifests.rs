@@ -2,8 +2,10 @@
 //! kubectl renders it (`kubectl kustomize`, built into kubectl, which `make
 //! test` needs anyway), and held to what the README and rbac.yaml promise:
 //! unroot's own pods run the way unroot demands of others, stay available
-//! through rollouts and drains, the pod webhooks fail closed but never cover
-//! the namespaces a cluster needs to recover, RBAC names what it can and
+//! through rollouts and drains, the webhooks ship failing open and name the
+//! pod and namespace webhooks that fail closed once served, never covering
+//! the namespaces a cluster needs to recover, the observe overlay changes
+//! only the policy and what fails closed, RBAC names what it can and
 //! grants nothing broad, and the e2e overlay changes only what its node
 //! demands.
 //!
