@@ -40,7 +40,6 @@
 #   wait_unroot_ready [TIMEOUT_S]          rolled out, all replicas Ready and in the Endpoints
 #   wait_unroot_answers [TIMEOUT_S] [N]    N admissions in a row answered through the API server
 #   unroot_pods                            "NAME IP" per Ready, not terminating replica
-#   unroot_admin_get POD PATH              GET PATH (/dashboard, ...) on the replica's admin port
 #   unroot_metrics POD                     GET /metrics on the replica's admin port
 #   unroot_logs                            the logs of every current replica
 #   unroot_host_pids                       host PIDs of the replicas' unroot processes (local cluster)
@@ -570,22 +569,17 @@ for p in json.load(sys.stdin)["items"]:
 '
 }
 
-# unroot_admin_get POD PATH: GET PATH (e.g. /dashboard) on one replica's admin
-# port: on the local cluster straight from this host to the pod's address on
-# the bridge, elsewhere through the API server's pod proxy.
-unroot_admin_get() {
-    local pod=$1 path=$2 ip
+# unroot_metrics POD: the /metrics of one replica, from its admin port: on the
+# local cluster straight from this host to the pod's address on the bridge,
+# elsewhere through the API server's pod proxy.
+unroot_metrics() {
+    local pod=$1 ip
     if [[ -n ${E2E_BRIDGE_IP:-} ]]; then
         ip=$(e2e_kubectl get pod "$pod" -n "$UNROOT_NS" -o jsonpath='{.status.podIP}') || return 1
-        curl -fsS --max-time 5 "http://$ip:8080$path"
+        curl -fsS --max-time 5 "http://$ip:8080/metrics"
     else
-        e2e_kubectl get --raw "/api/v1/namespaces/$UNROOT_NS/pods/$pod:8080/proxy$path"
+        e2e_kubectl get --raw "/api/v1/namespaces/$UNROOT_NS/pods/$pod:8080/proxy/metrics"
     fi
-}
-
-# unroot_metrics POD: the /metrics of one replica (unroot_admin_get).
-unroot_metrics() {
-    unroot_admin_get "$1" /metrics
 }
 
 # unroot_logs: the logs of every current replica, concatenated.

@@ -81,10 +81,29 @@ assert_contains "a privileged pod is admitted (enforce: privileged)" "$out" "pod
 assert_contains "with Pod Security's restricted warning (warn stays on)" "$out" \
     'Warning: would violate PodSecurity "restricted:latest": privileged (container "main" must not set securityContext.privileged=true)'
 
+# dashboard_of POD: its /dashboard, as an administrator reaches it: kubectl
+# port-forward to the loopback listener (8081), ended afterwards.
+dashboard_of() {
+    local port pid page='' deadline
+    port=$(free_port)
+    e2e_kubectl -n "$UNROOT_NS" port-forward "pod/$1" "$port:8081" >/dev/null 2>&1 &
+    pid=$!
+    deadline=$((SECONDS + 20))
+    until page=$(curl -fsS --max-time 2 "http://127.0.0.1:$port/dashboard" 2>/dev/null); do
+        if ((SECONDS >= deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
+        sleep 0.5
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "$page"
+}
+
 # What an operator sees on the replicas' dashboards and metrics.
 dashboards='' warned=0
 while read -r replica _; do
-    dashboards+=$(unroot_admin_get "$replica" /dashboard 2>/dev/null || true)
+    dashboards+=$(dashboard_of "$replica")
     n=$(unroot_metrics "$replica" 2>/dev/null | awk '$1 == "unroot_harden_total{mode=\"warn\"}" {print $2}')
     warned=$((warned + ${n:-0}))
 done < <(unroot_pods)
