@@ -106,7 +106,7 @@ fn mutated_body(
         namespace_labels: labels,
         requester: "",
     };
-    let outcome = mutate::pod(&pod, &input).expect("bench pod mutates");
+    let outcome = mutate::pod_value(&pod, &input).expect("bench pod mutates");
     serde_json::to_vec(&review::review(&outcome.object)).expect("serializable")
 }
 

@@ -521,6 +521,20 @@ impl Response {
         self
     }
 
+    /// Attaches the patch `writer` holds, written once as JSON and encoded
+    /// once as base64; an empty patch attaches nothing.
+    #[must_use]
+    pub fn with_written_patch(mut self, writer: &crate::mutate::writer::Writer) -> Self {
+        use base64::Engine as _;
+        if !writer.is_empty() {
+            let mut json = Vec::with_capacity(512);
+            writer.write_json(&mut json);
+            self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+            self.patch_type = Some("JSONPatch".to_owned());
+        }
+        self
+    }
+
     /// What the metrics and the log call this answer.
     #[must_use]
     pub fn outcome(&self) -> &'static str {

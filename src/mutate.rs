@@ -1,35 +1,41 @@
 //! Pod mutations, expressed as a minimal, idempotent JSON Patch.
 //!
-//! Pure and synchronous: the admission shell hands in the object, the
-//! policy, the namespace's labels and the requester, and gets back the patch,
-//! the patched object, the warnings and the identity ConfigMap to apply.
+//! Pure and synchronous: the admission shell hands in the pod's [`view`],
+//! the policy, the namespace's labels and the requester, and gets back the
+//! patch, the warnings and the identity ConfigMap to apply. Each mutation
+//! reads the view, changes it as its working copy, and writes its
+//! operations ([`writer`]); the patch is then written once, into the answer.
 //!
 //! Order matters: provisioning first (it inserts the init container at the
 //! head of `initContainers`, and sets the pod's user from the identity), then
 //! the trust bundle, then the securityContext hardening, which then finds the
 //! identity's ids already set and leaves the provisioning container alone.
 
+#[cfg(test)]
+mod differential;
+pub mod harden;
+#[cfg(test)]
+mod legacy;
 mod mounts;
-pub mod patch;
 pub mod provisioning;
-pub mod security_context;
 pub mod trust_bundle;
+pub mod writer;
 
 use std::collections::BTreeMap;
 
 use json_patch::Patch;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use self::patch::{Builder, Seg};
+use self::harden::{CHANGE_NOTE, CONTAINER_LISTS, Context, Place};
 pub use self::provisioning::{
     Denial, Identity, Requester, Rule, Vouched, identity_annotations_changed, provenance_index,
     vouch,
 };
-use self::security_context::{CHANGE_NOTE, CONTAINER_LISTS, Context, containers};
+use self::writer::{Seg, Writer};
 use crate::policy::{Document, HardenMode, SecurityContext, selector_matches};
-use crate::workload;
+use crate::{view, workload};
 
 /// Annotation a mirror (static) pod carries; such pods are never mutated.
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -169,13 +175,11 @@ impl Applied {
     }
 }
 
-/// What a mutation produced.
+/// What a mutation of a pod's view produced.
 #[derive(Debug)]
-pub struct Outcome {
-    /// The RFC 6902 patch (empty when nothing changes).
-    pub patch: Patch,
-    /// The object with the patch applied.
-    pub object: Value,
+pub struct Planned {
+    /// The patch (empty when nothing changes).
+    pub writer: Writer,
     /// One line per explicit choice that was left or overridden.
     pub warnings: Vec<String>,
     /// The `unroot-identity-<user>` ConfigMap the pod mounts: the shell must
@@ -190,16 +194,54 @@ pub struct Outcome {
     pub harden: Option<HardenMode>,
 }
 
-impl Outcome {
-    fn unchanged(object: Value) -> Self {
+impl Planned {
+    fn unchanged() -> Self {
         Self {
-            patch: Patch(Vec::new()),
-            object,
+            writer: Writer::new(),
             warnings: Vec::new(),
             identity: None,
             applied: Vec::new(),
             harden: None,
         }
+    }
+}
+
+/// What a mutation of an object (JSON) produced: [`Planned`], with the patch
+/// as `json_patch` types and applied to the object.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The RFC 6902 patch (empty when nothing changes).
+    pub patch: Patch,
+    /// The object with the patch applied.
+    pub object: Value,
+    /// One line per explicit choice that was left or overridden.
+    pub warnings: Vec<String>,
+    /// See [`Planned::identity`].
+    pub identity: Option<ConfigMap>,
+    /// Which mutations changed the object.
+    pub applied: Vec<Applied>,
+    /// See [`Planned::harden`].
+    pub harden: Option<HardenMode>,
+}
+
+impl Outcome {
+    fn of(object: &Value, planned: Planned) -> Result<Self> {
+        let mut patched = object.clone();
+        planned
+            .writer
+            .apply(&mut patched)
+            .map_err(|e| Error::Template {
+                kind: "object",
+                message: format!("the patch does not apply to it: {e}"),
+            })?;
+        Ok(Self {
+            patch: planned.writer.to_patch(),
+            object: patched,
+            warnings: planned.warnings,
+            identity: planned.identity,
+            applied: planned.applied,
+            harden: planned.harden,
+        })
     }
 }
 
@@ -231,44 +273,49 @@ impl<'a> Input<'a> {
     }
 }
 
-/// Mutates a Pod (the whole object as JSON): provisioning, trust bundle,
-/// securityContext hardening.
-pub fn pod(object: &Value, input: &Input<'_>) -> Result<Outcome> {
-    pod_owned(object.clone(), input)
+/// Where the pod is in the document it was read from: the path of its
+/// metadata and spec, and the field path prefix of messages.
+struct Where<'p> {
+    metadata: Vec<Seg>,
+    spec: Vec<Seg>,
+    display: &'p str,
 }
 
-/// Like [`pod`], taking the object by value: the patch is built against it
-/// in place (no copy of the pod), and it comes back patched in
-/// [`Outcome::object`].
-pub fn pod_owned(object: Value, input: &Input<'_>) -> Result<Outcome> {
-    Pod::deserialize(&object).map_err(|source| Error::decode::<Pod>("Pod", &object, source))?;
-    harden(object, &[], "", input)
+/// Mutates a pod: provisioning, trust bundle, securityContext hardening.
+/// The one entry point of admission; the pod is the [`view`] it decoded.
+pub fn pod(pod: view::Pod<'_>, input: &Input<'_>) -> Result<Planned> {
+    let place = Where {
+        metadata: vec![Seg::Key("metadata")],
+        spec: vec![Seg::Key("spec")],
+        display: "",
+    };
+    mutate(pod, &place, input)
 }
 
-/// Like [`pod_owned`], for an object the caller has already checked decodes
-/// as a `Pod` (see `admission::pod::mutation_value`, which also leaves out
-/// the `managedFields` no mutation reads).
-pub fn pod_checked(object: Value, input: &Input<'_>) -> Result<Outcome> {
-    harden(object, &[], "", input)
-}
-
-/// Mutates any object unroot knows: a Pod, or the pod template of a workload
-/// (Deployment, Job, CronJob, …). Objects of other kinds come back unchanged.
+/// Mutates any object unroot knows, as JSON: a Pod, or the pod template of a
+/// workload (Deployment, Job, CronJob, …). Objects of other kinds come back
+/// unchanged. What `unroot mutate` and the tests use.
 pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {
     let kind = object
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if kind == "Pod" {
-        return pod(object, input);
+    if kind == "Pod"
+        || kind.is_empty()
+            && object
+                .get("spec")
+                .is_some_and(|s| s.get("containers").is_some())
+    {
+        let view = decode_pod("Pod", "", object)?;
+        return Outcome::of(object, self::pod(view, input)?);
     }
     let Some(kind) = workload::Kind::from_kind(kind) else {
-        return Ok(Outcome::unchanged(object.clone()));
+        return Outcome::of(object, Planned::unchanged());
     };
     // The one template extraction: what the webhook and `unroot check` see.
     match workload::pod_template_of(object) {
         Ok(Some(_)) => {}
-        Ok(None) => return Ok(Outcome::unchanged(object.clone())),
+        Ok(None) => return Outcome::of(object, Planned::unchanged()),
         Err(e) => {
             return Err(Error::Template {
                 kind: kind.as_str(),
@@ -277,88 +324,138 @@ pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {
         }
     }
     let template = kind.template_path();
-    let at: Vec<Seg<'_>> = template.iter().map(|k| Seg::Key(k)).collect();
+    let mut at: Vec<Seg> = template.iter().map(|k| Seg::Key(k)).collect();
     let display = format!("{}.", template.join("."));
-    harden(object.clone(), &at, &display, input)
+    let mut value = object;
+    for k in template {
+        value = value.get(*k).unwrap_or(&Value::Null);
+    }
+    let view = decode_pod("pod template", &display, value)?;
+    let mut spec = at.clone();
+    spec.push(Seg::Key("spec"));
+    at.push(Seg::Key("metadata"));
+    let place = Where {
+        metadata: at,
+        spec,
+        display: &display,
+    };
+    Outcome::of(object, mutate(view, &place, input)?)
 }
 
-/// The ephemeral containers of a pod, as decoded to check them.
-type Ephemeral = Vec<k8s_openapi::api::core::v1::EphemeralContainer>;
+/// `value` as a pod's view; an error names the field at fault below `at`.
+fn decode_pod(what: &str, at: &str, value: &Value) -> Result<view::Pod<'static>> {
+    view::decode_value(value).map_err(|e| view_error(what, at, e))
+}
+
+/// A view's decode error as this module's.
+fn view_error(what: &str, prefix: &str, e: view::Error) -> Error {
+    match e {
+        view::Error::Decode { at, source } => Error::Decode {
+            what: what.to_owned(),
+            at: if prefix.is_empty() || at.is_empty() {
+                format!("{}{at}", if at.is_empty() { "" } else { prefix })
+            } else {
+                format!("{prefix}{at}")
+            },
+            source,
+        },
+        view::Error::NotAPod { kind, .. } => Error::Decode {
+            what: what.to_owned(),
+            at: String::new(),
+            source: serde::de::Error::invalid_value(serde::de::Unexpected::Str(&kind), &"Pod"),
+        },
+    }
+}
+
+/// [`pod`] for a pod in JSON text (what `/mutate` reads): decoded once, into
+/// the view; an error names the field at fault.
+pub fn pod_text(text: &str, input: &Input<'_>) -> Result<Planned> {
+    let view = view::decode(text).map_err(|e| view_error("Pod", "", e))?;
+    pod(view, input)
+}
+
+/// Mutates a Pod given as JSON (tests, and the CLI through [`object`]).
+pub fn pod_value(object: &Value, input: &Input<'_>) -> Result<Outcome> {
+    let view = decode_pod("Pod", "", object)?;
+    Outcome::of(object, pod(view, input)?)
+}
+
+/// The names of a pod's ephemeral containers, and whether it is a whole pod.
+#[derive(Deserialize)]
+struct EphemeralNames<'a> {
+    #[serde(default, borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    spec: Option<NamesSpec<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NamesSpec<'a> {
+    #[serde(default, borrow)]
+    ephemeral_containers: Option<Vec<Named<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(default, borrow)]
+    name: std::borrow::Cow<'a, str>,
+}
 
 /// Hardens the ephemeral containers added by an UPDATE of the
 /// `pods/ephemeralcontainers` subresource. `object` is either a whole Pod
 /// (Kubernetes ≥ 1.22) or an `EphemeralContainers` object (1.20–1.21);
 /// containers already present in `old` (by name) are left alone, since a
 /// running container's spec cannot change.
-pub fn ephemeral_containers(
-    object: &Value,
-    old: Option<&Value>,
-    input: &Input<'_>,
-) -> Result<Outcome> {
-    let is_pod = object.get("kind").and_then(Value::as_str) != Some("EphemeralContainers");
-    if !is_pod {
+pub fn ephemeral_containers(object: &str, old: Option<&str>, input: &Input<'_>) -> Result<Planned> {
+    let head: EphemeralNames<'_> = serde_json::from_str(object)
+        .map_err(|source| Error::decode_raw::<Value>("object", object, source))?;
+    if head.kind.as_deref() == Some("EphemeralContainers") {
         // Kubernetes 1.20/1.21 forbid any securityContext on an ephemeral
         // container ("cannot be set for an Ephemeral Container"): hardening
         // it would only make the request invalid. Validation still evaluates
         // the whole pod with the new container.
-        return Ok(Outcome::unchanged(object.clone()));
+        return Ok(Planned::unchanged());
     }
-    let list: Vec<Seg<'_>> = if is_pod {
-        vec![Seg::Key("spec")]
-    } else {
-        vec![]
-    };
-    let found = patch::lookup(
-        object,
-        &[list.as_slice(), &[Seg::Key("ephemeralContainers")]].concat(),
-    );
-    if let Some(found) = found {
-        Ephemeral::deserialize(found).map_err(|source| {
-            let at = if is_pod {
-                "spec.ephemeralContainers"
-            } else {
-                "ephemeralContainers"
-            };
-            Error::decode_under::<Ephemeral>("ephemeral containers", at, found, source)
-        })?;
-    }
+    let mut pod = view::decode(object).map_err(|e| view_error("Pod", "", e))?;
     let old_names: Vec<String> = old
-        .and_then(|o| {
-            patch::lookup(
-                o,
-                &[list.as_slice(), &[Seg::Key("ephemeralContainers")]].concat(),
-            )
-        })
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
+        .and_then(|o| serde_json::from_str::<EphemeralNames<'_>>(o).ok())
+        .and_then(|o| o.spec)
+        .and_then(|s| s.ephemeral_containers)
+        .map(|list| list.into_iter().map(|c| c.name.into_owned()).collect())
         .unwrap_or_default();
-    let windows = is_pod && is_windows(object, &[]);
-    let display = if is_pod { "spec." } else { "" };
-    let mut builder = Builder::new(object.clone());
-    let mut warnings = Vec::new();
-    let added: Vec<_> = containers(&builder, &list, display, &["ephemeralContainers"])
+    let windows = pod.is_windows();
+    let spec = vec![Seg::Key("spec")];
+    let added: Vec<Place> = harden::places(&pod.spec, "spec.", &["ephemeralContainers"])
         .into_iter()
-        .filter(|c| !old_names.contains(&c.name))
+        .filter(|p| {
+            harden::container_list(&pod.spec, p.list)
+                .and_then(|l| l.get(p.index))
+                .is_some_and(|c| !old_names.iter().any(|n| *n == c.name))
+        })
         .collect();
-    let (mode, _) = stage_hardening(&mut builder, input, true, &[], &mut warnings, |ctx| {
-        for c in &added {
-            ctx.harden_container(c, windows);
-        }
-    });
-    let applied = if builder.is_empty() {
+    let mut writer = Writer::new();
+    let mut warnings = Vec::new();
+    let (mode, _) = stage_hardening(
+        &mut pod,
+        &mut writer,
+        input,
+        (&spec, ""),
+        true,
+        &mut warnings,
+        |ctx| {
+            for place in &added {
+                ctx.harden_container(place, windows);
+            }
+        },
+    );
+    let applied = if writer.is_empty() {
         Vec::new()
     } else {
         vec![Applied::SecurityContext]
     };
-    let (patch, object) = builder.finish();
-    Ok(Outcome {
-        patch,
-        object,
+    Ok(Planned {
+        writer,
         warnings,
         identity: None,
         applied,
@@ -366,49 +463,23 @@ pub fn ephemeral_containers(
     })
 }
 
-pub(crate) fn is_windows(object: &Value, pod: &[Seg<'_>]) -> bool {
-    let mut path = pod.to_vec();
-    path.extend([Seg::Key("spec"), Seg::Key("os"), Seg::Key("name")]);
-    patch::lookup(object, &path).and_then(Value::as_str) == Some("windows")
-}
-
-/// Mounts the trust bundle when the namespace is selected; `true` when that
-/// changed the pod.
-fn mount_trust_bundle(
-    builder: &mut Builder,
-    spec: &[Seg<'_>],
-    display: &str,
-    input: &Input<'_>,
-    skip: Option<&[Seg<'_>]>,
-    warnings: &mut Vec<String>,
-) -> bool {
-    let bundle = &input.policy.trust_bundle;
-    if !bundle.enabled || !selector_matches(&bundle.namespace_selector, input.namespace_labels) {
-        return false;
-    }
-    let before = builder.changes();
-    trust_bundle::add_trust_bundle(builder, spec, display, bundle, skip, warnings);
-    builder.changes() != before
-}
-
-/// Runs every pod mutation on the pod object at `pod` inside `object`.
-fn harden(object: Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> Result<Outcome> {
-    let mut annotations = pod.to_vec();
-    annotations.extend([Seg::Key("metadata"), Seg::Key("annotations")]);
-    let mut mirror = annotations.clone();
-    mirror.push(Seg::Key(MIRROR_ANNOTATION));
-    if patch::lookup(&object, &mirror).is_some() {
-        return Ok(Outcome::unchanged(object));
+/// Runs every pod mutation on `pod`.
+fn mutate(mut pod: view::Pod<'_>, place: &Where<'_>, input: &Input<'_>) -> Result<Planned> {
+    if pod.annotation(MIRROR_ANNOTATION).is_some() {
+        return Ok(Planned::unchanged());
     }
     let policy = input.policy;
-    let windows = is_windows(&object, pod);
-    let claimed = provisioning::claimed_identity(patch::lookup(&object, &annotations), input)
-        .map_err(Error::Forbidden)?;
-    let mut builder = Builder::new(object);
+    let display = place.display;
+    let windows = pod.is_windows();
+    let annotations = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| serde_json::to_value(a).ok());
+    let claimed =
+        provisioning::claimed_identity(annotations.as_ref(), input).map_err(Error::Forbidden)?;
+    let mut writer = Writer::new();
     let mut warnings = Vec::new();
-    let mut spec = pod.to_vec();
-    spec.push(Seg::Key("spec"));
-
     let mut skip = None;
     let mut identity = None;
     let mut applied = Vec::new();
@@ -422,79 +493,77 @@ fn harden(object: Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> R
             }]));
         }
         let index = provisioning::provision(
-            &mut builder,
-            &spec,
+            &mut pod,
+            &mut writer,
+            &place.spec,
             display,
             &id,
             &policy.provisioning,
             &mut warnings,
         )
         .map_err(Error::Forbidden)?;
-        let mut path = spec.clone();
-        path.extend([Seg::Key("initContainers"), Seg::Index(index)]);
-        skip = Some(path);
-        // Mutations never change the namespace: the working copy's is the
-        // object's.
-        let namespace = builder
-            .doc()
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str);
+        skip = Some(index);
         identity = Some(provisioning::identity_config_map(
             &id,
             &policy.provisioning,
-            namespace,
+            pod.metadata.namespace.as_deref(),
         ));
         applied.push(Applied::Provisioning);
     }
 
+    let bundle = &policy.trust_bundle;
     if !windows
-        && mount_trust_bundle(
-            &mut builder,
-            &spec,
-            display,
-            input,
-            skip.as_deref(),
-            &mut warnings,
-        )
+        && bundle.enabled
+        && selector_matches(&bundle.namespace_selector, input.namespace_labels)
     {
-        applied.push(Applied::TrustBundle);
+        let before = writer.changes();
+        trust_bundle::add_trust_bundle(
+            &mut pod,
+            &mut writer,
+            &place.spec,
+            display,
+            bundle,
+            skip,
+            &mut warnings,
+        );
+        if writer.changes() != before {
+            applied.push(Applied::TrustBundle);
+        }
     }
 
     // The provisioning container is exactly what the policy pins: hardening
     // must neither warn about its uid 0 nor rewrite it.
-    let found: Vec<_> = containers(
-        &builder,
-        &spec,
-        &format!("{display}spec."),
-        &CONTAINER_LISTS,
-    )
-    .into_iter()
-    .filter(|c| Some(c.path.as_slice()) != skip.as_deref())
-    .collect();
+    let found: Vec<Place> = harden::places(&pod.spec, &format!("{display}spec."), &CONTAINER_LISTS)
+        .into_iter()
+        .filter(|p| !(p.list == "initContainers" && Some(p.index) == skip))
+        .collect();
     // A provisioned pod's volumes belong to its user unless the policy says
     // otherwise.
     let fs_group = identity.is_none() || policy.provisioning.set_fs_group;
-    let (mode, hardened) =
-        stage_hardening(&mut builder, input, fs_group, pod, &mut warnings, |ctx| {
+    let (mode, hardened) = stage_hardening(
+        &mut pod,
+        &mut writer,
+        input,
+        (&place.spec, display),
+        fs_group,
+        &mut warnings,
+        |ctx| {
             // Containers first: with `override`, fixing a container's
             // runAsUser=0 decides whether the pod can get runAsNonRoot.
-            for c in &found {
-                ctx.harden_container(c, windows);
+            for p in &found {
+                ctx.harden_container(p, windows);
             }
-            ctx.harden_pod(pod, display, windows);
-        });
+            ctx.harden_pod(windows);
+        },
+    );
     if hardened {
         applied.push(Applied::SecurityContext);
     }
-    if !builder.is_empty() {
-        let mut marker = annotations;
-        marker.push(Seg::Key(MUTATED_ANNOTATION));
-        builder.ensure(&marker, Value::String("true".to_owned()));
+    if !writer.is_empty() {
+        mark_mutated(&pod, place, &mut writer);
     }
-    let (patch, object) = builder.finish();
-    Ok(Outcome {
-        patch,
-        object,
+    Ok(Planned {
+        writer,
         warnings,
         identity,
         applied,
@@ -502,47 +571,74 @@ fn harden(object: Value, pod: &[Seg<'_>], display: &str, input: &Input<'_>) -> R
     })
 }
 
+/// Sets [`MUTATED_ANNOTATION`] on a pod the patch changes.
+fn mark_mutated(pod: &view::Pod<'_>, place: &Where<'_>, writer: &mut Writer) {
+    if pod.annotation(MUTATED_ANNOTATION).is_some() {
+        return;
+    }
+    let mut path = place.metadata.clone();
+    path.extend([
+        Seg::Key("annotations"),
+        Seg::Name(MUTATED_ANNOTATION.to_owned()),
+    ]);
+    let exists = place.metadata.len() - usize::from(!pod.metadata.present)
+        + usize::from(pod.metadata.annotations.is_some());
+    writer.add(&path, exists, Value::String("true".to_owned()));
+}
+
 /// Runs the securityContext pass `pass` as the namespace's hardening mode
 /// says, with the namespace's settings (top level and override), and
-/// returns the mode and whether `builder` changed. `on`: on `builder`.
-/// `warn`: on a copy, leaving `builder` alone; the pass's patch becomes one
-/// warning per change (see [`describe_changes`]), so the warnings say
-/// exactly what `on` would do. `off`: not at all. `pod` is the path of the
-/// pod object in the document (`[]` for a Pod).
+/// returns the mode and whether `writer` changed. `on`: on `pod` and
+/// `writer`. `warn`: on a copy, leaving both alone; the pass's patch becomes
+/// one warning per change ([`Writer::describe`]), so the warnings say
+/// exactly what `on` would do. `off`: not at all. `at` is the path of the
+/// pod spec and the message prefix of the pod object.
 fn stage_hardening(
-    builder: &mut Builder,
+    pod: &mut view::Pod<'_>,
+    writer: &mut Writer,
     input: &Input<'_>,
+    at: (&[Seg], &str),
     fs_group: bool,
-    pod: &[Seg<'_>],
     warnings: &mut Vec<String>,
-    pass: impl FnOnce(&mut Context<'_>),
+    pass: impl FnOnce(&mut Context<'_, '_>),
 ) -> (HardenMode, bool) {
+    let (spec_path, display) = at;
     let mode = input.policy.harden_mode(input.namespace_labels);
     let settings: &SecurityContext = &input.policy.security_context_for(input.namespace_labels);
     let changed = match mode {
         HardenMode::Off => false,
         HardenMode::On => {
-            let before = builder.changes();
+            let before = writer.changes();
             pass(&mut Context {
-                builder: &mut *builder,
+                pod,
+                spec_path,
+                display,
+                writer: &mut *writer,
                 settings,
                 warnings,
                 fs_group,
             });
-            builder.changes() != before
+            writer.changes() != before
         }
         HardenMode::Warn => {
-            let start = builder.doc().clone();
-            let mut probe = Builder::new(start.clone());
+            let mut probe_pod = pod.clone();
+            let mut probe = Writer::new();
             let mut notes = Vec::new();
             pass(&mut Context {
-                builder: &mut probe,
+                pod: &mut probe_pod,
+                spec_path,
+                display,
+                writer: &mut probe,
                 settings,
                 warnings: &mut notes,
                 fs_group,
             });
-            let (patch, _) = probe.finish();
-            warnings.extend(describe_changes(start, &patch, pod));
+            warnings.extend(probe.describe(spec_path, |list, index| {
+                harden::container_list(&pod.spec, list)
+                    .and_then(|l| l.get(index))
+                    .map(|c| c.name.to_string())
+                    .unwrap_or_default()
+            }));
             // What the pass leaves as set stays true; what it says it
             // changed is now named by the lines above.
             warnings.extend(notes.into_iter().filter(|n| !n.ends_with(CHANGE_NOTE)));
@@ -550,127 +646,4 @@ fn stage_hardening(
         }
     };
     (mode, changed)
-}
-
-/// One line per field `patch` changes in `doc` (the pod object at `pod`):
-/// `would set securityContext.runAsNonRoot=true on pod`,
-/// `would set securityContext.allowPrivilegeEscalation=false on container "app"`,
-/// `would set securityContext.runAsUser=65532 on container "app" (instead of 0)`,
-/// `would add "ALL" to securityContext.capabilities.drop on container "app"`,
-/// `would remove "NET_RAW" from securityContext.capabilities.add on container "app"`.
-/// An added object is named field by field. The operations are replayed in
-/// order, so each is described against the document it applies to.
-#[must_use]
-pub fn describe_changes(mut doc: Value, patch: &Patch, pod: &[Seg<'_>]) -> Vec<String> {
-    use json_patch::PatchOperation;
-    let json = |v: &Value| serde_json::to_string(v).unwrap_or_default();
-    let mut lines = Vec::new();
-    for op in &patch.0 {
-        let tokens: Vec<String> = op
-            .path()
-            .tokens()
-            .map(|t| t.decoded().into_owned())
-            .collect();
-        let (target, field) = describe_path(&doc, pod, &tokens);
-        let current = doc.pointer(op.path().as_str()).cloned();
-        let parent_is_array = tokens.len() > 1
-            && doc
-                .pointer(&parent_pointer(op.path().as_str()))
-                .is_some_and(Value::is_array);
-        match op {
-            // `field` names the list: indexes are not part of field names.
-            PatchOperation::Add(add) if parent_is_array => {
-                lines.push(format!(
-                    "would add {} to {field} on {target}",
-                    json(&add.value)
-                ));
-            }
-            PatchOperation::Add(add) => {
-                let mut leaves = Vec::new();
-                flatten(&field, &add.value, &mut leaves);
-                for (field, value) in leaves {
-                    lines.push(format!("would set {field}={} on {target}", json(value)));
-                }
-            }
-            PatchOperation::Replace(replace) => lines.push(match &current {
-                Some(old) => format!(
-                    "would set {field}={} on {target} (instead of {})",
-                    json(&replace.value),
-                    json(old)
-                ),
-                None => format!("would set {field}={} on {target}", json(&replace.value)),
-            }),
-            PatchOperation::Remove(_) if parent_is_array => {
-                let old = current.as_ref().map(json).unwrap_or_default();
-                lines.push(format!("would remove {old} from {field} on {target}"));
-            }
-            PatchOperation::Remove(_) => {
-                lines.push(format!("would remove {field} from {target}"));
-            }
-            other => lines.push(format!("would change {field} on {target} ({other:?})")),
-        }
-        // Replay, so the next operation is read against its own document.
-        let _ = json_patch::patch(&mut doc, std::slice::from_ref(op));
-    }
-    lines
-}
-
-/// `/a/b/c` → `/a/b`.
-fn parent_pointer(pointer: &str) -> String {
-    pointer
-        .rsplit_once('/')
-        .map_or_else(String::new, |(parent, _)| parent.to_owned())
-}
-
-/// Who a patch path is about (`pod`, `container "app"`) and the field below
-/// it, dotted (`securityContext.capabilities.drop`); array indexes inside the
-/// field are dropped from the name.
-fn describe_path(doc: &Value, pod: &[Seg<'_>], path: &[String]) -> (String, String) {
-    let prefix: Vec<String> = pod
-        .iter()
-        .map(|s| match s {
-            Seg::Key(k) => (*k).to_owned(),
-            Seg::Index(i) => i.to_string(),
-        })
-        .chain(["spec".to_owned()])
-        .collect();
-    let dotted = |rest: &[String]| {
-        rest.iter()
-            .filter(|t| t.parse::<usize>().is_err())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(".")
-    };
-    let Some(rest) = path.strip_prefix(prefix.as_slice()) else {
-        return ("pod".to_owned(), dotted(path));
-    };
-    match rest {
-        [list, index, field @ ..] if CONTAINER_LISTS.contains(&list.as_str()) => {
-            let pointer = format!("/{}/{list}/{index}/name", prefix.join("/"));
-            let name = doc
-                .pointer(&pointer)
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            (format!("container {name:?}"), dotted(field))
-        }
-        _ => ("pod".to_owned(), dotted(rest)),
-    }
-}
-
-/// The leaves of `value` below `field`: an object is named key by key, any
-/// other value (a list included) is one leaf.
-fn flatten<'v>(field: &str, value: &'v Value, out: &mut Vec<(String, &'v Value)>) {
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            for (key, v) in map {
-                let name = if field.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{field}.{key}")
-                };
-                flatten(&name, v, out);
-            }
-        }
-        _ => out.push((field.to_owned(), value)),
-    }
 }

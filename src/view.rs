@@ -47,10 +47,10 @@ pub struct Pod<'a> {
     )]
     pub kind: Option<Cow<'a, str>>,
     /// The metadata unroot reads.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present_meta")]
     pub metadata: Meta<'a>,
     /// The spec unroot reads.
-    #[serde(default, borrow, deserialize_with = "null_is_default")]
+    #[serde(default, borrow, deserialize_with = "present_spec")]
     pub spec: Spec<'a>,
 }
 
@@ -58,6 +58,10 @@ pub struct Pod<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta<'a> {
+    /// Whether the object has a (non-null) `metadata`: a patch must create
+    /// it otherwise.
+    #[serde(skip)]
+    pub present: bool,
     /// `metadata.name`.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub name: Option<Cow<'a, str>>,
@@ -74,6 +78,10 @@ pub struct Meta<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec<'a> {
+    /// Whether the object has a (non-null) `spec`: a patch must create it
+    /// otherwise.
+    #[serde(skip)]
+    pub present: bool,
     /// `spec.containers` (required, as in `PodSpec`).
     #[serde(borrow)]
     pub containers: Vec<Container<'a>>,
@@ -168,13 +176,24 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de,
     <Cow<'de, str>>::deserialize(deserializer).map(Some)
 }
 
-/// `null` reads as the default (as `Option<PodSpec>` reads it as `None`).
-fn null_is_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+/// `metadata`: `null` reads as absent (as `Option<ObjectMeta>` reads it).
+fn present_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Meta<'de>, D::Error> {
+    Ok(Option::<Meta<'de>>::deserialize(deserializer)?
+        .map(|meta| Meta {
+            present: true,
+            ..meta
+        })
+        .unwrap_or_default())
+}
+
+/// `spec`: `null` reads as absent (as `Option<PodSpec>` reads it).
+fn present_spec<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Spec<'de>, D::Error> {
+    Ok(Option::<Spec<'de>>::deserialize(deserializer)?
+        .map(|spec| Spec {
+            present: true,
+            ..spec
+        })
+        .unwrap_or_default())
 }
 
 /// Init containers, each read whole and as a [`Container`].
@@ -333,6 +352,7 @@ impl From<&core::Pod> for Pod<'static> {
             api_version: None,
             kind: None,
             metadata: Meta {
+                present: true,
                 name: meta.name.clone().map(Cow::Owned),
                 namespace: meta.namespace.clone().map(Cow::Owned),
                 annotations: meta.annotations.clone(),
@@ -345,6 +365,7 @@ impl From<&core::Pod> for Pod<'static> {
 impl From<&core::PodSpec> for Spec<'static> {
     fn from(spec: &core::PodSpec) -> Self {
         Spec {
+            present: true,
             containers: spec.containers.iter().map(Container::from).collect(),
             init_containers: spec.init_containers.as_ref().map(|list| {
                 list.iter()

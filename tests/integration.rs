@@ -10,6 +10,8 @@ mod common;
 mod fuzz_entry;
 #[path = "audit/mix.rs"]
 mod mix;
+#[path = "support/pod_strategy.rs"]
+mod pod_strategy;
 
 mod audit_admissions;
 mod bad_input;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{Decision, Facts, Operation, Request, Response, Target};
 use crate::mutate::{self, Input};
@@ -61,22 +61,10 @@ pub fn mutate(
                 return Response::deny(uid, 400, "BadRequest", "pod CREATE request has no object")
                     .into();
             };
-            match super::pod::mutation_value(raw.get()) {
-                Some(object) => mutate::pod_checked(object, &input),
-                // Not certainly a pod: decoding it the plain way says why.
-                None => serde_json::from_str(raw.get())
-                    .map_err(|source| {
-                        mutate::Error::decode_raw::<k8s_openapi::api::core::v1::Pod>(
-                            "object",
-                            raw.get(),
-                            source,
-                        )
-                    })
-                    .and_then(|object| mutate::pod_owned(object, &input)),
-            }
+            mutate::pod_text(raw.get(), &input)
         }
         (Operation::Update, "ephemeralcontainers") => {
-            let Some(object) = parse_object(request) else {
+            let Some(object) = request.object else {
                 return Response::deny(
                     uid,
                     400,
@@ -85,16 +73,14 @@ pub fn mutate(
                 )
                 .into();
             };
-            let old = request
-                .old_object
-                .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
-            object.and_then(|object| mutate::ephemeral_containers(&object, old.as_ref(), &input))
+            let old = request.old_object.map(RawValue::get);
+            mutate::ephemeral_containers(object.get(), old, &input)
         }
         _ => return Response::allow(uid).into(),
     };
     match outcome {
         Ok(outcome) => {
-            let mut response = Response::allow(uid).with_patch(&outcome.patch);
+            let mut response = Response::allow(uid).with_written_patch(&outcome.writer);
             match outcome.harden {
                 Some(HardenMode::Warn) => {
                     response
@@ -144,15 +130,6 @@ pub fn mutate(
             Response::deny(uid, 400, "BadRequest", e.to_string()).into()
         }
     }
-}
-
-/// The request's object as JSON: `None` when absent.
-fn parse_object(request: &Request<'_>) -> Option<mutate::Result<Value>> {
-    let raw = request.object?;
-    Some(
-        serde_json::from_str(raw.get())
-            .map_err(|source| mutate::Error::decode_raw::<Value>("object", raw.get(), source)),
-    )
 }
 
 #[cfg(test)]

@@ -1,16 +1,15 @@
 //! Reading and adding the volumes, volume mounts and environment variables
-//! of a pod spec, as the trust-bundle and provisioning mutations need them.
+//! of a pod, as the trust-bundle and provisioning mutations need them: each
+//! addition changes the working copy (the view) and writes its operation.
 
-use serde_json::{Value, json};
+use std::borrow::Cow;
 
-use super::patch::{Builder, Seg};
+use k8s_openapi::api::core::v1::{Volume, VolumeMount};
+use serde::Deserialize as _;
+use serde_json::Value;
 
-/// `base` extended by object keys.
-pub(crate) fn with<'p>(base: &[Seg<'p>], rest: &[&'p str]) -> Vec<Seg<'p>> {
-    let mut p = base.to_vec();
-    p.extend(rest.iter().map(|k| Seg::Key(k)));
-    p
-}
+use super::writer::{Seg, Writer};
+use crate::view;
 
 /// Whether two mount paths name the same directory (`/a/` is `/a`).
 pub(crate) fn same_path(a: &str, b: &str) -> bool {
@@ -21,59 +20,96 @@ pub(crate) fn same_path(a: &str, b: &str) -> bool {
     trim(a) == trim(b)
 }
 
-/// The volume mount of the container at `container` whose `mountPath` is
-/// `path`: its index and value.
-pub(crate) fn mount_at(b: &Builder, container: &[Seg<'_>], path: &str) -> Option<(usize, Value)> {
-    let Some(Value::Array(mounts)) = b.get(&with(container, &["volumeMounts"])) else {
-        return None;
-    };
-    mounts.iter().enumerate().find_map(|(i, m)| {
-        m.get("mountPath")
+/// The volume mount of `c` whose `mountPath` is `path`: its index and value.
+pub(crate) fn mount_at<'c>(
+    c: &'c view::Container<'_>,
+    path: &str,
+) -> Option<(usize, &'c VolumeMount)> {
+    c.volume_mounts
+        .iter()
+        .flatten()
+        .enumerate()
+        .find(|(_, m)| same_path(&m.mount_path, path))
+}
+
+/// Appends `item` to the list at `path`, which holds `len` items, or is
+/// absent (`None`) in a parent of which `parent` segments exist.
+fn append(w: &mut Writer, path: &[Seg], len: Option<usize>, parent: usize, item: Value) {
+    let mut at = path.to_vec();
+    if let Some(len) = len {
+        at.push(Seg::Index(len));
+        w.add(&at, path.len(), item);
+    } else {
+        at.push(Seg::Index(0));
+        w.add(&at, parent, item);
+    }
+}
+
+/// Appends `mount` to the volume mounts of `c`, the container at `container`.
+pub(crate) fn push_mount(
+    c: &mut view::Container<'_>,
+    w: &mut Writer,
+    container: &[Seg],
+    mount: VolumeMount,
+) {
+    let mut path = container.to_vec();
+    path.push(Seg::Key("volumeMounts"));
+    append(
+        w,
+        &path,
+        c.volume_mounts.as_ref().map(Vec::len),
+        container.len(),
+        serde_json::to_value(&mount).unwrap_or_default(),
+    );
+    c.volume_mounts.get_or_insert_with(Vec::new).push(mount);
+}
+
+/// Appends the environment variable `entry` (named `name`) to `c`, the
+/// container at `container`.
+pub(crate) fn push_env(
+    c: &mut view::Container<'_>,
+    w: &mut Writer,
+    container: &[Seg],
+    name: &str,
+    entry: Value,
+) {
+    let mut path = container.to_vec();
+    path.push(Seg::Key("env"));
+    append(
+        w,
+        &path,
+        c.env.as_ref().map(Vec::len),
+        container.len(),
+        entry,
+    );
+    c.env.get_or_insert_with(Vec::new).push(view::EnvName {
+        name: Cow::Owned(name.to_owned()),
+    });
+}
+
+/// Appends `volume` (as the patch adds it) to the volumes of `pod`, whose
+/// spec is at `spec`.
+pub(crate) fn push_volume(pod: &mut view::Pod<'_>, w: &mut Writer, spec: &[Seg], volume: Value) {
+    let mut path = spec.to_vec();
+    path.push(Seg::Key("volumes"));
+    // The working copy needs only what the mutations read of it: its name
+    // and source. A volume unroot builds always decodes.
+    let typed = Volume::deserialize(&volume).unwrap_or_else(|_| Volume {
+        name: volume
+            .get("name")
             .and_then(Value::as_str)
-            .filter(|p| same_path(p, path))
-            .map(|_| (i, m.clone()))
-    })
-}
-
-/// The `name` of a JSON object, or empty.
-pub(crate) fn name_of(value: &Value) -> &str {
-    value
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
-/// The volumes of the pod spec at `spec`, with their indexes.
-pub(crate) fn volumes(b: &Builder, spec: &[Seg<'_>]) -> Vec<(usize, Value)> {
-    match b.get(&with(spec, &["volumes"])) {
-        Some(Value::Array(items)) => items.iter().cloned().enumerate().collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The name of the ConfigMap a volume projects, if it is a ConfigMap volume.
-pub(crate) fn config_map_of(volume: &Value) -> Option<&str> {
-    volume
-        .get("configMap")
-        .and_then(|c| c.get("name"))
-        .and_then(Value::as_str)
-}
-
-/// Whether the container at `container` sets the environment variable `name`.
-pub(crate) fn has_env(b: &Builder, container: &[Seg<'_>], name: &str) -> bool {
-    matches!(
-        b.get(&with(container, &["env"])),
-        Some(Value::Array(vars)) if vars.iter().any(|v| name_of(v) == name)
-    )
-}
-
-/// Sets the environment variable `name` in the container at `container`
-/// unless it sets it already.
-pub(crate) fn ensure_env(b: &mut Builder, container: &[Seg<'_>], name: &str, value: &str) {
-    if !has_env(b, container, name) {
-        b.push(
-            &with(container, &["env"]),
-            json!({"name": name, "value": value}),
-        );
-    }
+            .unwrap_or_default()
+            .to_owned(),
+        ..Volume::default()
+    });
+    let parent = spec.len() - usize::from(!pod.spec.present);
+    append(
+        w,
+        &path,
+        pod.spec.volumes.as_ref().map(Vec::len),
+        parent,
+        volume,
+    );
+    pod.spec.present = true;
+    pod.spec.volumes.get_or_insert_with(Vec::new).push(typed);
 }

@@ -32,14 +32,17 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value, json};
 
+use k8s_openapi::api::core::v1::{PodSecurityContext, VolumeMount};
+use serde::Deserialize as _;
+
 use super::Input;
-use super::mounts::{config_map_of, mount_at, name_of, volumes, with};
-use super::patch::{Builder, Seg};
-use super::security_context::{CONTAINER_LISTS, ContainerRef, containers};
+use super::harden::{CONTAINER_LISTS, container_list, container_list_mut, places};
+use super::mounts::{mount_at, push_mount, push_volume};
+use super::writer::{Seg, Writer, at};
 use crate::policy::names::{
     is_below, is_clean_absolute_path, is_dns1123_subdomain, is_portable_user_name,
 };
-use crate::policy::provisioning::{IdRange, Provisioning};
+use crate::policy::provisioning::{HomeVolume, IdRange, Provisioning};
 use crate::policy::selector_matches;
 use crate::view;
 
@@ -122,7 +125,7 @@ pub struct Denial {
 }
 
 impl Denial {
-    fn new(rule: Rule, message: impl Into<String>) -> Self {
+    pub(crate) fn new(rule: Rule, message: impl Into<String>) -> Self {
         Self {
             rule,
             message: message.into(),
@@ -895,7 +898,8 @@ pub fn identity_config_map(
     }
 }
 
-fn identity_volume(identity: &Identity) -> Value {
+/// The volume holding the identity's passwd and group files.
+pub(crate) fn identity_volume(identity: &Identity) -> Value {
     json!({
         "name": IDENTITY_VOLUME,
         "configMap": {
@@ -905,21 +909,20 @@ fn identity_volume(identity: &Identity) -> Value {
     })
 }
 
-fn identity_mount(path: &str, file: &str) -> Value {
-    json!({"name": IDENTITY_VOLUME, "mountPath": path, "subPath": file, "readOnly": true})
-}
-
-const IDENTITY_FILES: [(&str, &str); 2] = [("/etc/passwd", "passwd"), ("/etc/group", "group")];
-
-fn list_of(c: &ContainerRef<'_>) -> Option<&'static str> {
-    match c.path.get(c.path.len().checked_sub(2)?) {
-        Some(Seg::Key("initContainers")) => Some("initContainers"),
-        Some(Seg::Key("containers")) => Some("containers"),
-        _ => None,
+pub(crate) fn identity_mount(path: &str, file: &str) -> VolumeMount {
+    VolumeMount {
+        name: IDENTITY_VOLUME.to_owned(),
+        mount_path: path.to_owned(),
+        sub_path: Some(file.to_owned()),
+        read_only: Some(true),
+        ..VolumeMount::default()
     }
 }
 
-fn conflict(field: &str, got: &Value, want: i64, annotation: &str) -> Denial {
+pub(crate) const IDENTITY_FILES: [(&str, &str); 2] =
+    [("/etc/passwd", "passwd"), ("/etc/group", "group")];
+
+pub(crate) fn conflict(field: &str, got: &Value, want: i64, annotation: &str) -> Denial {
     Denial::new(
         Rule::Conflict,
         format!(
@@ -928,11 +931,13 @@ fn conflict(field: &str, got: &Value, want: i64, annotation: &str) -> Denial {
     )
 }
 
-/// Applies `identity` to the pod spec at `spec`; returns the index of the
-/// provisioning init container in `initContainers`.
+/// Applies `identity` to `pod`, whose spec is at `spec` in the document;
+/// returns the index of the provisioning init container in
+/// `initContainers`.
 pub(crate) fn provision(
-    b: &mut Builder,
-    spec: &[Seg<'_>],
+    pod: &mut view::Pod<'_>,
+    w: &mut Writer,
+    spec: &[Seg],
     display: &str,
     identity: &Identity,
     policy: &Provisioning,
@@ -950,208 +955,236 @@ pub(crate) fn provision(
     };
     let prefix = format!("{display}spec.");
     let (existing, has_identity_volume) =
-        check_conflicts(b, spec, &prefix, identity, policy, &expected)?;
-
+        check_conflicts(pod, &prefix, identity, policy, &expected)?;
     // Insert before any other operation: the operations below then address
     // the containers at their shifted indexes.
-    let init_list = with(spec, &["initContainers"]);
-    let index = if let Some(i) = existing {
-        i
-    } else {
-        b.insert(&init_list, 0, expected);
-        0
-    };
-    let psc = with(spec, &["securityContext"]);
-    for (field, value) in [("runAsUser", identity.uid), ("runAsGroup", identity.gid)] {
-        b.ensure(&with(&psc, &[field]), json!(value));
-    }
-    if policy.set_fs_group {
-        // The kubelet re-owns every volume that supports ownership
-        // management to fsGroup when the pod starts; on a shared home volume
-        // that is every user's files, on every start. OnRootMismatch skips
-        // the walk when the volume's root already has the right owner.
-        let fs_group = with(&psc, &["fsGroup"]);
-        if b.get(&fs_group).is_none() {
-            b.ensure(&fs_group, json!(identity.gid));
-            b.ensure(
-                &with(&psc, &["fsGroupChangePolicy"]),
-                json!("OnRootMismatch"),
-            );
-        }
-    }
-    let gids: Vec<i64> = identity.groups.iter().map(|(_, g)| *g).collect();
-    if !gids.is_empty() {
-        b.ensure(&with(&psc, &["supplementalGroups"]), json!(gids));
-    }
+    let index = existing.unwrap_or_else(|| insert_init_container(pod, w, spec, expected));
+    set_identity_ids(pod, w, spec, identity, policy);
     if !has_identity_volume {
-        b.push(&with(spec, &["volumes"]), identity_volume(identity));
+        push_volume(pod, w, spec, identity_volume(identity));
     }
-    if !volumes(b, spec)
+    if !pod
+        .spec
+        .volumes
         .iter()
-        .any(|(_, v)| name_of(v) == home.name)
+        .flatten()
+        .any(|v| v.name == home.name)
     {
-        b.push(&with(spec, &["volumes"]), home.volume());
+        push_volume(pod, w, spec, home.volume());
     }
-    let mut skip = init_list.clone();
-    skip.push(Seg::Index(index));
-    for c in containers(b, spec, &prefix, &["initContainers", "containers"]) {
-        if c.path == skip {
-            continue;
-        }
-        for (path, file) in IDENTITY_FILES {
-            if mount_at(b, &c.path, path).is_none() {
-                b.push(
-                    &with(&c.path, &["volumeMounts"]),
-                    identity_mount(path, file),
-                );
-            }
-        }
-        if list_of(&c) != Some("containers") {
-            continue;
-        }
-        match mount_at(b, &c.path, &home.mount_path) {
-            None => b.push(
-                &with(&c.path, &["volumeMounts"]),
-                json!({"name": home.name, "mountPath": home.mount_path}),
-            ),
-            Some((_, m)) if name_of(&m) == home.name => {}
-            Some((j, m)) => warnings.push(format!(
-                "unroot: {}.volumeMounts[{j}] (container {:?}) mounts volume {:?} at {}: the home volume {:?} is not mounted in this container",
-                c.display,
-                c.name,
-                name_of(&m),
-                home.mount_path,
-                home.name
-            )),
-        }
-    }
+    let ctx = MountContext {
+        spec,
+        prefix: &prefix,
+        skip: index,
+        home,
+    };
+    mount_identity(pod, w, &ctx, warnings);
     Ok(index)
 }
 
-/// A container's own ids and its mounts at /etc/passwd and /etc/group must
-/// agree with the identity.
-fn check_container(
-    b: &Builder,
-    c: &ContainerRef<'_>,
+/// Puts the injected init container first; returns its index, 0.
+fn insert_init_container(
+    pod: &mut view::Pod<'_>,
+    w: &mut Writer,
+    spec: &[Seg],
+    expected: Value,
+) -> usize {
+    let mut path = at(spec, &["initContainers"]);
+    path.push(Seg::Index(0));
+    let exists = spec.len() - usize::from(!pod.spec.present)
+        + usize::from(pod.spec.init_containers.is_some());
+    w.add(&path, exists, expected.clone());
+    let mut injected = view::Container::deserialize(expected.clone()).unwrap_or_default();
+    injected.whole = Some(Box::new(expected));
+    pod.spec.present = true;
+    pod.spec
+        .init_containers
+        .get_or_insert_with(Vec::new)
+        .insert(0, injected);
+    0
+}
+
+/// The pod's securityContext in the working copy, after a change was
+/// written to it (which created the spec, too, if the pod had none).
+fn pod_sc<'p>(pod: &'p mut view::Pod<'_>) -> &'p mut PodSecurityContext {
+    pod.spec.present = true;
+    pod.spec
+        .security_context
+        .get_or_insert_with(PodSecurityContext::default)
+}
+
+/// The pod runs as the identity: its uid and gid, its groups and, unless
+/// the policy says otherwise, its gid as the volumes' group.
+fn set_identity_ids(
+    pod: &mut view::Pod<'_>,
+    w: &mut Writer,
+    spec: &[Seg],
     identity: &Identity,
-    denials: &mut Vec<Denial>,
+    policy: &Provisioning,
 ) {
-    for (field, want, annotation) in [
-        ("runAsUser", identity.uid, UID_ANNOTATION),
-        ("runAsGroup", identity.gid, GID_ANNOTATION),
-    ] {
-        if let Some(v) = b.get(&with(&c.path, &["securityContext", field]))
-            && v != &json!(want)
-        {
-            let at = format!(
-                "{}.securityContext.{field} (container {:?})",
-                c.display, c.name
+    let psc = at(spec, &["securityContext"]);
+    let depth = |pod: &view::Pod<'_>| {
+        psc.len()
+            - usize::from(pod.spec.security_context.is_none())
+            - usize::from(!pod.spec.present)
+    };
+    let current = |pod: &view::Pod<'_>, f: fn(&PodSecurityContext) -> bool| {
+        pod.spec.security_context.as_ref().is_some_and(f)
+    };
+    if !current(pod, |s| s.run_as_user.is_some()) {
+        w.add(&at(&psc, &["runAsUser"]), depth(pod), json!(identity.uid));
+        pod_sc(pod).run_as_user = Some(identity.uid);
+    }
+    if !current(pod, |s| s.run_as_group.is_some()) {
+        w.add(&at(&psc, &["runAsGroup"]), depth(pod), json!(identity.gid));
+        pod_sc(pod).run_as_group = Some(identity.gid);
+    }
+    // The kubelet re-owns every volume that supports ownership management
+    // to fsGroup when the pod starts; on a shared home volume that is every
+    // user's files, on every start. OnRootMismatch skips the walk when the
+    // volume's root already has the right owner.
+    if policy.set_fs_group && !current(pod, |s| s.fs_group.is_some()) {
+        w.add(&at(&psc, &["fsGroup"]), depth(pod), json!(identity.gid));
+        pod_sc(pod).fs_group = Some(identity.gid);
+        if !current(pod, |s| s.fs_group_change_policy.is_some()) {
+            w.add(
+                &at(&psc, &["fsGroupChangePolicy"]),
+                depth(pod),
+                json!("OnRootMismatch"),
             );
-            denials.push(conflict(&at, v, want, annotation));
+            pod_sc(pod).fs_group_change_policy = Some("OnRootMismatch".to_owned());
         }
     }
-    for (path, file) in IDENTITY_FILES {
-        if let Some((j, m)) = mount_at(b, &c.path, path)
-            && !(name_of(&m) == IDENTITY_VOLUME && m.get("subPath") == Some(&json!(file)))
-        {
-            denials.push(Denial::new(
-                Rule::Conflict,
-                format!(
-                    "{}.volumeMounts[{j}] (container {:?}) mounts volume {:?} at {path}, where unroot mounts the identity's {file} file; remove that mount",
-                    c.display,
-                    c.name,
-                    name_of(&m)
-                ),
-            ));
+    let gids: Vec<i64> = identity.groups.iter().map(|(_, g)| *g).collect();
+    if !gids.is_empty() && !current(pod, |s| s.supplemental_groups.is_some()) {
+        w.add(&at(&psc, &["supplementalGroups"]), depth(pod), json!(gids));
+        pod_sc(pod).supplemental_groups = Some(gids);
+    }
+}
+
+/// Where [`mount_identity`] mounts.
+struct MountContext<'c> {
+    spec: &'c [Seg],
+    prefix: &'c str,
+    /// The provisioning init container's index, which is left alone.
+    skip: usize,
+    home: &'c HomeVolume,
+}
+
+/// Every other init container and container gets the passwd and group
+/// files; every container gets the home volume.
+fn mount_identity(
+    pod: &mut view::Pod<'_>,
+    w: &mut Writer,
+    ctx: &MountContext<'_>,
+    warnings: &mut Vec<String>,
+) {
+    let home = ctx.home;
+    for place in places(&pod.spec, ctx.prefix, &["initContainers", "containers"]) {
+        if place.list == "initContainers" && place.index == ctx.skip {
+            continue;
+        }
+        let mut path = ctx.spec.to_vec();
+        path.extend([Seg::Key(place.list), Seg::Index(place.index)]);
+        let Some(c) =
+            container_list_mut(&mut pod.spec, place.list).and_then(|l| l.get_mut(place.index))
+        else {
+            continue;
+        };
+        for (at_path, file) in IDENTITY_FILES {
+            if mount_at(c, at_path).is_none() {
+                push_mount(c, w, &path, identity_mount(at_path, file));
+            }
+        }
+        if place.list != "containers" {
+            continue;
+        }
+        match mount_at(c, &home.mount_path) {
+            None => push_mount(
+                c,
+                w,
+                &path,
+                VolumeMount {
+                    name: home.name.clone(),
+                    mount_path: home.mount_path.clone(),
+                    ..VolumeMount::default()
+                },
+            ),
+            Some((_, m)) if m.name == home.name => {}
+            Some((j, m)) => warnings.push(format!(
+                "unroot: {}.volumeMounts[{j}] (container {:?}) mounts volume {:?} at {}: the home volume {:?} is not mounted in this container",
+                place.display, c.name, m.name, home.mount_path, home.name
+            )),
         }
     }
 }
 
-/// Everything in the pod that contradicts `identity`, as denials; else the
-/// index of an already injected init container (re-mutation) and whether
-/// the identity volume is already there.
-fn check_conflicts(
-    b: &Builder,
-    spec: &[Seg<'_>],
+/// The pod's own ids, groups and volumes must agree with the identity;
+/// returns whether the identity volume is there already.
+fn check_pod(
+    pod: &view::Pod<'_>,
     prefix: &str,
     identity: &Identity,
     policy: &Provisioning,
-    expected: &Value,
-) -> Result<(Option<usize>, bool), Vec<Denial>> {
-    let reserved = policy
-        .init_container
-        .as_ref()
-        .map_or("", |init| init.name.as_str());
-    let mut denials = Vec::new();
-    let mut existing = None;
-    let pod_volumes = b
-        .get(&with(spec, &["volumes"]))
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-    for c in containers(b, spec, prefix, &CONTAINER_LISTS) {
-        if c.name == reserved {
-            let exact = b
-                .get(&c.path)
-                .is_some_and(|v| is_injected(v, expected, pod_volumes));
-            if exact && existing.is_none() && list_of(&c) == Some("initContainers") {
-                existing = c.path.last().and_then(|s| match s {
-                    Seg::Index(i) => Some(*i),
-                    Seg::Key(_) => None,
-                });
-                continue;
-            }
-            denials.push(Denial::new(
-                Rule::Conflict,
-                format!(
-                    "{}: the name {:?} is reserved for the provisioning init container, and this container is not exactly the one the policy injects (every field must match); rename it",
-                    c.display, c.name
-                ),
-            ));
-            continue;
-        }
-        check_container(b, &c, identity, &mut denials);
-    }
-    let psc = with(spec, &["securityContext"]);
-    for (field, want, annotation) in [
-        ("runAsUser", identity.uid, UID_ANNOTATION),
-        ("runAsGroup", identity.gid, GID_ANNOTATION),
-        ("fsGroup", identity.gid, GID_ANNOTATION),
+    pod_volumes: &[Value],
+    denials: &mut Vec<Denial>,
+) -> bool {
+    let psc = pod.spec.security_context.as_ref();
+    for (field, got, want, annotation) in [
+        (
+            "runAsUser",
+            psc.and_then(|s| s.run_as_user),
+            identity.uid,
+            UID_ANNOTATION,
+        ),
+        (
+            "runAsGroup",
+            psc.and_then(|s| s.run_as_group),
+            identity.gid,
+            GID_ANNOTATION,
+        ),
+        (
+            "fsGroup",
+            psc.and_then(|s| s.fs_group),
+            identity.gid,
+            GID_ANNOTATION,
+        ),
     ] {
         if field == "fsGroup" && !policy.set_fs_group {
             continue;
         }
-        if let Some(v) = b.get(&with(&psc, &[field]))
-            && v != &json!(want)
+        if let Some(got) = got
+            && got != want
         {
             denials.push(conflict(
                 &format!("{prefix}securityContext.{field}"),
-                v,
+                &json!(got),
                 want,
                 annotation,
             ));
         }
     }
     let gids: Vec<i64> = identity.groups.iter().map(|(_, g)| *g).collect();
-    if let Some(v) = b.get(&with(&psc, &["supplementalGroups"])) {
-        let got: Option<BTreeSet<i64>> = v
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_i64).collect());
-        if got != Some(gids.iter().copied().collect()) {
+    if let Some(got) = psc.and_then(|s| s.supplemental_groups.as_ref()) {
+        let set: BTreeSet<i64> = got.iter().copied().collect();
+        if set != gids.iter().copied().collect() {
             denials.push(Denial::new(
                 Rule::Conflict,
                 format!(
-                    "{prefix}securityContext.supplementalGroups: {v} differs from the identity's groups {gids:?} ({GROUPS_ANNOTATION}); remove it"
+                    "{prefix}securityContext.supplementalGroups: {} differs from the identity's groups {gids:?} ({GROUPS_ANNOTATION}); remove it",
+                    json!(got)
                 ),
             ));
         }
     }
     let wanted_volume = identity_volume(identity);
     let mut has_identity_volume = false;
-    for (i, v) in volumes(b, spec) {
-        if name_of(&v) != IDENTITY_VOLUME {
+    for (i, v) in pod_volumes.iter().enumerate() {
+        if v.get("name").and_then(Value::as_str) != Some(IDENTITY_VOLUME) {
             continue;
         }
-        if config_map_of(&v) == Some(identity.config_map_name().as_str())
+        if v.pointer("/configMap/name").and_then(Value::as_str)
+            == Some(identity.config_map_name().as_str())
             && v["configMap"]["items"] == wanted_volume["configMap"]["items"]
         {
             has_identity_volume = true;
@@ -1164,6 +1197,102 @@ fn check_conflicts(
             ));
         }
     }
+    has_identity_volume
+}
+
+/// A container's own ids and its mounts at /etc/passwd and /etc/group must
+/// agree with the identity.
+fn check_container(
+    c: &view::Container<'_>,
+    display: &str,
+    identity: &Identity,
+    denials: &mut Vec<Denial>,
+) {
+    let sc = c.security_context.as_ref();
+    for (field, got, want, annotation) in [
+        (
+            "runAsUser",
+            sc.and_then(|s| s.run_as_user),
+            identity.uid,
+            UID_ANNOTATION,
+        ),
+        (
+            "runAsGroup",
+            sc.and_then(|s| s.run_as_group),
+            identity.gid,
+            GID_ANNOTATION,
+        ),
+    ] {
+        if let Some(got) = got
+            && got != want
+        {
+            let at = format!("{display}.securityContext.{field} (container {:?})", c.name);
+            denials.push(conflict(&at, &json!(got), want, annotation));
+        }
+    }
+    for (path, file) in IDENTITY_FILES {
+        if let Some((j, m)) = mount_at(c, path)
+            && !(m.name == IDENTITY_VOLUME && m.sub_path.as_deref() == Some(file))
+        {
+            denials.push(Denial::new(
+                Rule::Conflict,
+                format!(
+                    "{display}.volumeMounts[{j}] (container {:?}) mounts volume {:?} at {path}, where unroot mounts the identity's {file} file; remove that mount",
+                    c.name, m.name
+                ),
+            ));
+        }
+    }
+}
+
+/// Everything in the pod that contradicts `identity`, as denials; else the
+/// index of an already injected init container (re-mutation) and whether
+/// the identity volume is already there.
+fn check_conflicts(
+    pod: &view::Pod<'_>,
+    prefix: &str,
+    identity: &Identity,
+    policy: &Provisioning,
+    expected: &Value,
+) -> Result<(Option<usize>, bool), Vec<Denial>> {
+    let reserved = policy
+        .init_container
+        .as_ref()
+        .map_or("", |init| init.name.as_str());
+    let mut denials = Vec::new();
+    let mut existing = None;
+    let pod_volumes: Vec<Value> = pod
+        .spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| serde_json::to_value(v).ok())
+        .collect();
+    for place in places(&pod.spec, prefix, &CONTAINER_LISTS) {
+        let Some(c) = container_list(&pod.spec, place.list).and_then(|l| l.get(place.index)) else {
+            continue;
+        };
+        if c.name == reserved {
+            let exact = place.list == "initContainers"
+                && c.whole
+                    .as_deref()
+                    .is_some_and(|whole| is_injected(whole, expected, &pod_volumes));
+            if exact && existing.is_none() {
+                existing = Some(place.index);
+                continue;
+            }
+            denials.push(Denial::new(
+                Rule::Conflict,
+                format!(
+                    "{}: the name {:?} is reserved for the provisioning init container, and this container is not exactly the one the policy injects (every field must match); rename it",
+                    place.display, c.name
+                ),
+            ));
+            continue;
+        }
+        check_container(c, &place.display, identity, &mut denials);
+    }
+    let has_identity_volume = check_pod(pod, prefix, identity, policy, &pod_volumes, &mut denials);
     if denials.is_empty() {
         Ok((existing, has_identity_volume))
     } else {
@@ -1220,7 +1349,7 @@ mod tests {
             namespace_labels: labels,
             requester,
         };
-        mutate::pod(object, &input)
+        mutate::pod_value(object, &input)
     }
 
     /// Mutates as the hub in a selected namespace, checks the patch applies

@@ -17,12 +17,14 @@
 //! is the provisioning init container, whose spec must stay exactly the one
 //! the policy pins.
 
+use k8s_openapi::api::core::v1::{Volume, VolumeMount};
 use serde_json::{Value, json};
 
-use super::mounts::{config_map_of, ensure_env, mount_at, name_of, with};
-use super::patch::{Builder, Seg};
-use super::security_context::containers;
+use super::harden::{container_list, container_list_mut, places};
+use super::mounts::{mount_at, push_env, push_mount, push_volume};
+use super::writer::{Seg, Writer};
 use crate::policy::TrustBundle;
+use crate::view;
 
 /// The name of the volume unroot adds.
 pub const VOLUME: &str = "unroot-trust-bundle";
@@ -50,27 +52,29 @@ pub fn volume(policy: &TrustBundle) -> Value {
     })
 }
 
-/// Adds the trust bundle to the pod spec at `spec`. `skip` is the path of
-/// the provisioning init container, which is never touched.
+/// The ConfigMap a volume projects, if it is a ConfigMap volume.
+fn config_map_of(volume: &Volume) -> Option<&str> {
+    volume.config_map.as_ref().map(|c| c.name.as_str())
+}
+
+/// Adds the trust bundle to the pod spec at `spec` (its path) of `pod`.
+/// `skip` is the index of the provisioning init container, which is never
+/// touched.
 pub(crate) fn add_trust_bundle(
-    b: &mut Builder,
-    spec: &[Seg<'_>],
+    pod: &mut view::Pod<'_>,
+    w: &mut Writer,
+    spec: &[Seg],
     display: &str,
     policy: &TrustBundle,
-    skip: Option<&[Seg<'_>]>,
+    skip: Option<usize>,
     warnings: &mut Vec<String>,
 ) {
     let mut ours = false;
-    let present: &[Value] = match b.get(&with(spec, &["volumes"])) {
-        Some(Value::Array(items)) => items,
-        _ => &[],
-    };
-    for (i, v) in present.iter().enumerate() {
-        let name = name_of(v);
+    for (i, v) in pod.spec.volumes.iter().flatten().enumerate() {
         let source = config_map_of(v);
-        if name == VOLUME && source == Some(policy.config_map.as_str()) {
+        if v.name == VOLUME && source == Some(policy.config_map.as_str()) {
             ours = true;
-        } else if name == VOLUME {
+        } else if v.name == VOLUME {
             warnings.push(format!(
                 "unroot: {display}spec.volumes[{i}] is named {VOLUME:?} but is not the trust bundle ConfigMap {:?}: the trust bundle is not mounted",
                 policy.config_map
@@ -78,8 +82,8 @@ pub(crate) fn add_trust_bundle(
             return;
         } else if source == Some(policy.config_map.as_str()) {
             warnings.push(format!(
-                "unroot: {display}spec.volumes[{i}] ({name:?}) already projects the trust bundle ConfigMap {:?}: the pod is left as it is",
-                policy.config_map
+                "unroot: {display}spec.volumes[{i}] ({:?}) already projects the trust bundle ConfigMap {:?}: the pod is left as it is",
+                v.name, policy.config_map
             ));
             return;
         }
@@ -87,43 +91,60 @@ pub(crate) fn add_trust_bundle(
 
     let mut plan = Vec::new();
     let prefix = format!("{display}spec.");
-    for c in containers(b, spec, &prefix, &["initContainers", "containers"]) {
-        if Some(c.path.as_slice()) == skip || !policy.containers.selects(&c.name) {
+    for place in places(&pod.spec, &prefix, &["initContainers", "containers"]) {
+        let Some(c) = container_list(&pod.spec, place.list).and_then(|l| l.get(place.index)) else {
+            continue;
+        };
+        let is_skipped = place.list == "initContainers" && Some(place.index) == skip;
+        if is_skipped || !policy.containers.selects(&c.name) {
             continue;
         }
-        match mount_at(b, &c.path, &policy.mount_path) {
-            Some((_, m)) if name_of(&m) == VOLUME => plan.push((c, false)),
+        match mount_at(c, &policy.mount_path) {
+            Some((_, m)) if m.name == VOLUME => plan.push((place, false)),
             Some((j, m)) => warnings.push(format!(
                 "unroot: {}.volumeMounts[{j}] (container {:?}) already mounts volume {:?} at {}: the trust bundle is not mounted in this container",
-                c.display,
-                c.name,
-                name_of(&m),
-                policy.mount_path
+                place.display, c.name, m.name, policy.mount_path
             )),
-            None => plan.push((c, true)),
+            None => plan.push((place, true)),
         }
     }
     if plan.is_empty() {
         return;
     }
     if !ours {
-        b.push(&with(spec, &["volumes"]), volume(policy));
+        push_volume(pod, w, spec, volume(policy));
     }
     let file = format!(
         "{}/{}",
         policy.mount_path,
         policy.file_names.first().map_or("", String::as_str)
     );
-    for (c, needs_mount) in plan {
+    for (place, needs_mount) in plan {
+        let mut path = spec.to_vec();
+        path.extend([Seg::Key(place.list), Seg::Index(place.index)]);
+        let Some(c) =
+            container_list_mut(&mut pod.spec, place.list).and_then(|l| l.get_mut(place.index))
+        else {
+            continue;
+        };
         if needs_mount {
-            b.push(
-                &with(&c.path, &["volumeMounts"]),
-                json!({"name": VOLUME, "mountPath": policy.mount_path, "readOnly": true}),
+            push_mount(
+                c,
+                w,
+                &path,
+                VolumeMount {
+                    name: VOLUME.to_owned(),
+                    mount_path: policy.mount_path.clone(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
             );
         }
         if policy.set_env {
             for var in ENV_VARS {
-                ensure_env(b, &c.path, var, &file);
+                if !c.env.iter().flatten().any(|e| e.name == var) {
+                    push_env(c, w, &path, var, json!({"name": var, "value": file}));
+                }
             }
         }
     }
@@ -377,7 +398,7 @@ mod tests {
                 requester: "",
             };
             let object = pod(&case.spec);
-            let outcome = mutate::pod(&object, &input).unwrap();
+            let outcome = mutate::pod_value(&object, &input).unwrap();
             let mut applied = object.clone();
             json_patch::patch(&mut applied, &outcome.patch).unwrap();
             assert_eq!(applied, outcome.object, "{}", case.name);
@@ -402,7 +423,7 @@ mod tests {
             for (got, want) in ours.iter().zip(case.warnings) {
                 assert!(got.contains(want), "{}: {got:?} lacks {want:?}", case.name);
             }
-            let again = mutate::pod(&outcome.object, &input).unwrap();
+            let again = mutate::pod_value(&outcome.object, &input).unwrap();
             assert!(
                 again.patch.0.is_empty(),
                 "{}: re-mutation patched {:?}",
