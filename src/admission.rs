@@ -19,7 +19,6 @@
 
 pub mod mutate;
 pub mod namespace;
-pub mod pod;
 pub mod policy_configmap;
 pub mod refusals;
 pub mod serving_check;

@@ -72,38 +72,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// `what` does not decode as `T`: `source`, naming the field at fault
-    /// (found by decoding `value` again while tracking the path: only a
-    /// failure pays for that).
-    #[must_use]
-    pub fn decode<T: serde::de::DeserializeOwned>(
-        what: &str,
-        value: &Value,
-        source: serde_json::Error,
-    ) -> Self {
-        Self::decode_under::<T>(what, "", value, source)
-    }
-
-    /// Like [`Error::decode`], for `value` found at `prefix` in the object.
-    #[must_use]
-    pub fn decode_under<T: serde::de::DeserializeOwned>(
-        what: &str,
-        prefix: &str,
-        value: &Value,
-        source: serde_json::Error,
-    ) -> Self {
-        let path = serde_path_to_error::deserialize::<_, T>(value)
-            .err()
-            .map(|e| e.path().to_string());
-        Self::Decode {
-            what: what.to_owned(),
-            at: field_at(prefix, path.as_deref()),
-            source,
-        }
-    }
-
-    /// `what`, the JSON text `raw`, does not decode as `T`: like
-    /// [`Error::decode`] (for a syntax error, the field where it is).
+    /// `what`, the JSON text `raw`, does not decode as `T`: `source`, naming
+    /// the field at fault (found by decoding `raw` again while tracking the
+    /// path: only a failure pays for that; for a syntax error, the field
+    /// where it is).
     #[must_use]
     pub fn decode_raw<T: serde::de::DeserializeOwned>(
         what: &str,

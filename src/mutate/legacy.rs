@@ -68,7 +68,7 @@ pub fn pod(object: &Value, input: &Input<'_>) -> Result<Outcome> {
 /// in place (no copy of the pod), and it comes back patched in
 /// [`Outcome::object`].
 pub fn pod_owned(object: Value, input: &Input<'_>) -> Result<Outcome> {
-    Pod::deserialize(&object).map_err(|source| Error::decode::<Pod>("Pod", &object, source))?;
+    Pod::deserialize(&object).map_err(|source| decode_error("Pod", "", source))?;
     harden(object, &[], "", input)
 }
 
@@ -146,7 +146,7 @@ pub fn ephemeral_containers(
             } else {
                 "ephemeralContainers"
             };
-            Error::decode_under::<Ephemeral>("ephemeral containers", at, found, source)
+            decode_error("ephemeral containers", at, source)
         })?;
     }
     let old_names: Vec<String> = old
@@ -499,5 +499,18 @@ fn flatten<'v>(field: &str, value: &'v Value, out: &mut Vec<(String, &'v Value)>
             }
         }
         _ => out.push((field.to_owned(), value)),
+    }
+}
+
+/// A decode failure (the reference does not name the field).
+fn decode_error(what: &str, at: &str, source: serde_json::Error) -> Error {
+    Error::Decode {
+        what: what.to_owned(),
+        at: if at.is_empty() {
+            String::new()
+        } else {
+            format!("{at}: ")
+        },
+        source,
     }
 }
