@@ -140,16 +140,16 @@ pub struct Container<'a> {
     pub ports: Option<Vec<core::ContainerPort>>,
     /// `livenessProbe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub liveness_probe: Option<core::Probe>,
+    pub liveness_probe: Option<Box<core::Probe>>,
     /// `readinessProbe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub readiness_probe: Option<core::Probe>,
+    pub readiness_probe: Option<Box<core::Probe>>,
     /// `startupProbe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub startup_probe: Option<core::Probe>,
+    pub startup_probe: Option<Box<core::Probe>>,
     /// `lifecycle`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lifecycle: Option<core::Lifecycle>,
+    pub lifecycle: Option<Box<core::Lifecycle>>,
     /// The names of `env` (values are never read).
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvName<'a>>>,
@@ -401,10 +401,10 @@ macro_rules! container_from {
                     image: c.image.clone().map(Cow::Owned),
                     security_context: c.security_context.clone(),
                     ports: c.ports.clone(),
-                    liveness_probe: c.liveness_probe.clone(),
-                    readiness_probe: c.readiness_probe.clone(),
-                    startup_probe: c.startup_probe.clone(),
-                    lifecycle: c.lifecycle.clone(),
+                    liveness_probe: c.liveness_probe.clone().map(Box::new),
+                    readiness_probe: c.readiness_probe.clone().map(Box::new),
+                    startup_probe: c.startup_probe.clone().map(Box::new),
+                    lifecycle: c.lifecycle.clone().map(Box::new),
                     env: c.env.as_ref().map(|env| {
                         env.iter()
                             .map(|e| EnvName {

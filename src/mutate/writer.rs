@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::BuildHasherDefault;
 
 use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -78,13 +79,14 @@ struct Op {
 }
 
 /// The operations of one patch.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Writer {
     ops: Vec<Op>,
-    /// The first operation at each path: a change finds the operation it
-    /// folds into by looking up its path's prefixes, not by scanning every
-    /// operation, which would make a pod's cost quadratic in its containers.
-    by_path: HashMap<Path, usize>,
+    /// The operations at each path, by the path's hash: a change finds the
+    /// operation it folds into by looking up its path's prefixes, not by
+    /// scanning every operation, which would make a pod's cost quadratic in
+    /// its containers.
+    by_path: HashMap<u64, Vec<usize>, BuildHasherDefault<Prehashed>>,
     /// Changes made, folded ones included: tells a step whether it changed
     /// anything.
     changes: usize,
@@ -172,7 +174,8 @@ impl Writer {
     }
 
     fn record(&mut self, path: &[Seg], kind: Kind) {
-        self.by_path.entry(path.to_vec()).or_insert(self.ops.len());
+        let hash = path.iter().fold(PathHash::EMPTY, PathHash::push);
+        self.by_path.entry(hash.0).or_default().push(self.ops.len());
         self.ops.push(Op {
             path: path.to_vec(),
             kind,
@@ -181,9 +184,20 @@ impl Writer {
 
     /// The first operation at a strict prefix of `path`, if any.
     fn op_above(&self, path: &[Seg]) -> Option<usize> {
-        (0..path.len())
-            .filter_map(|len| self.by_path.get(&path[..len]).copied())
-            .min()
+        let mut first: Option<usize> = None;
+        let mut hash = PathHash::EMPTY;
+        for (len, seg) in path.iter().enumerate() {
+            if let Some(indexes) = self.by_path.get(&hash.0)
+                && let Some(i) = indexes
+                    .iter()
+                    .copied()
+                    .find(|&i| self.ops[i].path.as_slice() == &path[..len])
+            {
+                first = Some(first.map_or(i, |f| f.min(i)));
+            }
+            hash = hash.push(seg);
+        }
+        first
     }
 
     /// The patch, as `json_patch` types.
@@ -302,8 +316,68 @@ impl Writer {
     }
 }
 
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("ops", &self.ops)
+            .finish_non_exhaustive()
+    }
+}
+
+/// FNV-1a over the segments of a path, extended one segment at a time, so
+/// the hashes of every prefix of a path cost one pass over it.
+#[derive(Clone, Copy)]
+struct PathHash(u64);
+
+impl PathHash {
+    const EMPTY: Self = Self(0xcbf2_9ce4_8422_2325);
+
+    fn bytes(self, bytes: &[u8]) -> Self {
+        Self(bytes.iter().fold(self.0, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        }))
+    }
+
+    fn push(self, seg: &Seg) -> Self {
+        match seg {
+            // The tag and terminator keep ["ab"] and ["a", "b"] apart.
+            Seg::Key(k) => self.bytes(&[0]).bytes(k.as_bytes()).bytes(&[0xff]),
+            Seg::Name(k) => self.bytes(&[0]).bytes(k.as_bytes()).bytes(&[0xff]),
+            Seg::Index(i) => self.bytes(&[1]).bytes(&(*i as u64).to_le_bytes()),
+        }
+    }
+}
+
+/// The hashes are keys already: a map keyed by them needs no second hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// An RFC 6901 reference token, escaped, inside a JSON string.
 fn push_token(out: &mut Vec<u8>, key: &str) {
+    // The keys unroot writes are plain names: nothing to escape.
+    if key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    {
+        out.extend_from_slice(key.as_bytes());
+        return;
+    }
     let escaped = key.replace('~', "~0").replace('/', "~1");
     // The key is a JSON string's content: escape it as one.
     let quoted = serde_json::to_string(&escaped).unwrap_or_default();
