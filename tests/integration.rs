@@ -48,3 +48,4 @@ mod pss_props;
 mod serve_process;
 mod trust_bundle;
 mod validate_webhook;
+mod version;
