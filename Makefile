@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint unit dashboard-browser monitoring e2e e2e-dev bench fuzz build release clean
+.PHONY: run test lint unit dashboard-browser monitoring image image-dev e2e e2e-dev bench fuzz build release clean
 
 # Where cargo puts what it builds (as the scripts find it too).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -39,6 +39,19 @@ dashboard-browser:
 ## prometheus package itself; see manifests/monitoring/tests/run.sh).
 monitoring: build
 	manifests/monitoring/tests/run.sh
+
+## image: the Containerfile built with podman into the OCI archive
+## target/image/unroot.oci.tar; prints its digest. Installs podman and
+## mmdebstrap itself; no registry: it makes the bases from Debian packages
+## (once, cached in ~/.cache/unroot-image) and builds offline, reusing
+## target/ (see image/build.sh).
+image:
+	image/build.sh release
+
+## image-dev: the same with the dev profile, into unroot-dev.oci.tar: what
+## `make test` runs; it reuses the dependencies `make unit` compiled.
+image-dev:
+	image/build.sh dev
 
 ## e2e: the end-to-end scenarios on a real one-node Kubernetes 1.20 cluster
 ## (built from Debian's source once, cached in ~/.cache/unroot-e2e; installs

@@ -37,6 +37,7 @@ mod faults_sigterm;
 mod fuzz_regressions;
 mod harden_modes;
 mod hostile_shapes;
+mod image;
 mod manifests;
 mod mutate_props;
 mod mutate_webhook;
