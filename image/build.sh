@@ -32,10 +32,12 @@
 # The build reaches no network (podman build --network none). cargo builds
 # offline from this machine's cargo registry (mounted read-only; `cargo
 # fetch` fills it first), in this machine's target directory mounted at the
-# same path as an overlay (the build's writes are dropped). Same rustc, same
-# paths: the dependencies `cargo build` compiled here are not compiled again;
-# the crate itself is (the Containerfile says why). The commit is
-# UNROOT_GIT_COMMIT if set, else `git rev-parse HEAD`.
+# same path as an overlay: the build reads what is there, and its writes go
+# to an upper directory under the cache, kept for the next build, never to
+# target/. Same rustc, same paths: the dependencies compiled here or by an
+# earlier build are not compiled again; the crate itself is (the
+# Containerfile says why). The commit is UNROOT_GIT_COMMIT if set, else
+# `git rev-parse HEAD`.
 #
 # Podman (this machine: root, cgroup v1, no CAP_SYS_RESOURCE): storage of
 # its own (overlay driver) under the cache, runc, cgroupfs, events to a
@@ -266,6 +268,15 @@ source_url=$(git -C "$root" remote get-url origin 2>/dev/null || true)
 # Every crate in the registry, for the offline build.
 (cd "$root" && cargo fetch --locked --quiet)
 
+# The build's writes to target/: one upper directory per target directory
+# and builder (a new toolchain starts a new one; the older ones go).
+overlay=$cache/overlay/$(printf %s "$target" | key_of)
+mkdir -p "$overlay-$builder_key/upper" "$overlay-$builder_key/work"
+for old in "$overlay"-*; do
+    [[ $old == "$overlay-$builder_key" ]] || rm -rf "$old"
+done
+overlay=$overlay-$builder_key
+
 log "podman build ($profile profile, bases $builder_image and $runtime_image)"
 started=$SECONDS
 iid=$(mktemp "$cache/tmp/iid.XXXXXX")
@@ -280,7 +291,7 @@ podman_ build --pull=never --network=none --isolation=oci --layers \
     --build-arg SOURCE_URL="$source_url" \
     --build-arg CARGO_NET_OFFLINE=true \
     --build-arg CARGO_TARGET_DIR="$target" \
-    "${registry_mounts[@]}" -v "$target:$target:O" \
+    "${registry_mounts[@]}" -v "$target:$target:O,upperdir=$overlay/upper,workdir=$overlay/work" \
     --iidfile "$iid" -f "$root/Containerfile" "$root" >&2
 image_id=$(cat "$iid")
 rm -f "$iid"
