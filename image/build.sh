@@ -7,11 +7,13 @@
 # Writes target/image/unroot.oci.tar (dev: unroot-dev.oci.tar): one image,
 # gzip layers, tagged with the version in Cargo.toml. Prints the digest of
 # its manifest, sha256:..., as the last line on stdout, and writes it next to
-# the archive (ARCHIVE.digest); the image's binary goes to target/image/unroot
-# (dev: unroot-dev), which the e2e suite runs on the host. That digest is what a registry serves when
-# the archive is copied there as it is (skopeo copy oci-archive:...), and
-# what the e2e suite runs (e2e/lib.sh imports the archive into the cluster's
-# containerd). The same sources, commit and bases give the same digest.
+# the archive (ARCHIVE.digest). A registry serves that digest when the
+# archive is copied there as it is (skopeo copy oci-archive:...), and the e2e
+# suite runs it (e2e/lib.sh imports the archive into the cluster's
+# containerd). The image's binary goes to target/image/unroot (dev:
+# unroot-dev), which the e2e suite runs on the host. Building the last
+# build's sources again gives the same binary, podman's cached layers and
+# so the same digest.
 #
 # Bases. No container registry is reachable from this machine or CI, so the
 # Containerfile's default bases (pinned by digest) are replaced by bases
@@ -236,6 +238,18 @@ exec 9>"$cache/build.lock"
 flock 9
 
 sysroot=$(cd "$root" && rustc --print sysroot)
+# A toolchain of its own directory (rustup's), with its cargo: it is copied
+# into the builder whole.
+case $sysroot in
+    / | /usr | /usr/local)
+        log "rustc's sysroot is $sysroot (a distribution's toolchain): make image copies a toolchain directory such as rustup's into its builder; install one with rustup, or build with the Containerfile's own bases (podman build .)"
+        exit 1
+        ;;
+esac
+[[ -x $sysroot/bin/cargo && -x $sysroot/bin/rustc ]] || {
+    log "no cargo and rustc in $sysroot/bin (rustc --print sysroot): install the toolchain's cargo (rustup component add cargo)"
+    exit 1
+}
 runtime_key=$(
     {
         declare -f make_runtime_base
@@ -247,7 +261,7 @@ builder_key=$(
     {
         declare -f make_builder_base
         echo "${BUILDER_PACKAGES[*]} $sysroot $cargo_home"
-        rustc -vV
+        (cd "$root" && rustc -vV)
         candidates "${BUILDER_KEY_PACKAGES[@]}"
     } | key_of
 )
