@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint unit dashboard-browser monitoring e2e e2e-dev bench fuzz build release clean
+.PHONY: run test lint unit dashboard-browser monitoring image image-dev e2e e2e-dev bench fuzz build release clean
 
 # Where cargo puts what it builds (as the scripts find it too).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -15,7 +15,8 @@ run:
 
 ## test: formatting, lints, unit and integration tests, the dashboard in a
 ## real browser, the monitoring assets, then the end-to-end suite on a real
-## one-node cluster (e2e-dev: the image holds the binary the tests built).
+## one-node cluster (e2e-dev: the image built from the Containerfile with
+## the dev profile, on the dependencies the tests compiled).
 test: lint unit dashboard-browser monitoring e2e-dev
 
 lint:
@@ -40,19 +41,34 @@ dashboard-browser:
 monitoring: build
 	manifests/monitoring/tests/run.sh
 
+## image: the Containerfile built with podman into the OCI archive
+## target/image/unroot.oci.tar; prints its digest. Installs podman and
+## mmdebstrap itself; no registry: it makes the bases from Debian packages
+## (once, cached in ~/.cache/unroot-image) and builds offline, reusing
+## target/ (see image/build.sh).
+image:
+	image/build.sh release
+
+## image-dev: the same with the dev profile, into unroot-dev.oci.tar: what
+## `make test` runs; it reuses the dependencies `make unit` compiled.
+image-dev:
+	image/build.sh dev
+
 ## e2e: the end-to-end scenarios on a real one-node Kubernetes 1.20 cluster
 ## (built from Debian's source once, cached in ~/.cache/unroot-e2e; installs
 ## its Debian packages itself), against unroot installed from manifests/ with
-## an image of the release binary. E2E_KUBECONFIG=... runs them against
+## the image `make image` built (by its digest); scenarios that run unroot on
+## the host run that image's binary. E2E_KUBECONFIG=... runs them against
 ## another cluster instead (see e2e/README.md).
-e2e: release
-	E2E_UNROOT_BINARY=$(TARGET_DIR)/release/unroot e2e/run.sh
+e2e: image
+	E2E_UNROOT_BINARY=$(TARGET_DIR)/image/unroot E2E_UNROOT_ARCHIVE=$(TARGET_DIR)/image/unroot.oci.tar e2e/run.sh
 
-## e2e-dev: the same suite, with an image of the dev-profile binary that
-## `make unit` has built already. Same source and manifests; a release
-## build would add about five minutes to `make test` on a 2-core machine.
-e2e-dev: build
-	E2E_UNROOT_BINARY=$(TARGET_DIR)/debug/unroot e2e/run.sh
+## e2e-dev: the same suite with the image from `make image-dev`: the dev
+## profile, on the dependencies `make unit` has compiled already. Same
+## source, Containerfile and manifests; a release build would add about five
+## minutes to `make test` on a 2-core machine.
+e2e-dev: image-dev
+	E2E_UNROOT_BINARY=$(TARGET_DIR)/image/unroot-dev E2E_UNROOT_ARCHIVE=$(TARGET_DIR)/image/unroot-dev.oci.tar e2e/run.sh
 
 release:
 	$(CARGO) build --release --bin unroot

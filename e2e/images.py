@@ -1,14 +1,13 @@
 """Docker-archive image tarballs for the e2e suite, written by hand.
 
     images.py base OUT BUSYBOX PAUSE PAUSE_REF ROOT_REF NONROOT_REF PROVISIONER_REF PROVISION_SCRIPT
-    images.py unroot OUT BINARY REPO     prints the reference it wrote (REPO:<content hash>)
 
 No registry and no container engine: a layer is a tar written with
 deterministic metadata (mtime 0, owner root), so rebuilding unchanged inputs
 yields byte-identical archives.
 """
 
-import hashlib, io, json, os, re, subprocess, sys, tarfile
+import hashlib, io, json, os, subprocess, sys, tarfile
 
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -149,68 +148,9 @@ def build_base(out, busybox, pause, pause_ref, root_ref, nonroot_ref, provisione
                   image_config(None, ["/bin/sh", "/provision.sh"], None))
 
 
-def shared_libraries(binary):
-    """The files the dynamic loader maps for BINARY, as (path in the image,
-    path on this host): its program interpreter and every library ldd
-    resolves, each at the path ldd names (the loader's default search
-    directories, so the image needs no ld.so.cache)."""
-    run = subprocess.run(["ldd", binary], capture_output=True, text=True)
-    if "not a dynamic executable" in run.stdout + run.stderr:
-        return []  # static: nothing to add
-    if run.returncode != 0:
-        sys.exit(f"images.py: ldd {binary} failed: {run.stderr.strip()}")
-    out = run.stdout
-    libs = []
-    for line in out.splitlines():
-        line = line.strip()
-        m = re.match(r"^(\S+) => (/\S+) \(0x[0-9a-f]+\)$", line)
-        if m:
-            libs.append(m.group(2))
-            continue
-        m = re.match(r"^(/\S+) \(0x[0-9a-f]+\)$", line)
-        if m:
-            libs.append(m.group(1))  # the program interpreter
-            continue
-        if line.startswith("linux-vdso.so") or line.startswith("linux-gate.so"):
-            continue  # provided by the kernel
-        sys.exit(f"images.py: cannot place this ldd line of {binary} in the image: {line!r}")
-    return [(path.lstrip("/"), os.path.realpath(path)) for path in libs]
-
-
-def build_unroot(out, binary, repo):
-    """unroot's own image: the binary at /unroot, the shared libraries it
-    links and a passwd/group naming its user; User 65532:65532, as the
-    Containerfile's distroless image. Tagged with the layer's own hash, so a
-    new binary is a new image reference (a rolling upgrade) and an unchanged
-    one is the same."""
-    layer = Layer()
-    for d in ("dev", "proc", "sys", "etc"):
-        layer.dir(d)
-    layer.file("unroot", open(binary, "rb").read(), 0o755)
-    for path, real in shared_libraries(binary):
-        layer.file(path, open(real, "rb").read(), 0o755)
-    layer.file("etc/passwd", b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
-    layer.file("etc/group", b"root:x:0:\nnonroot:x:65532:\n")
-    data = layer.bytes()
-    ref = f"{repo}:{sha(data)[:16]}"
-    name = ref.rpartition("/")[2].replace(":", "-") + ".tar"
-    path = os.path.join(out, name)
-    if not os.path.exists(path):
-        write_archive(path, ref, data, image_config("65532:65532", ["/unroot"], ["serve", "--help"]))
-    # Keep the newest few: containerd keeps its own copy once imported.
-    old = sorted((os.path.getmtime(os.path.join(out, f)), f) for f in os.listdir(out)
-                 if f.startswith("unroot-") and f.endswith(".tar") and f != name)
-    for _, f in old[:-2]:
-        os.remove(os.path.join(out, f))
-    os.utime(path)
-    print(ref)
-
-
 def main(argv):
     if len(argv) == 9 and argv[0] == "base":
         build_base(*argv[1:])
-    elif len(argv) == 4 and argv[0] == "unroot":
-        build_unroot(*argv[1:])
     else:
         sys.exit(__doc__)
 

@@ -5,18 +5,17 @@
 #   e2e/images.sh build              write the tarballs (if stale); print their directory
 #   e2e/images.sh import ADDRESS     build, then import into the containerd at ADDRESS (socket)
 #   e2e/images.sh names              print the image references, one a line
-#   e2e/images.sh unroot [BINARY]    write unroot's image from BINARY (default target/release/unroot);
-#                                    print its reference
-#   e2e/images.sh import-unroot ADDRESS [BINARY]   the same, imported into that containerd
+#   e2e/images.sh import-unroot ADDRESS ARCHIVE   import unroot's image, the OCI archive `make image`
+#                                    wrote (target/image/unroot.oci.tar), into that containerd; print
+#                                    its reference, docker.io/unroot-e2e/unroot@<the archive's digest>
 #
 # Images (pods reference them with imagePullPolicy: Never):
 #   unroot-e2e/pause:1             static pause from the kubernetes source (containerd's sandbox_image)
 #   unroot-e2e/busybox-root:1      Debian busybox-static, user root (no User in the image config)
 #   unroot-e2e/busybox-nonroot:1   the same, User 1000:1000 (listed in /etc/passwd and /etc/group as e2e)
 #   unroot-e2e/provisioner:1       busybox plus e2e/provisioner/provision.sh (also tagged by digest)
-#   unroot-e2e/unroot:<hash>       the unroot binary, the shared libraries ldd lists for it, and
-#                                  /etc/passwd and /etc/group naming 65532; User 65532:65532. The tag is
-#                                  the layer's sha256 (16 hex digits): a new binary, a new reference.
+#   unroot-e2e/unroot@sha256:...   the image make image built from the Containerfile (image/build.sh),
+#                                  named by the digest of its manifest
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -110,66 +109,75 @@ import() {
     return "$missing"
 }
 
-# unroot's own image, from the release binary (the e2e installs it with
-# manifests/). Python does the work; the tarball is kept only for the last few
-# binaries.
+# unroot's own image: the OCI archive `make image` wrote from the Containerfile
+# (image/build.sh), imported as it is and named by its manifest's digest, the
+# one make image printed (ARCHIVE.digest). Pods that name
+# docker.io/unroot-e2e/unroot@that-digest run exactly that image.
 UNROOT_REPO=docker.io/unroot-e2e/unroot
 
-unroot_image() {
-    local binary=${1:-$here/../target/release/unroot}
-    [[ -x $binary ]] || {
-        log "$binary is not built (cargo build --release --bin unroot)"
-        return 1
-    }
-    file_is_static "$binary" || command -v ldd >/dev/null || {
-        log "ldd is needed to find the shared libraries of $binary"
-        return 1
-    }
-    mkdir -p "$out"
-    python3 "$here/images.py" unroot "$out" "$binary" "$UNROOT_REPO"
+# The digest of the one manifest in an OCI archive's index.json.
+archive_digest() {
+    python3 -c '
+import json, sys, tarfile
+try:
+    with tarfile.open(sys.argv[1]) as t:
+        manifests = json.load(t.extractfile("index.json"))["manifests"]
+except (OSError, KeyError, TypeError, ValueError, tarfile.TarError) as e:
+    sys.exit(f"images.sh: {sys.argv[1]} is not an OCI archive (index.json): {e}")
+if len(manifests) != 1:
+    sys.exit(f"images.sh: {sys.argv[1]} holds {len(manifests)} manifests, not one")
+print(manifests[0]["digest"])
+' "$1"
 }
 
 import_unroot() {
-    local address=$1 ref tar
+    local address=$1 archive=$2 digest printed ref existing target
     [[ -S $address ]] || {
         log "no containerd socket at $address"
         return 1
     }
-    ref=$(unroot_image "${2:-}") || return 1
-    # The list first, then grep: `ctr ... | grep -q` fails under pipefail
-    # whenever grep stops reading before ctr is done writing.
-    local existing
-    existing=$(ctr --address "$address" -n k8s.io images ls -q) || return 1
-    if ! grep -qxF "$ref" <<<"$existing"; then
-        tar=$out/$(basename "${ref//:/-}").tar
-        ctr --address "$address" -n k8s.io images import --snapshotter overlayfs "$tar" >/dev/null || {
-            log "ctr images import $tar failed"
-            return 1
-        }
-        existing=$(ctr --address "$address" -n k8s.io images ls -q) || return 1
-        grep -qxF "$ref" <<<"$existing" || {
-            log "$ref is not in containerd after import"
+    [[ -f $archive ]] || {
+        log "no image archive at $archive: make image writes it (make image-dev the dev-profile one)"
+        return 1
+    }
+    digest=$(archive_digest "$archive") || return 1
+    if [[ -f $archive.digest ]]; then
+        printed=$(cat "$archive.digest")
+        [[ $printed == "$digest" ]] || {
+            log "$archive holds $digest, but make image printed $printed ($archive.digest): a stale file; run make image again"
             return 1
         }
     fi
+    ref=$UNROOT_REPO@$digest
+    # The list first, then grep: `ctr ... | grep -q` fails under pipefail
+    # whenever grep stops reading before ctr is done writing.
+    existing=$(ctr --address "$address" -n k8s.io images ls -q) || return 1
+    if ! grep -qxF "$ref" <<<"$existing"; then
+        # --digests names the image REPO@<manifest digest>; the archive's own
+        # ref (the version) becomes REPO:<version>.
+        ctr --address "$address" -n k8s.io images import --base-name "$UNROOT_REPO" --digests \
+            --snapshotter overlayfs "$archive" >/dev/null || {
+            log "ctr images import $archive failed"
+            return 1
+        }
+    fi
+    # What containerd holds under that name is the archive's manifest.
+    target=$(ctr --address "$address" -n k8s.io images ls | awk -v ref="$ref" '$1 == ref {print $3}') || return 1
+    [[ $target == "$digest" ]] || {
+        log "$ref is not in containerd after importing $archive (found: ${target:-nothing})"
+        return 1
+    }
     echo "$ref"
 }
 
 case "${1:-}" in
     build) build ;;
-    unroot)
-        [[ $# -le 2 ]] || {
-            echo "usage: $0 unroot [BINARY]" >&2
-            exit 2
-        }
-        unroot_image "${2:-}"
-        ;;
     import-unroot)
-        [[ $# -eq 2 || $# -eq 3 ]] || {
-            echo "usage: $0 import-unroot CONTAINERD_SOCKET [BINARY]" >&2
+        [[ $# -eq 3 ]] || {
+            echo "usage: $0 import-unroot CONTAINERD_SOCKET ARCHIVE" >&2
             exit 2
         }
-        import_unroot "$2" "${3:-}"
+        import_unroot "$2" "$3"
         ;;
     import)
         [[ $# -eq 2 ]] || {
@@ -180,7 +188,7 @@ case "${1:-}" in
         ;;
     names) printf '%s\n' "$PAUSE_IMAGE" "$ROOT_IMAGE" "$NONROOT_IMAGE" ;;
     *)
-        sed -n '2,22p' "$0" >&2
+        sed -n '2,18p' "$0" >&2
         exit 2
         ;;
 esac

@@ -24,8 +24,8 @@
 #                                          (plus those components, e.g. manifests/overlays/observe)
 #   require_unroot_binary                  end the scenario (failed, with its summary) unless
 #                                          E2E_UNROOT_BINARY is an executable: the suite's one binary
-#   install_unroot                         build/import the image from E2E_UNROOT_BINARY (default
-#                                          target/release/unroot), kubectl apply -k (and the manifests'
+#   install_unroot                         import the image make image wrote (E2E_UNROOT_ARCHIVE, default
+#                                          target/image/unroot.oci.tar), kubectl apply -k (and the manifests'
 #                                          args and replicas, if a scenario changed them), wait until
 #                                          every replica is Ready and an Endpoint, the webhook answers,
 #                                          and the webhooks fail closed (this install has served)
@@ -197,18 +197,24 @@ pod_logs() {
 
 UNROOT_NS=unroot
 UNROOT_SELECTOR=app.kubernetes.io/name=unroot
-# The suite's one unroot binary: the image is built from it, and scenarios
-# that run unroot on the host run it. `make e2e` sets the release binary,
-# `make e2e-dev` the dev one; no scenario names a path of its own (run.sh
-# refuses one that does).
-E2E_UNROOT_BINARY=${E2E_UNROOT_BINARY:-${CARGO_TARGET_DIR:-$E2E_ROOT/target}/release/unroot}
+# The suite's one unroot binary, the one in the image: scenarios that run
+# unroot on the host run it, and 50-self.sh checks that the replicas do.
+# make image writes it next to the archive: `make e2e` sets target/image/unroot,
+# `make e2e-dev` target/image/unroot-dev; no scenario names a path of its own
+# (run.sh refuses one that does).
+E2E_UNROOT_BINARY=${E2E_UNROOT_BINARY:-${CARGO_TARGET_DIR:-$E2E_ROOT/target}/image/unroot}
+# unroot's image: the OCI archive make image wrote from the Containerfile
+# (image/build.sh), with the digest it printed next to it (ARCHIVE.digest).
+# `make e2e` sets the release one, `make e2e-dev` the dev-profile one; the
+# binary is the one in it.
+E2E_UNROOT_ARCHIVE=${E2E_UNROOT_ARCHIVE:-${CARGO_TARGET_DIR:-$E2E_ROOT/target}/image/unroot.oci.tar}
 
 # require_unroot_binary: return when E2E_UNROOT_BINARY is an executable file;
 # otherwise count a failure naming the variable to set, print the summary and
 # end the scenario.
 require_unroot_binary() {
     [[ -f $E2E_UNROOT_BINARY && -x $E2E_UNROOT_BINARY ]] && return 0
-    fail "no unroot binary at $E2E_UNROOT_BINARY: set E2E_UNROOT_BINARY to one (make e2e sets target/release/unroot, make e2e-dev target/debug/unroot)"
+    fail "no unroot binary at $E2E_UNROOT_BINARY: set E2E_UNROOT_BINARY to one (make e2e sets target/image/unroot, make e2e-dev target/image/unroot-dev: the binary of the image make image built)"
     e2e_summary || true
     exit 1
 }
@@ -234,27 +240,25 @@ print("---\n".join(keep), end="")
 }
 
 # The image reference unroot runs from: E2E_UNROOT_IMAGE if set (another
-# cluster, image loaded by you), else built from E2E_UNROOT_BINARY and
-# imported into the local cluster's containerd.
+# cluster, image loaded by you), else the archive E2E_UNROOT_ARCHIVE imported
+# into the local cluster's containerd, by its digest
+# (docker.io/unroot-e2e/unroot@sha256:...).
 unroot_image() {
     if [[ -n ${E2E_UNROOT_IMAGE:-} ]]; then
         echo "$E2E_UNROOT_IMAGE"
         return 0
     fi
     if [[ -n ${E2E_KUBECONFIG:-} ]]; then
-        e2e_log "set E2E_UNROOT_IMAGE to an unroot image that cluster has (e2e/images.sh unroot writes one)"
+        e2e_log "set E2E_UNROOT_IMAGE to an unroot image that cluster has (make image writes target/image/unroot.oci.tar)"
         return 1
     fi
     e2e_cluster_env || return 1
-    if [[ ! -f $E2E_UNROOT_BINARY || ! -x $E2E_UNROOT_BINARY ]]; then
-        e2e_log "no unroot binary at $E2E_UNROOT_BINARY to build the image from: set E2E_UNROOT_BINARY"
-        return 1
-    fi
-    "$E2E_DIR/images.sh" import-unroot "$E2E_CONTAINERD_ADDRESS" "$E2E_UNROOT_BINARY"
+    "$E2E_DIR/images.sh" import-unroot "$E2E_CONTAINERD_ADDRESS" "$E2E_UNROOT_ARCHIVE"
 }
 
 # Write, into DIR, the kustomization that installs unroot here: the test
-# overlay (e2e/overlay/) plus what is known only now: the image tag and, on
+# overlay (e2e/overlay/) plus what is known only now: the image (by digest,
+# or by tag for an E2E_UNROOT_IMAGE that has none) and, on
 # the local cluster (no kube-proxy), the API server's address for unroot's
 # in-cluster client. COMPONENT... (paths from the repository, e.g.
 # manifests/overlays/observe) are layered over it.
@@ -273,7 +277,11 @@ write_unroot_kustomization() {
             done
         fi
         echo "images:"
-        echo "  - {name: docker.io/unroot-e2e/unroot, newName: ${image%:*}, newTag: ${image##*:}}"
+        if [[ $image == *@* ]]; then
+            echo "  - {name: docker.io/unroot-e2e/unroot, newName: ${image%@*}, digest: ${image#*@}}"
+        else
+            echo "  - {name: docker.io/unroot-e2e/unroot, newName: ${image%:*}, newTag: ${image##*:}}"
+        fi
         if [[ -n ${E2E_BRIDGE_IP:-} ]]; then
             cat <<YAML
 patches:

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// unroot: a Kubernetes admission webhook that runs every tenant pod without root.
 #[derive(Debug, Parser)]
-#[command(name = "unroot", version, about, long_about = None)]
+#[command(name = "unroot", version = crate::VERSION, about, long_about = None)]
 pub struct Cli {
     /// Log format.
     #[arg(long, env = "UNROOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]

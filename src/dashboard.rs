@@ -173,7 +173,7 @@ fn header(out: &mut String, view: &View<'_>) {
     let _ = write!(
         out,
         r#"<h1>unroot</h1><p class="meta">version <span id="version">{}</span> · policy <code id="policy-hash">{}</code> · rendered "#,
-        escape(env!("CARGO_PKG_VERSION")),
+        escape(crate::VERSION),
         escape(view.policy_hash),
     );
     time(out, view.now);

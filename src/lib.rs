@@ -4,6 +4,11 @@
 //! shell ([`server`], [`certs`], the CLI's `serve`) gathers what they need.
 #![forbid(unsafe_code)]
 
+/// The version unroot reports (`unroot --version`, `unroot_build_info`,
+/// `/dashboard`): the Cargo.toml version and, when the build knew it, the git
+/// commit, as in `0.1.0 (4e7eb00)`. Set by build.rs.
+pub const VERSION: &str = env!("UNROOT_VERSION");
+
 pub mod admission;
 pub mod audit;
 pub mod certs;

@@ -145,9 +145,7 @@ impl Metrics {
             &["version"],
         )
         .expect("valid metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        build_info.with_label_values(&[crate::VERSION]).set(1);
         registry
             .register(Box::new(build_info))
             .expect("unique metric");

@@ -44,7 +44,10 @@ YAML
 
 # --- the image cannot be pulled -----------------------------------------------
 real=$(unroot_image) || fail "no unroot image"
-missing="${real%:*}:not-pulled-$RANDOM$RANDOM"
+# The same repository, a tag the node does not have (the image is named by
+# its digest, REPO@sha256:..., or by a tag, REPO:TAG).
+if [[ $real == *@* ]]; then repo=${real%@*}; else repo=${real%:*}; fi
+missing="$repo:not-pulled-$RANDOM$RANDOM"
 e2e_cluster_env
 write_unroot_kustomization "$work" "$missing"
 out=$(e2e_kubectl apply -k "$work" 2>&1) || fail "kubectl apply -k of manifests/ failed: $out"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# unroot's own pods, as installed from manifests/: each replica's process runs
-# under the hardened securityContext (checked on the running process, not the
-# spec), reaches the API server as its ServiceAccount, and that account can do
-# exactly what rbac.yaml grants; the rendered manifests pass a server-side dry
-# run; and the peak memory of a replica under a burst of admissions is
-# measured against the Deployment's limit.
+# unroot's own pods, as installed from manifests/: each replica runs the image
+# make image built (the digest it printed, as the node reports it; the version
+# its labels name; the suite's binary), its process runs under the hardened
+# securityContext (checked on the running process, not the spec), reaches the
+# API server as its ServiceAccount, and that account can do exactly what
+# rbac.yaml grants; the rendered manifests pass a server-side dry run; and the
+# peak memory of a replica under a burst of admissions is measured against
+# the Deployment's limit.
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -34,6 +36,45 @@ if [[ -z ${E2E_KUBECONFIG:-} ]]; then
         root_opts=$(awk '$5 == "/" {print $6}' "/proc/$pid/mountinfo")
         assert_contains "pid $pid: its root filesystem is mounted read-only" ",$root_opts," ",ro,"
     done
+fi
+
+# --- the image: the one make image built from the Containerfile ------------------
+# Each replica names the image by the digest make image printed, the node
+# reports that digest as the image it runs (imageID), the replica reports the
+# version and commit the image's labels name, and its process is the suite's
+# binary, E2E_UNROOT_BINARY (make image writes the image's binary for it).
+if [[ -z ${E2E_UNROOT_IMAGE:-} && -z ${E2E_KUBECONFIG:-} ]]; then
+    printed=$(cat "$E2E_UNROOT_ARCHIVE.digest" 2>/dev/null || echo "none: no $E2E_UNROOT_ARCHIVE.digest")
+    want=docker.io/unroot-e2e/unroot@$printed
+    labelled=$(python3 - "$E2E_UNROOT_ARCHIVE" <<'PY' || true
+import json, sys, tarfile
+with tarfile.open(sys.argv[1]) as t:
+    blob = lambda digest: json.load(t.extractfile("blobs/sha256/" + digest.split(":")[1]))
+    (manifest,) = json.load(t.extractfile("index.json"))["manifests"]
+    labels = blob(blob(manifest["digest"])["config"]["digest"])["config"].get("Labels") or {}
+revision = labels.get("org.opencontainers.image.revision", "")
+print(labels.get("org.opencontainers.image.version", "") + (f" ({revision[:7]})" if revision else ""))
+PY
+    )
+    if [[ -f $E2E_UNROOT_BINARY && -x $E2E_UNROOT_BINARY ]]; then
+        assert_eq "the image's labels name the version of the suite's binary (E2E_UNROOT_BINARY)" \
+            "$("$E2E_UNROOT_BINARY" --version)" "unroot $labelled"
+        binary=$(sha256sum <"$E2E_UNROOT_BINARY" | cut -d' ' -f1)
+        for pid in "${pids[@]}"; do
+            assert_eq "pid $pid runs the suite's binary, E2E_UNROOT_BINARY" \
+                "$binary" "$(sha256sum <"/proc/$pid/exe" | cut -d' ' -f1)"
+        done
+    else
+        fail "no unroot binary at $E2E_UNROOT_BINARY to compare the image's with: set E2E_UNROOT_BINARY"
+    fi
+    while read -r pod _; do
+        assert_eq "$pod names the image by the digest make image printed" "$want" \
+            "$(e2e_kubectl get pod "$pod" -n unroot -o jsonpath='{.spec.containers[0].image}')"
+        assert_eq "the node runs $pod from that digest (imageID)" "$want" \
+            "$(e2e_kubectl get pod "$pod" -n unroot -o jsonpath='{.status.containerStatuses[0].imageID}')"
+        assert_contains "$pod reports that version ($labelled)" \
+            "$(unroot_metrics "$pod" 2>&1)" "unroot_build_info{version=\"$labelled\"} 1"
+    done < <(unroot_pods)
 fi
 
 # --- the API server, as its ServiceAccount ---------------------------------------
