@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EphemeralContainer, Lifecycle, PodSecurityContext, PodSpec, Probe,
-    SecurityContext, Volume,
+    Container, ContainerPort, EphemeralContainer, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PodSecurityContext, PodSpec, Probe, SecurityContext, TCPSocketAction, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -553,7 +553,7 @@ pub(crate) struct Input<'a> {
     /// `metadata.annotations`.
     pub annotations: Option<&'a BTreeMap<String, String>>,
     /// `spec.volumes`.
-    pub volumes: &'a [Volume],
+    volumes: Volumes<'a>,
     /// `spec.hostNetwork`, `spec.hostPID`, `spec.hostIPC`.
     pub host_network: Option<bool>,
     pub host_pid: Option<bool>,
@@ -563,6 +563,13 @@ pub(crate) struct Input<'a> {
     host_users: Option<bool>,
     containers: Containers<'a>,
     skip_init: Option<usize>,
+}
+
+/// Where the volumes come from.
+#[derive(Clone, Copy)]
+enum Volumes<'a> {
+    Api(&'a [Volume]),
+    View(&'a [Box<Volume>]),
 }
 
 /// Where the containers come from.
@@ -576,7 +583,7 @@ impl<'a> Input<'a> {
     fn of_api(meta: &'a ObjectMeta, spec: &'a PodSpec, skip_init: Option<usize>) -> Self {
         Input {
             annotations: meta.annotations.as_ref(),
-            volumes: spec.volumes.as_deref().unwrap_or_default(),
+            volumes: Volumes::Api(spec.volumes.as_deref().unwrap_or_default()),
             host_network: spec.host_network,
             host_pid: spec.host_pid,
             host_ipc: spec.host_ipc,
@@ -592,7 +599,7 @@ impl<'a> Input<'a> {
         let spec = &pod.spec;
         Input {
             annotations: pod.metadata.annotations.as_ref(),
-            volumes: spec.volumes.as_deref().unwrap_or_default(),
+            volumes: Volumes::View(spec.volumes.as_deref().unwrap_or_default()),
             host_network: spec.host_network,
             host_pid: spec.host_pid,
             host_ipc: spec.host_ipc,
@@ -649,6 +656,15 @@ impl<'a> Input<'a> {
         api_init.chain(view_init).chain(api_rest).chain(view_rest)
     }
 
+    /// `spec.volumes`.
+    pub(crate) fn volumes(&self) -> impl Iterator<Item = &'a Volume> + use<'a> {
+        let (api, view) = match self.volumes {
+            Volumes::Api(v) => (v, &[][..]),
+            Volumes::View(v) => (&[][..], v),
+        };
+        api.iter().chain(view.iter().map(AsRef::as_ref))
+    }
+
     /// `spec.securityContext`.
     pub(crate) fn pod_security_context(&self) -> Option<&'a PodSecurityContext> {
         self.security_context
@@ -670,11 +686,84 @@ impl<'a> Input<'a> {
 pub(crate) struct ContainerView<'a> {
     pub name: &'a str,
     pub security_context: Option<&'a SecurityContext>,
-    pub ports: &'a [ContainerPort],
-    pub liveness_probe: Option<&'a Probe>,
-    pub readiness_probe: Option<&'a Probe>,
-    pub startup_probe: Option<&'a Probe>,
-    pub lifecycle: Option<&'a Lifecycle>,
+    ports: Ports<'a>,
+    /// The hosts its probes and lifecycle hooks call: liveness, readiness,
+    /// startup, postStart, preStop, each `httpGet` then `tcpSocket`.
+    pub endpoint_hosts: [Option<&'a str>; 10],
+}
+
+/// Where a container's ports come from.
+#[derive(Clone, Copy)]
+enum Ports<'a> {
+    Api(&'a [ContainerPort]),
+    View(&'a [view::Port]),
+}
+
+impl<'a> ContainerView<'a> {
+    /// The `hostPort` of each of its ports.
+    pub(crate) fn host_ports(&self) -> impl Iterator<Item = Option<i32>> + use<'a> {
+        let (api, view) = match self.ports {
+            Ports::Api(p) => (p, &[][..]),
+            Ports::View(p) => (&[][..], p),
+        };
+        api.iter()
+            .map(|p| p.host_port)
+            .chain(view.iter().map(|p| p.host_port))
+    }
+}
+
+/// The hosts of an `httpGet` and a `tcpSocket` action.
+fn api_hosts<'a>(
+    http_get: Option<&'a HTTPGetAction>,
+    tcp_socket: Option<&'a TCPSocketAction>,
+) -> [Option<&'a str>; 2] {
+    [
+        http_get.and_then(|a| a.host.as_deref()),
+        tcp_socket.and_then(|a| a.host.as_deref()),
+    ]
+}
+
+fn api_endpoint_hosts<'a>(
+    probes: [Option<&'a Probe>; 3],
+    lifecycle: Option<&'a Lifecycle>,
+) -> [Option<&'a str>; 10] {
+    let probe = |p: Option<&'a Probe>| {
+        api_hosts(
+            p.and_then(|p| p.http_get.as_ref()),
+            p.and_then(|p| p.tcp_socket.as_ref()),
+        )
+    };
+    let hook = |h: Option<&'a LifecycleHandler>| {
+        api_hosts(
+            h.and_then(|h| h.http_get.as_ref()),
+            h.and_then(|h| h.tcp_socket.as_ref()),
+        )
+    };
+    let [l, r, s] = probes.map(probe);
+    let post = hook(lifecycle.and_then(|l| l.post_start.as_ref()));
+    let pre = hook(lifecycle.and_then(|l| l.pre_stop.as_ref()));
+    [
+        l[0], l[1], r[0], r[1], s[0], s[1], post[0], post[1], pre[0], pre[1],
+    ]
+}
+
+fn view_endpoint_hosts<'a>(c: &'a view::Container<'_>) -> [Option<&'a str>; 10] {
+    let hosts = |h: Option<&'a view::Handler<'_>>| {
+        [
+            h.and_then(|h| h.http_get.as_ref())
+                .and_then(|e| e.host.as_deref()),
+            h.and_then(|h| h.tcp_socket.as_ref())
+                .and_then(|e| e.host.as_deref()),
+        ]
+    };
+    let lifecycle = c.lifecycle.as_ref();
+    let [l, r, s] =
+        [&c.liveness_probe, &c.readiness_probe, &c.startup_probe].map(|p| hosts(p.as_ref()));
+    let post = hosts(lifecycle.and_then(|l| l.post_start.as_ref()));
+    let pre = hosts(lifecycle.and_then(|l| l.pre_stop.as_ref()));
+    [
+        l[0], l[1], r[0], r[1], s[0], s[1], post[0], post[1], pre[0], pre[1],
+    ]
 }
 
 impl<'a> From<&'a Container> for ContainerView<'a> {
@@ -682,11 +771,15 @@ impl<'a> From<&'a Container> for ContainerView<'a> {
         ContainerView {
             name: &c.name,
             security_context: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            liveness_probe: c.liveness_probe.as_ref(),
-            readiness_probe: c.readiness_probe.as_ref(),
-            startup_probe: c.startup_probe.as_ref(),
-            lifecycle: c.lifecycle.as_ref(),
+            ports: Ports::Api(c.ports.as_deref().unwrap_or_default()),
+            endpoint_hosts: api_endpoint_hosts(
+                [
+                    c.liveness_probe.as_ref(),
+                    c.readiness_probe.as_ref(),
+                    c.startup_probe.as_ref(),
+                ],
+                c.lifecycle.as_ref(),
+            ),
         }
     }
 }
@@ -695,12 +788,9 @@ impl<'a> From<&'a view::Container<'a>> for ContainerView<'a> {
     fn from(c: &'a view::Container<'a>) -> Self {
         ContainerView {
             name: &c.name,
-            security_context: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            liveness_probe: c.liveness_probe.as_deref(),
-            readiness_probe: c.readiness_probe.as_deref(),
-            startup_probe: c.startup_probe.as_deref(),
-            lifecycle: c.lifecycle.as_deref(),
+            security_context: c.security_context.as_deref(),
+            ports: Ports::View(c.ports.as_deref().unwrap_or_default()),
+            endpoint_hosts: view_endpoint_hosts(c),
         }
     }
 }
@@ -710,11 +800,15 @@ impl<'a> From<&'a EphemeralContainer> for ContainerView<'a> {
         ContainerView {
             name: &c.name,
             security_context: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            liveness_probe: c.liveness_probe.as_ref(),
-            readiness_probe: c.readiness_probe.as_ref(),
-            startup_probe: c.startup_probe.as_ref(),
-            lifecycle: c.lifecycle.as_ref(),
+            ports: Ports::Api(c.ports.as_deref().unwrap_or_default()),
+            endpoint_hosts: api_endpoint_hosts(
+                [
+                    c.liveness_probe.as_ref(),
+                    c.readiness_probe.as_ref(),
+                    c.startup_probe.as_ref(),
+                ],
+                c.lifecycle.as_ref(),
+            ),
         }
     }
 }

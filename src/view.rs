@@ -98,9 +98,10 @@ pub struct Spec<'a> {
     /// `spec.securityContext`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<core::PodSecurityContext>,
-    /// `spec.volumes`.
+    /// `spec.volumes` (each boxed: a `Volume` is large, and a pod is moved
+    /// as a few words).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volumes: Option<Vec<core::Volume>>,
+    pub volumes: Option<Vec<Box<core::Volume>>>,
     /// `spec.hostNetwork`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_network: Option<bool>,
@@ -134,22 +135,22 @@ pub struct Container<'a> {
     pub image: Option<Cow<'a, str>>,
     /// `securityContext`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<core::SecurityContext>,
-    /// `ports`.
+    pub security_context: Option<Box<core::SecurityContext>>,
+    /// `ports`: their host ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ports: Option<Vec<core::ContainerPort>>,
-    /// `livenessProbe`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub liveness_probe: Option<Box<core::Probe>>,
-    /// `readinessProbe`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub readiness_probe: Option<Box<core::Probe>>,
-    /// `startupProbe`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub startup_probe: Option<Box<core::Probe>>,
-    /// `lifecycle`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lifecycle: Option<Box<core::Lifecycle>>,
+    pub ports: Option<Vec<Port>>,
+    /// `livenessProbe`: the hosts it calls.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Handler<'a>>,
+    /// `readinessProbe`: the hosts it calls.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Handler<'a>>,
+    /// `startupProbe`: the hosts it calls.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Handler<'a>>,
+    /// `lifecycle`: the hosts its hooks call.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle<'a>>,
     /// The names of `env` (values are never read).
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvName<'a>>>,
@@ -160,6 +161,74 @@ pub struct Container<'a> {
     /// module's documentation).
     #[serde(skip)]
     pub whole: Option<Box<Value>>,
+}
+
+/// A `ports` entry, as far as Pod Security reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Port {
+    /// `hostPort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i32>,
+}
+
+/// A probe or a lifecycle hook: the hosts its `httpGet` and `tcpSocket`
+/// call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handler<'a> {
+    /// `httpGet`.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<Endpoint<'a>>,
+    /// `tcpSocket`.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<Endpoint<'a>>,
+}
+
+/// The host an `httpGet` or `tcpSocket` action calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Endpoint<'a> {
+    /// `host`.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Cow<'a, str>>,
+}
+
+/// `lifecycle`: its hooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle<'a> {
+    /// `postStart`.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub post_start: Option<Handler<'a>>,
+    /// `preStop`.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<Handler<'a>>,
+}
+
+impl From<&core::Probe> for Handler<'static> {
+    fn from(p: &core::Probe) -> Self {
+        Handler {
+            http_get: p.http_get.as_ref().map(|a| Endpoint {
+                host: a.host.clone().map(Cow::Owned),
+            }),
+            tcp_socket: p.tcp_socket.as_ref().map(|a| Endpoint {
+                host: a.host.clone().map(Cow::Owned),
+            }),
+        }
+    }
+}
+
+impl From<&core::LifecycleHandler> for Handler<'static> {
+    fn from(h: &core::LifecycleHandler) -> Self {
+        Handler {
+            http_get: h.http_get.as_ref().map(|a| Endpoint {
+                host: a.host.clone().map(Cow::Owned),
+            }),
+            tcp_socket: h.tcp_socket.as_ref().map(|a| Endpoint {
+                host: a.host.clone().map(Cow::Owned),
+            }),
+        }
+    }
 }
 
 /// An `env` entry's name.
@@ -380,7 +449,10 @@ impl From<&core::PodSpec> for Spec<'static> {
                 .as_ref()
                 .map(|list| list.iter().map(Container::from).collect()),
             security_context: spec.security_context.clone(),
-            volumes: spec.volumes.clone(),
+            volumes: spec
+                .volumes
+                .as_ref()
+                .map(|v| v.iter().cloned().map(Box::new).collect()),
             host_network: spec.host_network,
             host_pid: spec.host_pid,
             host_ipc: spec.host_ipc,
@@ -399,12 +471,22 @@ macro_rules! container_from {
                 Container {
                     name: Cow::Owned(c.name.clone()),
                     image: c.image.clone().map(Cow::Owned),
-                    security_context: c.security_context.clone(),
-                    ports: c.ports.clone(),
-                    liveness_probe: c.liveness_probe.clone().map(Box::new),
-                    readiness_probe: c.readiness_probe.clone().map(Box::new),
-                    startup_probe: c.startup_probe.clone().map(Box::new),
-                    lifecycle: c.lifecycle.clone().map(Box::new),
+                    security_context: c.security_context.clone().map(Box::new),
+                    ports: c.ports.as_ref().map(|ports| {
+                        ports
+                            .iter()
+                            .map(|p| Port {
+                                host_port: p.host_port,
+                            })
+                            .collect()
+                    }),
+                    liveness_probe: c.liveness_probe.as_ref().map(Handler::from),
+                    readiness_probe: c.readiness_probe.as_ref().map(Handler::from),
+                    startup_probe: c.startup_probe.as_ref().map(Handler::from),
+                    lifecycle: c.lifecycle.as_ref().map(|l| Lifecycle {
+                        post_start: l.post_start.as_ref().map(Handler::from),
+                        pre_stop: l.pre_stop.as_ref().map(Handler::from),
+                    }),
                     env: c.env.as_ref().map(|env| {
                         env.iter()
                             .map(|e| EnvName {

@@ -99,7 +99,7 @@ fn places<'s>(spec: &'s Spec<'_>, skip: Option<usize>) -> Vec<Place<'s>> {
         .iter()
         .map(|c| Place {
             display: named("container", &c.name),
-            context: c.security_context.as_ref(),
+            context: c.security_context.as_deref(),
         })
         .collect();
     places.extend(
@@ -110,12 +110,12 @@ fn places<'s>(spec: &'s Spec<'_>, skip: Option<usize>) -> Vec<Place<'s>> {
             .filter(|(i, _)| Some(*i) != skip)
             .map(|(_, c)| Place {
                 display: named("init container", &c.name),
-                context: c.security_context.as_ref(),
+                context: c.security_context.as_deref(),
             }),
     );
     places.extend(spec.ephemeral_containers.iter().flatten().map(|c| Place {
         display: named("ephemeral container", &c.name),
-        context: c.security_context.as_ref(),
+        context: c.security_context.as_deref(),
     }));
     places
 }

@@ -337,10 +337,7 @@ impl Context<'_, '_> {
     fn container_sc(&mut self, place: &Place) -> Option<&mut ContainerContext> {
         container_list_mut(&mut self.pod.spec, place.list)
             .and_then(|l| l.get_mut(place.index))
-            .map(|c| {
-                c.security_context
-                    .get_or_insert_with(ContainerContext::default)
-            })
+            .map(|c| &mut **c.security_context.get_or_insert_with(Box::default))
     }
 
     /// Hardens one container's securityContext.

@@ -111,5 +111,8 @@ pub(crate) fn push_volume(pod: &mut view::Pod<'_>, w: &mut Writer, spec: &[Seg],
         volume,
     );
     pod.spec.present = true;
-    pod.spec.volumes.get_or_insert_with(Vec::new).push(typed);
+    pod.spec
+        .volumes
+        .get_or_insert_with(Vec::new)
+        .push(Box::new(typed));
 }

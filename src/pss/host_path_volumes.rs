@@ -19,7 +19,7 @@ pub(crate) fn check() -> Check {
 
 fn v1_0(input: &Input<'_>) -> Option<Failure> {
     let mut names = Vec::new();
-    for volume in input.volumes {
+    for volume in input.volumes() {
         if volume.host_path.is_some() {
             names.push(volume.name.as_str());
         }

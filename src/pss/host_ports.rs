@@ -25,8 +25,8 @@ fn v1_0(input: &Input<'_>) -> Option<Failure> {
     let mut ports = BTreeSet::new();
     for c in input.containers() {
         let mut bad = false;
-        for port in c.ports {
-            if let Some(host_port) = port.host_port.filter(|p| *p != 0) {
+        for host_port in c.host_ports() {
+            if let Some(host_port) = host_port.filter(|p| *p != 0) {
                 bad = true;
                 // Sorted as strings, like upstream: "10000" before "80".
                 ports.insert(host_port.to_string());

@@ -12,10 +12,8 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{HTTPGetAction, TCPSocketAction};
-
 use super::message::{plural, push_quoted};
-use super::{Check, ContainerView, Failure, Input, Level, VersionedCheck, v};
+use super::{Check, Failure, Input, Level, VersionedCheck, v};
 
 pub(crate) fn check() -> Check {
     Check {
@@ -25,47 +23,14 @@ pub(crate) fn check() -> Check {
     }
 }
 
-/// The `(httpGet, tcpSocket)` pairs of a container's probes and handlers.
-fn endpoints<'a>(
-    c: &ContainerView<'a>,
-) -> [(Option<&'a HTTPGetAction>, Option<&'a TCPSocketAction>); 5] {
-    let probe = |p: Option<&'a k8s_openapi::api::core::v1::Probe>| {
-        (
-            p.and_then(|p| p.http_get.as_ref()),
-            p.and_then(|p| p.tcp_socket.as_ref()),
-        )
-    };
-    let post_start = c.lifecycle.and_then(|l| l.post_start.as_ref());
-    let pre_stop = c.lifecycle.and_then(|l| l.pre_stop.as_ref());
-    [
-        probe(c.liveness_probe),
-        probe(c.readiness_probe),
-        probe(c.startup_probe),
-        (
-            post_start.and_then(|h| h.http_get.as_ref()),
-            post_start.and_then(|h| h.tcp_socket.as_ref()),
-        ),
-        (
-            pre_stop.and_then(|h| h.http_get.as_ref()),
-            pre_stop.and_then(|h| h.tcp_socket.as_ref()),
-        ),
-    ]
-}
-
 fn v1_34(input: &Input<'_>) -> Option<Failure> {
     let mut names = BTreeSet::new();
     let mut hosts = BTreeSet::new();
     for c in input.containers() {
-        for (http_get, tcp_socket) in endpoints(&c) {
-            let candidates = [
-                http_get.and_then(|a| a.host.as_deref()),
-                tcp_socket.and_then(|a| a.host.as_deref()),
-            ];
-            for host in candidates.into_iter().flatten() {
-                if !host.is_empty() {
-                    names.insert(c.name);
-                    hosts.insert(host);
-                }
+        for host in c.endpoint_hosts.into_iter().flatten() {
+            if !host.is_empty() {
+                names.insert(c.name);
+                hosts.insert(host);
             }
         }
     }

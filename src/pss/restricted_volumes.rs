@@ -76,7 +76,7 @@ fn restricted_type(v: &Volume) -> &'static str {
 fn v1_0(input: &Input<'_>) -> Option<Failure> {
     let mut names = Vec::new();
     let mut types = BTreeSet::new();
-    for volume in input.volumes {
+    for volume in input.volumes() {
         if !is_allowed(volume) {
             names.push(volume.name.as_str());
             types.insert(restricted_type(volume));
