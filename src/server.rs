@@ -8,7 +8,8 @@
 //! - [`body`]: what a webhook body must be before it is read as a review
 //!   (media type, size, time);
 //! - [`review`]: decode the review, dispatch to the webhook's handler,
-//!   record the answer (metrics, span, policy hash), encode it;
+//!   record the answer (metrics, span, policy hash), encode it; a large
+//!   review on a thread of its own ([`offload`]);
 //! - [`handlers`]: one per webhook, the async steps the pure core needs
 //!   (namespace labels, the stored pod, the identity ConfigMap write).
 
@@ -20,6 +21,7 @@ pub mod lag;
 pub mod limits;
 pub mod listener;
 mod observe;
+pub mod offload;
 pub mod pods;
 mod review;
 

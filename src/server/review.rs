@@ -3,6 +3,11 @@
 //! then record the answer once (metrics, the policy hash, the audit log)
 //! and encode it.
 //!
+//! A review over [`OFFLOAD_BYTES`] is decoded, decided and encoded on a
+//! thread of its own at a lower priority ([`offload`]), so that the async
+//! workers keep answering small reviews (and the lag probe stays on time)
+//! while it is decided, on one CPU as on many.
+//!
 //! Quiet per request: the audit line is the record of every decision. The
 //! request's span (`uid`, `namespace`, `name`, `operation`, `kind`,
 //! `outcome`) and the `answered` line are at debug; a denial is logged at
@@ -21,6 +26,8 @@ use tracing::{Instrument as _, Span, debug, debug_span, info, warn};
 
 use super::deadline::Deadline;
 use super::handlers::Webhook;
+use super::limits::OFFLOAD_BYTES;
+use super::offload;
 use super::{AppState, Caller, POLICY_HASH, body, error_body, overloaded_body};
 use crate::admission::{self, Decoded};
 use crate::audit;
@@ -76,8 +83,35 @@ pub(super) async fn answer(webhook: Webhook, state: Arc<AppState>, request: Requ
         started,
         span: span.clone(),
     };
-    let _limits = (deciding, large, held, in_flight);
-    decide(&review, &state, &bytes).instrument(span).await
+    if bytes.len() <= OFFLOAD_BYTES {
+        let _limits = (deciding, large, held, in_flight);
+        return decide(&review, &state, &bytes).instrument(span).await;
+    }
+    // A few at a time; waiting holds no worker.
+    let waited = tokio::time::timeout_at(deadline.at().into(), state.limits.offload_place()).await;
+    let Ok(Some(place)) = waited else {
+        return reject(
+            &state,
+            name,
+            &body::too_many_offloaded(state.limits.max_offloaded()),
+        );
+    };
+    let offloaded = offload::run(async move {
+        // Given back when the answer is made, even if the client is gone.
+        let _limits = (place, deciding, large, held, in_flight);
+        decide(&review, &state, &bytes).instrument(span).await
+    });
+    match offloaded.await {
+        Ok(response) => response,
+        Err(e) => {
+            warn!(webhook = name, error = %e, "failed to decide a large review");
+            error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                &format!("Internal error occurred: {e}"),
+            )
+        }
+    }
 }
 
 /// One review's facts from before its body is decoded.
