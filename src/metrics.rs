@@ -621,6 +621,217 @@ mod tests {
     use crate::admission::{Facts, Mode, PssResult, Response};
     use crate::pss::{Level, LevelVersion, Version};
 
+    /// What `record` counted before the children were resolved once: a
+    /// lookup per label set, per review.
+    fn record_by_lookup(m: &Metrics, webhook: &str, request: &Request<'_>, decision: &Decision) {
+        let (response, facts) = (&decision.response, &decision.facts);
+        m.admission_requests
+            .with_label_values(&[
+                webhook,
+                request.target().as_str(),
+                request.operation.as_str(),
+                response.outcome(),
+            ])
+            .inc();
+        if !response.warnings.is_empty() {
+            m.warnings
+                .with_label_values(&[webhook])
+                .inc_by(response.warnings.len() as u64);
+        }
+        for applied in &facts.mutations {
+            m.mutations.with_label_values(&[applied.as_str()]).inc();
+        }
+        if let Some(mode) = facts.harden {
+            m.harden.with_label_values(&[mode.as_str()]).inc();
+        }
+        let [op, resource, sub] = Upstream::of(request).labels;
+        if facts.exempt.is_some() {
+            m.pod_security
+                .exemptions
+                .with_label_values(&[op, resource, sub])
+                .inc();
+        }
+        if let Some(fatal) = facts.pss_error {
+            let fatal = if fatal { "true" } else { "false" };
+            m.pod_security
+                .errors
+                .with_label_values(&[fatal, op, resource, sub])
+                .inc();
+        }
+        for result in &facts.pss {
+            let decision = if result.allowed { "allow" } else { "deny" };
+            let (level, mode) = (result.policy.level.as_str(), result.mode.as_str());
+            let version = metric_version(result.policy);
+            m.pss_evaluations
+                .with_label_values(&[mode, level, &version, decision])
+                .inc();
+            m.pod_security
+                .evaluations
+                .with_label_values(&[decision, level, &version, mode, op, resource, sub])
+                .inc();
+            for check in &result.checks {
+                m.pss_violations
+                    .with_label_values(&[mode, level, check])
+                    .inc();
+            }
+        }
+    }
+
+    /// Requests of every operation, of pods (with subresources, known and
+    /// not), workloads, namespaces, ConfigMaps and anything else.
+    fn every_kind_of_request() -> Vec<String> {
+        [
+            ("CREATE", "", "pods", ""),
+            ("UPDATE", "", "pods", "ephemeralcontainers"),
+            ("UPDATE", "", "pods", "nonsense"),
+            ("DELETE", "", "pods", "status"),
+            ("CONNECT", "", "pods", "exec"),
+            ("PATCH", "", "pods", ""),
+            ("CREATE", "apps", "deployments", ""),
+            ("UPDATE", "batch", "cronjobs", "scale"),
+            ("CREATE", "", "namespaces", ""),
+            ("UPDATE", "", "configmaps", ""),
+            ("CREATE", "example.com", "widgets", ""),
+        ]
+        .iter()
+        .map(|(operation, group, resource, sub)| {
+            serde_json::json!({"uid": "u", "operation": operation, "subResource": sub,
+                "resource": {"group": group, "version": "v1", "resource": resource}})
+            .to_string()
+        })
+        .collect()
+    }
+
+    /// Decisions with every kind of fact: each outcome, warnings, every
+    /// mutation and harden mode, Pod Security results of every mode, level,
+    /// version (one newer than the binary's too) and verdict, with failed
+    /// checks, an exemption, errors.
+    fn every_kind_of_decision() -> Vec<Decision> {
+        let Version::Minor(max) = pss::max_version() else {
+            panic!("the newest version is a number");
+        };
+        let mut results = Vec::new();
+        for mode in [Mode::Enforce, Mode::Audit, Mode::Warn] {
+            for level in [Level::Privileged, Level::Baseline, Level::Restricted] {
+                for version in [
+                    Version::Latest,
+                    Version::Minor(0),
+                    Version::Minor(24),
+                    Version::Minor(max),
+                    Version::Minor(max + 1),
+                ] {
+                    for allowed in [true, false] {
+                        let checks = if allowed {
+                            vec![]
+                        } else {
+                            vec!["runAsNonRoot", "privileged"]
+                        };
+                        results.push(PssResult {
+                            mode,
+                            policy: LevelVersion { level, version },
+                            allowed,
+                            checks,
+                        });
+                    }
+                }
+            }
+        }
+        let mut patched = Response::allow("u");
+        patched.patch = Some("W10=".to_owned());
+        let mut warned = Response::allow("u");
+        warned.warnings = vec!["one".to_owned(), "two".to_owned()];
+        let mut decisions = vec![
+            Decision::from(Response::allow("u")),
+            Decision {
+                response: patched,
+                facts: Facts {
+                    mutations: Applied::ALL.to_vec(),
+                    harden: Some(HardenMode::Warn),
+                    ..Facts::default()
+                },
+            },
+            Decision {
+                response: warned,
+                facts: Facts {
+                    pss: results,
+                    harden: Some(HardenMode::On),
+                    ..Facts::default()
+                },
+            },
+            Decision {
+                response: Response::deny("u", 500, "InternalError", "no"),
+                facts: Facts {
+                    exempt: Some("namespace"),
+                    pss_error: Some(true),
+                    ..Facts::default()
+                },
+            },
+        ];
+        let mut denied = Decision::from(Response::deny("u", 403, "Forbidden", "no"));
+        denied.facts.pss_error = Some(false);
+        denied.facts.harden = Some(HardenMode::Off);
+        decisions.push(denied);
+        decisions
+    }
+
+    /// Every combination a review can count lands in the series a lookup
+    /// by its labels would: the slots' indices never mix two series up.
+    #[test]
+    fn resolved_children_count_what_lookups_would() {
+        let texts = every_kind_of_request();
+        let requests: Vec<Request<'_>> = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let decisions = every_kind_of_decision();
+        let (resolved, looked_up) = (Metrics::new(), Metrics::new());
+        // Twice: the second time through the slots filled the first time.
+        for _ in 0..2 {
+            for webhook in ["mutate", "validate", "other"] {
+                for request in &requests {
+                    for decision in &decisions {
+                        resolved.record(webhook, request, decision);
+                        record_by_lookup(&looked_up, webhook, request, decision);
+                    }
+                }
+            }
+        }
+        for (webhook, reason) in [
+            ("mutate", "too_large"),
+            ("none", "unauthenticated"),
+            ("validate", "new"),
+        ] {
+            resolved.count_rejected(webhook, reason);
+            looked_up
+                .rejected_requests
+                .with_label_values(&[webhook, reason])
+                .inc();
+        }
+        for webhook in ["mutate", "validate", "other"] {
+            resolved.observe_duration(webhook, 0.002);
+            looked_up
+                .admission_duration
+                .with_label_values(&[webhook])
+                .observe(0.002);
+        }
+        let series = |m: &Metrics| -> Vec<String> {
+            m.render()
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("process_"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let (got, want) = (series(&resolved), series(&looked_up));
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w);
+        }
+        assert_eq!(got.len(), want.len());
+        assert!(
+            got.iter().any(|l| l.contains(r#"version="future""#)),
+            "a version with no slot is counted too"
+        );
+    }
+
     #[test]
     fn decisions_are_counted_with_bounded_labels() {
         let m = Metrics::new();
