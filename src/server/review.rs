@@ -185,9 +185,9 @@ async fn decide(review: &Review, state: &AppState, bytes: &Bytes) -> Response {
     match response.status.as_ref() {
         // The audit log holds every denial; without it, this line does.
         Some(status) if !response.allowed && !state.audit.has_sink() => {
-            info!(webhook = name, uid = %req.uid, namespace = req.namespace(), name = req.name(), outcome, message = %status.message, "denied");
+            info!(webhook = name, uid = %req.uid, namespace = req.namespace(), name = req.name(), outcome, status_message = %status.message, "denied");
         }
-        Some(status) => debug!(outcome, message = %status.message, "answered"),
+        Some(status) => debug!(outcome, status_message = %status.message, "answered"),
         None => debug!(outcome, warnings = response.warnings.len(), "answered"),
     }
     encoded(admission::encode(review.api_version, response))
