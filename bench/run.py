@@ -10,14 +10,26 @@ answering a fixed review). Steps:
    script into a cache directory): the server pinned to CPU 0, the client to
    CPU 1; saturation throughput, latency at fixed open-loop rates, a
    handshake storm (a new connection per request); the servers take turns;
-3. memory: idle RSS, and peak RSS under twice the measured saturation rate;
-4. startup: time from exec to `/readyz` answering 200 in standalone mode.
+3. the 3 MB review (50,000 minimal containers), alone and with small
+   reviews sent while it is decided (how many were shed, the slowest);
+4. where the time goes: `perf record -e cpu-clock` of the server under
+   saturation, top symbols (skipped without `perf`);
+5. memory: idle RSS, peak RSS under twice the measured saturation rate,
+   and peak RSS over the load test (the 3 MB reviews included);
+6. startup: time from exec to `/readyz` answering 200 in standalone mode.
+
+unroot runs as shipped: `--log-format json`, so the audit log (one line per
+review) goes to stdout and the logs to stderr; both are pipes that a reader
+drains, as a container runtime's are.
 
 Environment: UNROOT_BENCH_CACHE (default ~/.cache/unroot-bench),
 BENCH_QUICK=1 (shorter runs, for trying the script out), BENCH_OUT (default
-BENCHMARKS.md).
+BENCHMARKS.md), BENCH_SKIP_CRITERION=1 (no micro-benchmarks),
+BENCH_UNROOT=PATH (measure that unroot binary instead of building one, e.g.
+an older build to compare with).
 """
 
+import csv
 import json
 import os
 import platform
@@ -27,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -138,14 +151,29 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
+def drain(stream, counts, key):
+    """Reads `stream` to its end, counting lines: a pipe's reader."""
+    for _ in stream:
+        counts[key] += 1
+
+
 class Server:
     def __init__(self, name, cmd, port, ready):
         self.name, self.port = name, port
         started = time.monotonic()
+        # stdout (unroot's audit log) and stderr (its logs) are pipes read
+        # as fast as they come, as a container runtime reads them.
         self.proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CPU, *cmd], cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
+        self.lines = {"stdout": 0, "stderr": 0}
+        self.readers = [
+            threading.Thread(target=drain, args=(self.proc.stdout, self.lines, "stdout"), daemon=True),
+            threading.Thread(target=drain, args=(self.proc.stderr, self.lines, "stderr"), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
         deadline = started + 30
         while not ready():
             if self.proc.poll() is not None:
@@ -172,6 +200,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        for reader in self.readers:
+            reader.join(timeout=5)
 
 
 def accepts(port):
@@ -252,6 +282,83 @@ def oha_n(oha_bin, url, body, n):
             "errors": result.get("errorDistribution", {}), "size": body.stat().st_size}
 
 
+# The small reviews sent while the 3 MB review is decided, as an API server
+# keeps sending them: a fixed rate over a few keep-alive connections.
+SMALL_RATE = 50
+SMALL_CONNECTIONS = 4
+
+
+def big_with_small(oha_bin, url, big_body, body, seconds):
+    """The 3 MB review sent once while small reviews go on at SMALL_RATE a
+    second: the big answer, and how the small ones sent while it was being
+    answered fared (their connections are open by then: a handshake at the
+    start is not counted)."""
+    cmd = [
+        "taskset", "-c", CLIENT_CPU, oha_bin, "--no-tui", "--output-format", "csv",
+        "--insecure", "--http-version", "1.1", "--worker-threads", "1",
+        "-m", "POST", "-T", "application/json", "-D", body,
+        "-z", f"{seconds:.1f}s", "-c", str(SMALL_CONNECTIONS), "-q", str(SMALL_RATE),
+        "--latency-correction", url,
+    ]
+    started = time.monotonic()
+    small = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, text=True)
+    time.sleep(1)  # the small reviews are flowing on open connections
+    sent = time.monotonic() - started
+    big = oha_n(oha_bin, url, big_body, 1)
+    answered = time.monotonic() - started
+    rows = list(csv.DictReader(small.communicate()[0].splitlines()))
+    during = [r for r in rows if sent <= float(r["request-start"]) <= answered]
+    times = sorted(float(r["request-duration"]) for r in during)
+    codes = {}
+    for r in during:
+        codes[r["status"]] = codes.get(r["status"], 0) + 1
+    return {
+        "big": big["max"],
+        "big_codes": big["codes"],
+        "sent": len(during),
+        "shed": codes.get("429", 0),
+        "codes": codes,
+        "slowest": times[-1] if times else 0.0,
+        "p99": times[min(len(times) - 1, int(len(times) * 0.99))] if times else None,
+    }
+
+
+def profile(work, server, oha_bin, url, body, name):
+    """`perf record -e cpu-clock` of `server` while `url` is saturated: the
+    top symbols and the split between unroot, the kernel and libc (shares
+    of the samples), or None without perf."""
+    perf = shutil.which("perf")
+    if not perf:
+        log("no perf: skipping the profile")
+        return None
+    data = work / f"perf-{name}.data"
+    seconds = SATURATION_SECONDS
+    record = subprocess.Popen(
+        [perf, "record", "-e", "cpu-clock", "-F", "999", "-o", str(data),
+         "-p", str(server.proc.pid), "--", "sleep", str(seconds)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    oha(oha_bin, url, body, seconds + 1)
+    if record.wait() != 0 or not data.exists():
+        log("perf record failed: skipping the profile")
+        return None
+
+    def shares(sort):
+        text = subprocess.run(
+            [perf, "report", "-i", str(data), "--no-children", "--sort", sort,
+             "--stdio", "-g", "none"],
+            capture_output=True, text=True).stdout
+        rows = []
+        for line in text.splitlines():
+            fields = line.split()
+            if not fields or line.startswith("#") or not fields[0].endswith("%"):
+                continue
+            name = " ".join(f for f in fields[1:] if f != "-")
+            rows.append((float(fields[0].rstrip("%")), name))
+        return rows
+
+    return {"symbols": shares("symbol")[:15], "dsos": shares("dso")[:5]}
+
+
 def settings(oha_bin):
     return output([str(oha_bin), "--version"])
 
@@ -270,7 +377,7 @@ def report(work):
     run(["cargo", "build", "--release", "--bin", "unroot",
          "--example", "null_responder", "--example", "bench_review"])
     release = target / "release"
-    unroot_bin = release / "unroot"
+    unroot_bin = Path(os.environ["BENCH_UNROOT"]) if os.environ.get("BENCH_UNROOT") else release / "unroot"
     null_bin = release / "examples" / "null_responder"
 
     body = work / "review.json"
@@ -326,8 +433,19 @@ def report(work):
     big = {}
     for name, url in targets.items():
         big[name] = oha_n(oha_bin, url, big_body, 3)
+    # And with small reviews sent while it is decided, for as long as it
+    # took alone and a bit more.
+    big_small = {}
+    for name, url in targets.items():
+        seconds = max(3.0, big[name]["max"] * 1.5 + 1)
+        big_small[name] = big_with_small(oha_bin, url, big_body, body, seconds)
+    profiles = {}
+    for name in ["mutate", "validate"]:
+        profiles[name] = profile(work, unroot, oha_bin, targets[name], body, name)
+    load_peak = {"null": null.peak(), "unroot": unroot.peak()}
     null.stop()
     unroot.stop()
+    audit_lines = unroot.lines["stdout"]
 
     # Peak memory: fresh processes under twice the saturation rate of
     # /mutate, with enough connections that the client never waits.
@@ -346,7 +464,8 @@ def report(work):
         server.stop()
 
     write(facts, settings(oha_bin), body.stat().st_size, micro, starts, idle,
-          saturation, fixed, storm, overload, peak, big)
+          saturation, fixed, storm, overload, peak, big, big_small, profiles, load_peak,
+          audit_lines)
 
 
 # --- report --------------------------------------------------------------
@@ -368,7 +487,7 @@ def verdict(ok):
 
 
 def write(facts, oha_version, body_size, micro, starts, idle, saturation, fixed, storm,
-          overload, peak, big):
+          overload, peak, big, big_small, profiles, load_peak, audit_lines):
     lines = []
     add = lines.append
     add("# Benchmarks")
@@ -384,7 +503,9 @@ def write(facts, oha_version, body_size, micro, starts, idle, saturation, fixed,
     add(f"- Input: the AdmissionReview of a realistic {CONTAINERS}-container pod "
         f"({body_size:,} bytes: defaults, managedFields, the service-account volume; "
         "`benches/support/review.rs`), the same body for every server")
-    add("- unroot: `unroot serve --standalone --log-format json`, the embedded policy with the "
+    add("- unroot: `unroot serve --standalone --log-format json`, as shipped: the audit log "
+        "(a line per review) on stdout and the logs on stderr, both pipes drained by a reader "
+        f"({audit_lines:,} audit lines read); the embedded policy with the "
         "trust bundle selecting every namespace (so `/mutate` hardens and mounts the bundle); "
         "`/validate` evaluates the same (unmutated) pod: allowed at baseline, audit and warn "
         "restricted violations recorded")
@@ -415,6 +536,32 @@ def write(facts, oha_version, body_size, micro, starts, idle, saturation, fixed,
         add("Review sizes: " + ", ".join(
             f"{n} container{'s' if n > 1 else ''} ≈ {review_size(n)}" for n in (1, 3, 10)))
         add("")
+        if any(k.startswith("decide/") for k in micro):
+            add("### By stage (3 containers)")
+            add("")
+            add("| Stage | `/mutate` | `/validate` |")
+            add("|---|---|---|")
+            for stage, what in [("decode", "bytes → decoded review"),
+                                ("decide", "decoded review → answer"),
+                                ("encode", "answer → bytes")]:
+                cells = [ns_text(m(f"{stage}/{hook}/3")) if m(f"{stage}/{hook}/3") is not None
+                         else "n/a" for hook in ("mutate", "validate")]
+                add(f"| {stage} ({what}) | {' | '.join(cells)} |")
+            add("")
+        hop = m("offload/hop")
+        if hop is not None:
+            add("### A large review on a thread of its own")
+            add("")
+            add(f"The hop (a thread started, the review driven there, the answer sent back) costs "
+                f"{ns_text(hop)}. `/mutate` of minimal containers, the review that costs most per byte:")
+            add("")
+            add("| Containers | Review | Time | Hop / time |")
+            add("|---|---|---|---|")
+            for n in (100, 1000, 3000):
+                t = m(f"offload/small/{n}")
+                if t is not None:
+                    add(f"| {n:,} | {small_review_size(n)} | {ns_text(t)} | {hop / t:.1%} |")
+            add("")
         add("### Scaling (`/mutate`, bytes in → bytes out)")
         add("")
         add("| Containers | Time | Time per container | Per container vs 10 |")
@@ -479,6 +626,8 @@ def write(facts, oha_version, body_size, micro, starts, idle, saturation, fixed,
     add("| Figure | null responder | unroot | ratio | Target |")
     add("|---|---|---|---|---|")
     add(f"| Idle RSS | {idle['null']:.1f} MiB | {idle['unroot']:.1f} MiB | {idle['unroot'] / idle['null']:.1f}× | ≤ 20 MiB |")
+    add(f"| Peak RSS over the load test (the 3 MB reviews included) | {load_peak['null']:.1f} MiB | "
+        f"{load_peak['unroot']:.1f} MiB | {load_peak['unroot'] / load_peak['null']:.1f}× | |")
     add(f"| Peak RSS at 2× saturation (`/mutate`, {OVERLOAD_CONNECTIONS} connections, open loop) | "
         f"{peak['null']:.1f} MiB | {peak['mutate']:.1f} MiB | {peak['mutate'] / peak['null']:.1f}× | ≤ 64 MiB |")
     o_n, o_m = overload["null"], overload["mutate"]
@@ -488,13 +637,49 @@ def write(facts, oha_version, body_size, micro, starts, idle, saturation, fixed,
     add(f"| … slowest answer (from when it was due) | {o_n['max']:.2f} s | {o_m['max']:.2f} s | | < 10 s webhook timeout |")
     add(f"| Ready after exec (standalone, `/readyz` 200), best of 3 | | {min(starts) * 1000:,.0f} ms | | ≤ 1 s |")
     add("")
-    add(f"## The 3 MB review ({big['null']['size']:,} bytes, 50,000 minimal containers; slowest of 3)")
+    add(f"## The 3 MB review ({big['null']['size']:,} bytes, 50,000 minimal containers)")
     add("")
-    add("| null responder | unroot `/mutate` | unroot `/validate` | Target |")
-    add("|---|---|---|---|")
-    add(f"| {big['null']['max'] * 1000:,.0f} ms | {big['mutate']['max'] * 1000:,.0f} ms | "
+    add(f"Alone: the slowest of 3, one at a time. With small reviews: the realistic review sent "
+        f"{SMALL_RATE} times a second over {SMALL_CONNECTIONS} keep-alive connections (open loop, "
+        "latency from when each was due) while the 3 MB review is sent once; the small reviews "
+        "counted are those sent between the 3 MB review's request and its answer.")
+    add("")
+    add("| Figure | null responder | unroot `/mutate` | unroot `/validate` | Target |")
+    add("|---|---|---|---|---|")
+    add(f"| Alone | {big['null']['max'] * 1000:,.0f} ms | {big['mutate']['max'] * 1000:,.0f} ms | "
         f"{big['validate']['max'] * 1000:,.0f} ms | < 1 s |")
+    b = big_small
+    add(f"| With small reviews | {b['null']['big'] * 1000:,.0f} ms | {b['mutate']['big'] * 1000:,.0f} ms | "
+        f"{b['validate']['big'] * 1000:,.0f} ms | |")
+    add(f"| … small reviews shed (429) / sent | {b['null']['shed']} / {b['null']['sent']} | "
+        f"{b['mutate']['shed']} / {b['mutate']['sent']} | {b['validate']['shed']} / {b['validate']['sent']} | none |")
+    add(f"| … slowest small answer | {b['null']['slowest'] * 1000:,.0f} ms | {b['mutate']['slowest'] * 1000:,.0f} ms | "
+        f"{b['validate']['slowest'] * 1000:,.0f} ms | < 100 ms |")
+    add(f"| … small answers p99 | {us(b['null']['p99'])} | {us(b['mutate']['p99'])} | {us(b['validate']['p99'])} | |")
+    odd = [f"{k}: {r['codes']} (3 MB: {r['big_codes']})" for k, r in b.items()
+           if set(r["codes"]) - {"200", "429"} or set(r["big_codes"]) - {"200"}]
+    if odd:
+        add("")
+        add("Other answers or errors: " + "; ".join(odd))
     add("")
+
+    if any(profiles.values()):
+        add("## Where the time goes")
+        add("")
+        add(f"`perf record -e cpu-clock` of unroot while each webhook is saturated ({SATURATION_SECONDS} s), "
+            "shares of the samples (`[k]`: the kernel, mostly TCP).")
+        add("")
+        for hook, prof in profiles.items():
+            if not prof:
+                continue
+            split = ", ".join(f"{name} {share:.0f}%" for share, name in prof["dsos"])
+            add(f"`/{hook}`: {split}.")
+            add("")
+            add("| Share | Symbol |")
+            add("|---|---|")
+            for share, name in prof["symbols"]:
+                add(f"| {share:.1f}% | `{name.replace('|', '/')}` |")
+            add("")
 
     # Targets, from the figures above.
     add("## Targets")
@@ -517,6 +702,10 @@ def write(facts, oha_version, body_size, micro, starts, idle, saturation, fixed,
             add(f"| p99 `/{hook}` at {rate:,} req/s ≤ null + 250 µs | +{us(d)} | {verdict(d <= 250e-6)} |")
     worst = max(big["mutate"]["max"], big["validate"]["max"])
     add(f"| 3 MB review < 1 s | {worst * 1000:,.0f} ms | {verdict(worst < 1)} |")
+    shed = b["mutate"]["shed"] + b["validate"]["shed"]
+    slowest = max(b["mutate"]["slowest"], b["validate"]["slowest"])
+    add(f"| Small reviews while a 3 MB review is decided: none shed, each < 100 ms | "
+        f"{shed} shed, slowest {slowest * 1000:,.0f} ms | {verdict(shed == 0 and slowest < 0.1)} |")
     add(f"| Idle RSS ≤ 20 MiB | {idle['unroot']:.1f} MiB | {verdict(idle['unroot'] <= 20)} |")
     clean = not failed(o_m)
     ok = peak["mutate"] <= 64 and o_m["max"] < 10
@@ -526,6 +715,16 @@ def write(facts, oha_version, body_size, micro, starts, idle, saturation, fixed,
     add("")
     OUT.write_text("\n".join(lines) + "\n")
     log(f"wrote {OUT}")
+
+
+def small_review_size(n):
+    path = Path(tempfile.gettempdir()) / f"unroot-bench-small-{n}.json"
+    binary = target_dir() / "release" / "examples" / "bench_review"
+    with path.open("wb") as f:
+        subprocess.run([binary, "--small-containers", str(n)], check=True, stdout=f)
+    size = path.stat().st_size
+    path.unlink()
+    return f"{size / 1024:.0f} KiB"
 
 
 def review_size(n):

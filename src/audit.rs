@@ -6,7 +6,10 @@
 //! the record goes into a bounded queue, and when the queue is full it is
 //! dropped and counted (`unroot_audit_dropped_total{reason="queue_full"}`).
 //! One writer thread owns the sink (stdout in `serve`, any `Write` in tests),
-//! so a slow or blocked stdout stalls that thread only, never a review.
+//! so a slow or blocked stdout stalls that thread only, never a review. The
+//! writer works in batches: woken by a record, it lets the records of the
+//! next few milliseconds join it, writes them at once, and flushes when
+//! the queue is empty.
 //!
 //! A record says whether its caller was authenticated (`--client-ca`).
 //! Records of unauthenticated callers may fill at most
@@ -406,6 +409,13 @@ impl Log {
         rx.recv_timeout(timeout).is_ok()
     }
 
+    /// Whether every record is written somewhere (else only the
+    /// dashboard's ring is fed).
+    #[must_use]
+    pub fn has_sink(&self) -> bool {
+        self.has_sink
+    }
+
     /// The last denied or warned decisions.
     #[must_use]
     pub fn recent(&self) -> &Recent {
@@ -415,6 +425,11 @@ impl Log {
 
 /// Bytes of lines gathered before they are written out.
 const BATCH: usize = 64 * 1024;
+
+/// How long the writer lets records gather after one wakes it: an audit
+/// line is written at most this much later, and the queue ([`QUEUE`])
+/// holds what arrives meanwhile at up to 400,000 reviews a second.
+const LINGER: Duration = Duration::from_millis(10);
 
 /// The writer thread's state.
 struct Writer {
@@ -435,6 +450,13 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: &Receiver<Message>) {
         while let Ok(message) = rx.recv() {
+            // A record woke the writer: let the records of the next
+            // LINGER join it, so that under load the writer is woken and
+            // writes once per LINGER, not once per record. A flush (at
+            // shutdown) is answered at once.
+            if matches!(message, Message::Record(_)) {
+                std::thread::sleep(LINGER);
+            }
             self.handle(message);
             // Write what is queued, then flush once the queue is empty.
             while let Ok(message) = rx.try_recv() {

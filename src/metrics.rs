@@ -2,16 +2,25 @@
 //!
 //! The admission core returns [`Facts`]; [`Metrics::record`] is the one place
 //! that turns them into counters. Every label set is bounded: no pod names,
-//! users or raw request strings.
+//! users or raw request strings, and the children a review counts are
+//! resolved once per label combination ([`slots`]), not looked up per review.
+
+mod slots;
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use self::slots::{Names, Slots};
 use crate::admission::validate::metric_version;
-use crate::admission::{Applied, Decision, Operation, Request, Target};
+use crate::admission::{Applied, Decision, Mode, Operation, PssResult, Request, Target};
 use crate::policy::HardenMode;
+use crate::pss::{self, Level, LevelVersion, Version};
+use crate::workload;
 
 /// Latency buckets: 50 µs to 10 s (the API server's webhook timeout).
 pub const DURATION_BUCKETS: [f64; 18] = [
@@ -50,6 +59,8 @@ pub struct Metrics {
     /// The readiness report's gauges, registered with or without a cluster
     /// (the report runs only with one).
     pub report: crate::report::task::Metrics,
+    /// The children reviews count, resolved once per label combination.
+    resolved: Arc<Resolved>,
 }
 
 /// The counters of upstream Pod Security Admission (same labels, bounded
@@ -206,6 +217,7 @@ impl Metrics {
         }
         let report = crate::report::task::Metrics::new(&registry);
         Self {
+            resolved: Arc::new(Resolved::new()),
             registry,
             admission_requests,
             admission_duration,
@@ -232,57 +244,125 @@ impl Metrics {
     pub fn record(&self, webhook: &str, request: &Request<'_>, decision: &Decision) {
         let response = &decision.response;
         let facts = &decision.facts;
-        self.admission_requests
-            .with_label_values(&[
+        let r = &self.resolved;
+        let outcome = response.outcome();
+        let (target, operation) = (request.target(), request.operation);
+        let hook = webhook_index(webhook);
+        let index = hook.zip(outcome_index(outcome)).map(|(hook, outcome)| {
+            ((hook * TARGETS + target_index(target)) * OPERATIONS + operation_index(operation))
+                * OUTCOMES
+                + outcome
+        });
+        child(&r.requests, index, || {
+            self.admission_requests.with_label_values(&[
                 webhook,
-                request.target().as_str(),
-                request.operation.as_str(),
-                response.outcome(),
+                target.as_str(),
+                operation.as_str(),
+                outcome,
             ])
-            .inc();
+        })
+        .inc();
         if !response.warnings.is_empty() {
-            self.warnings
-                .with_label_values(&[webhook])
-                .inc_by(response.warnings.len() as u64);
+            child(&r.warnings, hook, || {
+                self.warnings.with_label_values(&[webhook])
+            })
+            .inc_by(response.warnings.len() as u64);
         }
         for applied in &facts.mutations {
-            self.mutations.with_label_values(&[applied.as_str()]).inc();
+            let index = Applied::ALL.iter().position(|a| a == applied);
+            child(&r.mutations, index, || {
+                self.mutations.with_label_values(&[applied.as_str()])
+            })
+            .inc();
         }
         if let Some(mode) = facts.harden {
-            self.harden.with_label_values(&[mode.as_str()]).inc();
+            let index = HardenMode::ALL.iter().position(|m| *m == mode);
+            child(&r.harden, index, || {
+                self.harden.with_label_values(&[mode.as_str()])
+            })
+            .inc();
         }
-        let upstream = upstream_labels(request);
-        let [op, resource, sub] = &upstream;
+        let upstream = Upstream::of(request);
+        let [op, resource, sub] = upstream.labels;
         if facts.exempt.is_some() {
-            self.pod_security
-                .exemptions
-                .with_label_values(&[op, resource, sub])
-                .inc();
+            child(&r.exemptions, Some(upstream.index), || {
+                self.pod_security
+                    .exemptions
+                    .with_label_values(&[op, resource, sub])
+            })
+            .inc();
         }
         if let Some(fatal) = facts.pss_error {
-            self.pod_security
-                .errors
-                .with_label_values(&[if fatal { "true" } else { "false" }, op, resource, sub])
-                .inc();
+            let index = usize::from(fatal) * REQUESTS + upstream.index;
+            child(&r.errors, Some(index), || {
+                let fatal = if fatal { "true" } else { "false" };
+                self.pod_security
+                    .errors
+                    .with_label_values(&[fatal, op, resource, sub])
+            })
+            .inc();
         }
         for result in &facts.pss {
-            let decision = if result.allowed { "allow" } else { "deny" };
-            let level = result.policy.level.as_str();
+            self.record_pss(result, &upstream);
+        }
+    }
+
+    /// Counts one Pod Security evaluation of a review of `upstream`.
+    fn record_pss(&self, result: &PssResult, upstream: &Upstream) {
+        let r = &self.resolved;
+        let decision = if result.allowed { "allow" } else { "deny" };
+        let level = result.policy.level.as_str();
+        let mode = result.mode.as_str();
+        let [op, resource, sub] = upstream.labels;
+        // A version newer than this binary knows has no slot: looked up.
+        let index = pss_index(result, r.versions);
+        child(&r.pss, index, || {
             let version = metric_version(result.policy);
-            let mode = result.mode.as_str();
             self.pss_evaluations
                 .with_label_values(&[mode, level, &version, decision])
-                .inc();
+        })
+        .inc();
+        let row = r
+            .upstream
+            .get(upstream.index, || Slots::new(pss_slots(r.versions)));
+        let none = Slots::new(0);
+        child(row.unwrap_or(&none), index, || {
+            let version = metric_version(result.policy);
             self.pod_security
                 .evaluations
                 .with_label_values(&[decision, level, &version, mode, op, resource, sub])
-                .inc();
-            for check in &result.checks {
-                self.pss_violations
-                    .with_label_values(&[mode, level, check])
-                    .inc();
-            }
+        })
+        .inc();
+        let base = mode_index(result.mode) * LEVELS + level_index(result.policy.level);
+        for check in &result.checks {
+            let index = r.checks.index(check).map(|c| c * MODES * LEVELS + base);
+            child(&r.violations, index, || {
+                self.pss_violations.with_label_values(&[mode, level, check])
+            })
+            .inc();
         }
+    }
+
+    /// Observes the time `webhook` took to answer a review.
+    pub fn observe_duration(&self, webhook: &str, seconds: f64) {
+        child(&self.resolved.duration, webhook_index(webhook), || {
+            self.admission_duration.with_label_values(&[webhook])
+        })
+        .observe(seconds);
+    }
+
+    /// Counts a request `webhook` refused before it was a review, for
+    /// `reason` (`webhook` is `none` before any webhook was named).
+    pub fn count_rejected(&self, webhook: &str, reason: &str) {
+        let index = REJECTED_WEBHOOKS
+            .iter()
+            .position(|w| *w == webhook)
+            .zip(REASONS.iter().position(|r| *r == reason))
+            .map(|(w, r)| w * REASONS.len() + r);
+        child(&self.resolved.rejected, index, || {
+            self.rejected_requests.with_label_values(&[webhook, reason])
+        })
+        .inc();
     }
 
     /// Every metric in the Prometheus text format.
@@ -301,38 +381,238 @@ impl Default for Metrics {
     }
 }
 
+/// The child made by `make`, from slot `index` of `slots` (made there on
+/// first use); a combination without a slot is made each time.
+fn child<T: Clone>(slots: &Slots<T>, index: Option<usize>, make: impl Fn() -> T) -> Cow<'_, T> {
+    match index.and_then(|i| slots.get(i, &make)) {
+        Some(child) => Cow::Borrowed(child),
+        None => Cow::Owned(make()),
+    }
+}
+
+/// The children [`Metrics::record`] and the review wrapper count, one slot
+/// per combination of label values.
+#[derive(Debug)]
+struct Resolved {
+    /// webhook × target × operation × outcome.
+    requests: Slots<IntCounter>,
+    /// webhook.
+    duration: Slots<Histogram>,
+    /// webhook.
+    warnings: Slots<IntCounter>,
+    /// webhook (with `none`) × reason.
+    rejected: Slots<IntCounter>,
+    /// [`Applied::ALL`].
+    mutations: Slots<IntCounter>,
+    /// [`HardenMode::ALL`].
+    harden: Slots<IntCounter>,
+    /// `unroot_pss_evaluations_total`: one [`pss_index`] each.
+    pss: Slots<IntCounter>,
+    /// `unroot_pod_security_evaluations_total`: a row per upstream request
+    /// combination ([`Upstream`]), made when first seen, of one
+    /// [`pss_index`] each.
+    upstream: Slots<Slots<IntCounter>>,
+    /// Upstream request combination.
+    exemptions: Slots<IntCounter>,
+    /// fatal × upstream request combination.
+    errors: Slots<IntCounter>,
+    /// check × mode × level.
+    violations: Slots<IntCounter>,
+    /// The check IDs seen, numbered.
+    checks: Names,
+    /// Pod Security versions with slots ([`versions`]).
+    versions: usize,
+}
+
+impl Resolved {
+    fn new() -> Self {
+        let versions = versions();
+        Self {
+            versions,
+            requests: Slots::new(WEBHOOKS * TARGETS * OPERATIONS * OUTCOMES),
+            duration: Slots::new(WEBHOOKS),
+            warnings: Slots::new(WEBHOOKS),
+            rejected: Slots::new(REJECTED_WEBHOOKS.len() * REASONS.len()),
+            mutations: Slots::new(Applied::ALL.len()),
+            harden: Slots::new(HardenMode::ALL.len()),
+            pss: Slots::new(pss_slots(versions)),
+            upstream: Slots::new(REQUESTS),
+            exemptions: Slots::new(REQUESTS),
+            errors: Slots::new(2 * REQUESTS),
+            violations: Slots::new(slots::NAMES * MODES * LEVELS),
+            checks: Names::new(),
+        }
+    }
+}
+
+/// `mutate`, `validate`.
+const WEBHOOKS: usize = 2;
+
+fn webhook_index(webhook: &str) -> Option<usize> {
+    match webhook {
+        "mutate" => Some(0),
+        "validate" => Some(1),
+        _ => None,
+    }
+}
+
+/// The `webhook` values of `unroot_rejected_requests_total`.
+const REJECTED_WEBHOOKS: [&str; 3] = ["mutate", "validate", "none"];
+
+/// The `reason` values of `unroot_rejected_requests_total`.
+const REASONS: [&str; 7] = [
+    "malformed",
+    "too_large",
+    "unsupported_media_type",
+    "body_timeout",
+    "overloaded",
+    "unauthenticated",
+    "header_timeout",
+];
+
+const TARGETS: usize = 4 + workload::Kind::ALL.len();
+
+fn target_index(target: Target) -> usize {
+    match target {
+        Target::Pod => 0,
+        Target::Namespace => 1,
+        Target::ConfigMap => 2,
+        Target::Other => 3,
+        Target::Workload(kind) => {
+            4 + workload::Kind::ALL
+                .iter()
+                .position(|k| *k == kind)
+                .unwrap_or(0)
+        }
+    }
+}
+
+const OPERATIONS: usize = 5;
+
+fn operation_index(operation: Operation) -> usize {
+    match operation {
+        Operation::Create => 0,
+        Operation::Update => 1,
+        Operation::Delete => 2,
+        Operation::Connect => 3,
+        Operation::Other => 4,
+    }
+}
+
+const OUTCOMES: usize = 4;
+
+fn outcome_index(outcome: &str) -> Option<usize> {
+    match outcome {
+        "allowed" => Some(0),
+        "patched" => Some(1),
+        "denied" => Some(2),
+        "error" => Some(3),
+        _ => None,
+    }
+}
+
+const MODES: usize = 3;
+
+fn mode_index(mode: Mode) -> usize {
+    match mode {
+        Mode::Enforce => 0,
+        Mode::Audit => 1,
+        Mode::Warn => 2,
+    }
+}
+
+const LEVELS: usize = 3;
+
+fn level_index(level: Level) -> usize {
+    match level {
+        Level::Privileged => 0,
+        Level::Baseline => 1,
+        Level::Restricted => 2,
+    }
+}
+
+/// Versions a slot is kept for: `latest` and `v1.0` to the newest this
+/// binary knows.
+fn versions() -> usize {
+    match pss::max_version() {
+        Version::Minor(max) => usize::try_from(max).map_or(1, |m| m + 2),
+        Version::Latest => 1,
+    }
+}
+
+/// Slots per Pod Security evaluation, for `versions` versions: level ×
+/// version × mode × decision.
+fn pss_slots(versions: usize) -> usize {
+    LEVELS * versions * MODES * 2
+}
+
+/// The slot of a Pod Security evaluation, for `versions` versions: `None`
+/// for a version newer than this binary knows.
+fn pss_index(result: &PssResult, versions: usize) -> Option<usize> {
+    let LevelVersion { level, version } = result.policy;
+    let version = match version {
+        Version::Latest => 0,
+        Version::Minor(minor) => usize::try_from(minor).ok()? + 1,
+    };
+    if version >= versions {
+        return None;
+    }
+    let lv = level_index(level) * versions + version;
+    Some((lv * MODES + mode_index(result.mode)) * 2 + usize::from(result.allowed))
+}
+
 /// Upstream Pod Security Admission's request labels (§4.9), with every value
 /// bounded: operation, resource (`pod`, `namespace`, `controller`) and
-/// subresource (a known one, or `other`).
-fn upstream_labels(request: &Request<'_>) -> [&'static str; 3] {
-    let operation = match request.operation {
-        Operation::Create => "create",
-        Operation::Update => "update",
-        Operation::Delete => "delete",
-        Operation::Connect => "connect",
-        Operation::Other => "other",
-    };
-    let resource = match request.target() {
-        Target::Pod => "pod",
-        Target::Namespace => "namespace",
-        _ => "controller",
-    };
-    let sub = match request.sub_resource() {
-        "" => "",
-        "ephemeralcontainers" => "ephemeralcontainers",
-        "resize" => "resize",
-        "status" => "status",
-        "binding" => "binding",
-        "eviction" => "eviction",
-        "exec" => "exec",
-        "attach" => "attach",
-        "log" => "log",
-        "portforward" => "portforward",
-        "proxy" => "proxy",
-        "scale" => "scale",
-        _ => "other",
-    };
-    [operation, resource, sub]
+/// subresource (a known one, or `other`); and the combination's slot.
+struct Upstream {
+    labels: [&'static str; 3],
+    index: usize,
+}
+
+/// The subresources upstream names, then `other` for any other.
+const SUBRESOURCES: [&str; 13] = [
+    "",
+    "ephemeralcontainers",
+    "resize",
+    "status",
+    "binding",
+    "eviction",
+    "exec",
+    "attach",
+    "log",
+    "portforward",
+    "proxy",
+    "scale",
+    "other",
+];
+
+/// Upstream request combinations: operation × resource × subresource.
+const REQUESTS: usize = OPERATIONS * 3 * SUBRESOURCES.len();
+
+impl Upstream {
+    fn of(request: &Request<'_>) -> Self {
+        let operation = match request.operation {
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::Connect => "connect",
+            Operation::Other => "other",
+        };
+        let (resource, r) = match request.target() {
+            Target::Pod => ("pod", 0),
+            Target::Namespace => ("namespace", 1),
+            _ => ("controller", 2),
+        };
+        let other = SUBRESOURCES.len() - 1;
+        let sub = SUBRESOURCES[..other]
+            .iter()
+            .position(|s| *s == request.sub_resource())
+            .unwrap_or(other);
+        Self {
+            labels: [operation, resource, SUBRESOURCES[sub]],
+            index: (operation_index(request.operation) * 3 + r) * SUBRESOURCES.len() + sub,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -340,6 +620,217 @@ mod tests {
     use super::*;
     use crate::admission::{Facts, Mode, PssResult, Response};
     use crate::pss::{Level, LevelVersion, Version};
+
+    /// What `record` counted before the children were resolved once: a
+    /// lookup per label set, per review.
+    fn record_by_lookup(m: &Metrics, webhook: &str, request: &Request<'_>, decision: &Decision) {
+        let (response, facts) = (&decision.response, &decision.facts);
+        m.admission_requests
+            .with_label_values(&[
+                webhook,
+                request.target().as_str(),
+                request.operation.as_str(),
+                response.outcome(),
+            ])
+            .inc();
+        if !response.warnings.is_empty() {
+            m.warnings
+                .with_label_values(&[webhook])
+                .inc_by(response.warnings.len() as u64);
+        }
+        for applied in &facts.mutations {
+            m.mutations.with_label_values(&[applied.as_str()]).inc();
+        }
+        if let Some(mode) = facts.harden {
+            m.harden.with_label_values(&[mode.as_str()]).inc();
+        }
+        let [op, resource, sub] = Upstream::of(request).labels;
+        if facts.exempt.is_some() {
+            m.pod_security
+                .exemptions
+                .with_label_values(&[op, resource, sub])
+                .inc();
+        }
+        if let Some(fatal) = facts.pss_error {
+            let fatal = if fatal { "true" } else { "false" };
+            m.pod_security
+                .errors
+                .with_label_values(&[fatal, op, resource, sub])
+                .inc();
+        }
+        for result in &facts.pss {
+            let decision = if result.allowed { "allow" } else { "deny" };
+            let (level, mode) = (result.policy.level.as_str(), result.mode.as_str());
+            let version = metric_version(result.policy);
+            m.pss_evaluations
+                .with_label_values(&[mode, level, &version, decision])
+                .inc();
+            m.pod_security
+                .evaluations
+                .with_label_values(&[decision, level, &version, mode, op, resource, sub])
+                .inc();
+            for check in &result.checks {
+                m.pss_violations
+                    .with_label_values(&[mode, level, check])
+                    .inc();
+            }
+        }
+    }
+
+    /// Requests of every operation, of pods (with subresources, known and
+    /// not), workloads, namespaces, ConfigMaps and anything else.
+    fn every_kind_of_request() -> Vec<String> {
+        [
+            ("CREATE", "", "pods", ""),
+            ("UPDATE", "", "pods", "ephemeralcontainers"),
+            ("UPDATE", "", "pods", "nonsense"),
+            ("DELETE", "", "pods", "status"),
+            ("CONNECT", "", "pods", "exec"),
+            ("PATCH", "", "pods", ""),
+            ("CREATE", "apps", "deployments", ""),
+            ("UPDATE", "batch", "cronjobs", "scale"),
+            ("CREATE", "", "namespaces", ""),
+            ("UPDATE", "", "configmaps", ""),
+            ("CREATE", "example.com", "widgets", ""),
+        ]
+        .iter()
+        .map(|(operation, group, resource, sub)| {
+            serde_json::json!({"uid": "u", "operation": operation, "subResource": sub,
+                "resource": {"group": group, "version": "v1", "resource": resource}})
+            .to_string()
+        })
+        .collect()
+    }
+
+    /// Decisions with every kind of fact: each outcome, warnings, every
+    /// mutation and harden mode, Pod Security results of every mode, level,
+    /// version (one newer than the binary's too) and verdict, with failed
+    /// checks, an exemption, errors.
+    fn every_kind_of_decision() -> Vec<Decision> {
+        let Version::Minor(max) = pss::max_version() else {
+            panic!("the newest version is a number");
+        };
+        let mut results = Vec::new();
+        for mode in [Mode::Enforce, Mode::Audit, Mode::Warn] {
+            for level in [Level::Privileged, Level::Baseline, Level::Restricted] {
+                for version in [
+                    Version::Latest,
+                    Version::Minor(0),
+                    Version::Minor(24),
+                    Version::Minor(max),
+                    Version::Minor(max + 1),
+                ] {
+                    for allowed in [true, false] {
+                        let checks = if allowed {
+                            vec![]
+                        } else {
+                            vec!["runAsNonRoot", "privileged"]
+                        };
+                        results.push(PssResult {
+                            mode,
+                            policy: LevelVersion { level, version },
+                            allowed,
+                            checks,
+                        });
+                    }
+                }
+            }
+        }
+        let mut patched = Response::allow("u");
+        patched.patch = Some("W10=".to_owned());
+        let mut warned = Response::allow("u");
+        warned.warnings = vec!["one".to_owned(), "two".to_owned()];
+        let mut decisions = vec![
+            Decision::from(Response::allow("u")),
+            Decision {
+                response: patched,
+                facts: Facts {
+                    mutations: Applied::ALL.to_vec(),
+                    harden: Some(HardenMode::Warn),
+                    ..Facts::default()
+                },
+            },
+            Decision {
+                response: warned,
+                facts: Facts {
+                    pss: results,
+                    harden: Some(HardenMode::On),
+                    ..Facts::default()
+                },
+            },
+            Decision {
+                response: Response::deny("u", 500, "InternalError", "no"),
+                facts: Facts {
+                    exempt: Some("namespace"),
+                    pss_error: Some(true),
+                    ..Facts::default()
+                },
+            },
+        ];
+        let mut denied = Decision::from(Response::deny("u", 403, "Forbidden", "no"));
+        denied.facts.pss_error = Some(false);
+        denied.facts.harden = Some(HardenMode::Off);
+        decisions.push(denied);
+        decisions
+    }
+
+    /// Every combination a review can count lands in the series a lookup
+    /// by its labels would: the slots' indices never mix two series up.
+    #[test]
+    fn resolved_children_count_what_lookups_would() {
+        let texts = every_kind_of_request();
+        let requests: Vec<Request<'_>> = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let decisions = every_kind_of_decision();
+        let (resolved, looked_up) = (Metrics::new(), Metrics::new());
+        // Twice: the second time through the slots filled the first time.
+        for _ in 0..2 {
+            for webhook in ["mutate", "validate", "other"] {
+                for request in &requests {
+                    for decision in &decisions {
+                        resolved.record(webhook, request, decision);
+                        record_by_lookup(&looked_up, webhook, request, decision);
+                    }
+                }
+            }
+        }
+        for (webhook, reason) in [
+            ("mutate", "too_large"),
+            ("none", "unauthenticated"),
+            ("validate", "new"),
+        ] {
+            resolved.count_rejected(webhook, reason);
+            looked_up
+                .rejected_requests
+                .with_label_values(&[webhook, reason])
+                .inc();
+        }
+        for webhook in ["mutate", "validate", "other"] {
+            resolved.observe_duration(webhook, 0.002);
+            looked_up
+                .admission_duration
+                .with_label_values(&[webhook])
+                .observe(0.002);
+        }
+        let series = |m: &Metrics| -> Vec<String> {
+            m.render()
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("process_"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let (got, want) = (series(&resolved), series(&looked_up));
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w);
+        }
+        assert_eq!(got.len(), want.len());
+        assert!(
+            got.iter().any(|l| l.contains(r#"version="future""#)),
+            "a version with no slot is counted too"
+        );
+    }
 
     #[test]
     fn decisions_are_counted_with_bounded_labels() {

@@ -8,7 +8,8 @@
 //! - [`body`]: what a webhook body must be before it is read as a review
 //!   (media type, size, time);
 //! - [`review`]: decode the review, dispatch to the webhook's handler,
-//!   record the answer (metrics, span, policy hash), encode it;
+//!   record the answer (metrics, span, policy hash), encode it; a large
+//!   review on a thread of its own ([`offload`]);
 //! - [`handlers`]: one per webhook, the async steps the pure core needs
 //!   (namespace labels, the stored pod, the identity ConfigMap write).
 
@@ -20,6 +21,7 @@ pub mod lag;
 pub mod limits;
 pub mod listener;
 mod observe;
+pub mod offload;
 pub mod pods;
 mod review;
 
@@ -123,7 +125,7 @@ impl Default for Config {
     }
 }
 
-/// What every request handler shares.
+/// What every request handler shares. [`start`] puts it behind an `Arc`.
 #[derive(Clone)]
 pub struct AppState {
     /// The policy in force, swapped atomically on reload.
@@ -266,7 +268,7 @@ impl Running {
 }
 
 /// The webhook router: `/mutate` and `/validate` over HTTPS.
-pub fn webhook_router(state: AppState) -> Router {
+pub fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(handlers::mutate))
         .route("/validate", post(handlers::validate))
@@ -277,7 +279,7 @@ pub fn webhook_router(state: AppState) -> Router {
 /// The admin router: `/healthz`, `/readyz` and `/metrics`, for the
 /// kubelet's probes and Prometheus. What moved to the dashboard listener
 /// answers 404 saying where it went.
-pub fn admin_router(state: AppState) -> Router {
+pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -292,7 +294,7 @@ pub fn admin_router(state: AppState) -> Router {
 /// The dashboard router, served on loopback only: `/dashboard`, `POST
 /// /audit/run`, `GET /audit/report`, and `/metrics` (the dashboard links
 /// to it).
-pub fn dashboard_router(state: AppState) -> Router {
+pub fn dashboard_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/dashboard", get(observe::dashboard))
         .route("/audit/run", post(observe::run_report))
@@ -335,8 +337,10 @@ pub async fn start(
     let lag_probe = state.limits.lag_probe().map(tokio::spawn);
     let draining = listener::Draining::default();
     let drain = draining.clone();
-    let webhook = webhook_router(state.clone());
-    let admin_app = admin_router(state.clone());
+    // One reference count per request, not a clone of every field.
+    let state = Arc::new(state);
+    let webhook = webhook_router(Arc::clone(&state));
+    let admin_app = admin_router(Arc::clone(&state));
     let dashboard_app = dashboard_router(state);
 
     let plain = |listener: TcpListener, app: Router, what: &'static str| {
@@ -440,7 +444,7 @@ async fn moved() -> Response {
     )
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.readiness.unready() {
         None => (StatusCode::OK, "ok\n").into_response(),
         Some(why) => (
@@ -451,7 +455,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         state.metrics.render(),

@@ -184,6 +184,62 @@ async fn one_large_review_is_decided_at_a_time() {
     assert_eq!(again.status, 200);
 }
 
+/// Reviews over 64 KiB are decided a few at a time off the async workers;
+/// one that finds every place taken waits for one within its deadline
+/// (decided late, not shed), and is shed with a 429 only when its
+/// deadline comes first.
+#[tokio::test]
+async fn reviews_over_64_kib_wait_for_a_place_within_their_deadline() {
+    let server = Arc::new(start(Limits::default().with_max_offloaded(1)).await);
+    let medium = 70 * 1024;
+    let first = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            server
+                .post("/mutate", "application/json", review_body(medium))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The place is taken for SLOW: this one waits for it.
+    let second = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reply = server
+                .post("/mutate", "application/json", review_body(medium))
+                .await;
+            (reply, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A deadline shorter than the wait: shed when it comes (the API server's
+    // 1 s, minus a tenth).
+    let started = Instant::now();
+    let short = server
+        .post(
+            "/mutate?timeout=1s",
+            "application/json",
+            review_body(medium),
+        )
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(short.status, 429, "{short:?}");
+    assert!(
+        waited >= Duration::from_millis(800) && waited < SLOW,
+        "shed at its deadline: {waited:?}"
+    );
+    assert_eq!(
+        status_message(&short),
+        "unroot is overloaded: every place for reviews over 64 KiB (1) was taken until this review's deadline; retry in 1 s"
+    );
+    assert_eq!(first.await.unwrap().status, 200);
+    let (reply, took) = second.await.unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["response"]["allowed"], true);
+    assert!(took >= SLOW + SLOW / 2, "it waited for the first: {took:?}");
+}
+
 /// Its descriptor count and `/proc` status fields.
 trait Observed {
     fn status_kib(&self, field: &str) -> u64;

@@ -235,3 +235,138 @@ async fn admin_endpoints_answer_on_their_own_port() {
         }
     }
 }
+
+/// `unroot serve` with both streams read line by line: its log (stderr)
+/// and its audit log (stdout).
+struct Streams {
+    _child: common::Process,
+    server: common::Server,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    audit: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Streams {
+    fn spawn(dir: &std::path::Path, extra: &[&str]) -> Self {
+        let ca = dir.join("ca.crt");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_unroot"))
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("UNROOT_LOG")
+            .args([
+                "serve",
+                "--standalone",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--dashboard-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--ca-cert-out",
+            ])
+            .arg(&ca)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let serving = loop {
+            let line = lines.next().expect("server logged 'serving'").unwrap();
+            let event: Value = serde_json::from_str(&line).unwrap();
+            if event["message"] == "serving" {
+                break event;
+            }
+        };
+        let keep = |lines: Box<dyn Iterator<Item = std::io::Result<String>> + Send>| {
+            let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let into = Arc::clone(&kept);
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    into.lock().unwrap().push(line);
+                }
+            });
+            kept
+        };
+        let log = keep(Box::new(lines));
+        let audit = keep(Box::new(
+            BufReader::new(child.stdout.take().unwrap()).lines(),
+        ));
+        let field = |name: &str| serving[name].as_str().unwrap().parse().unwrap();
+        let server = common::Server::external(
+            field("addr"),
+            field("admin_addr"),
+            std::fs::read_to_string(ca).unwrap(),
+        );
+        Self {
+            _child: common::Process(child),
+            server,
+            log,
+            audit,
+        }
+    }
+
+    /// The lines of `stream` that mention `text`.
+    fn lines_with(stream: &std::sync::Mutex<Vec<String>>, text: &str) -> Vec<String> {
+        let lines = stream.lock().unwrap();
+        lines.iter().filter(|l| l.contains(text)).cloned().collect()
+    }
+}
+
+/// An allowed and a denied review (a privileged pod: the embedded policy
+/// enforces baseline), with uids to look for.
+fn allowed_and_denied() -> [(Value, &'static str); 2] {
+    let pod = |name: &str, privileged: bool| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "app", "image": "nginx",
+                "securityContext": {"privileged": privileged}}]}})
+    };
+    let mut allowed = common::review_for("CREATE", "team-a", &pod("calm", false));
+    allowed["request"]["uid"] = "uid-allowed-4711".into();
+    let mut denied = common::review_for("CREATE", "team-a", &pod("root", true));
+    denied["request"]["uid"] = "uid-denied-4712".into();
+    [(allowed, "uid-allowed-4711"), (denied, "uid-denied-4712")]
+}
+
+/// As shipped (JSON logs, so the audit log on stdout), a review writes no
+/// log line at info: its audit line is the record. With the audit log off,
+/// a denial is logged at info, with its uid; an allowed review still is
+/// not.
+#[tokio::test]
+async fn reviews_are_not_logged_at_info_unless_a_denial_has_no_audit_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, audit_on) in [(&[][..], true), (&["--audit-log", "off"][..], false)] {
+        let process = Streams::spawn(dir.path(), extra);
+        let reviews = allowed_and_denied();
+        for (review, _) in &reviews {
+            assert_eq!(process.server.review("/validate", review).await.status, 200);
+        }
+        let [(_, allowed), (_, denied)] = reviews;
+        // The audit writer gathers records for 10 ms before it writes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while audit_on && Streams::lines_with(&process.audit, denied).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no audit line");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let audit = |uid| Streams::lines_with(&process.audit, uid).len();
+        let log = |uid| Streams::lines_with(&process.log, uid);
+        assert_eq!(
+            (audit(allowed), audit(denied)),
+            if audit_on { (1, 1) } else { (0, 0) },
+            "{extra:?}"
+        );
+        assert_eq!(log(allowed), Vec::<String>::new(), "{extra:?}");
+        if audit_on {
+            assert_eq!(log(denied), Vec::<String>::new());
+        } else {
+            let lines = log(denied);
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            let event: Value = serde_json::from_str(&lines[0]).unwrap();
+            assert_eq!(event["level"], "INFO", "{event}");
+            assert_eq!(event["message"], "denied", "{event}");
+            assert_eq!(event["namespace"], "team-a", "{event}");
+        }
+    }
+}

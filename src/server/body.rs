@@ -113,6 +113,22 @@ pub fn another_large_review() -> Rejection {
     }
 }
 
+/// Refused because `max` reviews over [`limits::OFFLOAD_BYTES`] were being
+/// decided (each on a thread of its own) until this one's deadline.
+#[must_use]
+pub fn too_many_offloaded(max: usize) -> Rejection {
+    Rejection {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        reason: "TooManyRequests",
+        label: "overloaded",
+        message: format!(
+            "unroot is overloaded: every place for reviews over {} KiB ({max}) was taken until this review's deadline; retry in {} s",
+            limits::OFFLOAD_BYTES / 1024,
+            limits::RETRY_AFTER_SECONDS
+        ),
+    }
+}
+
 /// Reads the body of a webhook call, refusing what is not a JSON review.
 /// Without a budget of buffered bytes (the null responder's way).
 pub async fn read(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, Rejection> {

@@ -4,9 +4,10 @@ mod mutate;
 mod namespace;
 mod validate;
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::response::Response;
-use tracing::field::Empty;
 
 use super::deadline::Deadline;
 use super::review;
@@ -54,13 +55,11 @@ impl Webhook {
 }
 
 /// `POST /mutate`.
-#[tracing::instrument(name = "review", skip_all, fields(webhook = "mutate", uid = Empty, kind = Empty, namespace = Empty, name = Empty, operation = Empty, outcome = Empty))]
-pub(super) async fn mutate(State(state): State<AppState>, request: Request) -> Response {
-    review::answer(Webhook::Mutate, &state, request).await
+pub(super) async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    review::answer(Webhook::Mutate, state, request).await
 }
 
 /// `POST /validate`.
-#[tracing::instrument(name = "review", skip_all, fields(webhook = "validate", uid = Empty, kind = Empty, namespace = Empty, name = Empty, operation = Empty, outcome = Empty))]
-pub(super) async fn validate(State(state): State<AppState>, request: Request) -> Response {
-    review::answer(Webhook::Validate, &state, request).await
+pub(super) async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    review::answer(Webhook::Validate, state, request).await
 }

@@ -1,6 +1,8 @@
 //! The dashboard listener's pages (loopback only): `/dashboard`, and the
 //! readiness report's `POST /audit/run` and `GET /audit/report`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +13,7 @@ use crate::dashboard;
 use crate::report::task::{RUN_REQUEST_INTERVAL, RunRequest};
 
 /// `GET /dashboard`.
-pub(super) async fn dashboard(State(state): State<AppState>) -> Response {
+pub(super) async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
     let families = state.metrics.registry().gather();
     let recent = state.audit.recent().newest_first();
     let report = state.report.latest();
@@ -44,7 +46,7 @@ pub(super) async fn dashboard(State(state): State<AppState>) -> Response {
 /// `POST /audit/run`: 202 when a report is queued (it coalesces with one
 /// pending), 429 with `Retry-After` within a minute of the last one taken,
 /// 503 without a cluster.
-pub(super) async fn run_report(State(state): State<AppState>) -> Response {
+pub(super) async fn run_report(State(state): State<Arc<AppState>>) -> Response {
     match state.report.request_run() {
         RunRequest::Queued => (
             StatusCode::ACCEPTED,
@@ -76,7 +78,7 @@ pub(super) async fn run_report(State(state): State<AppState>) -> Response {
 
 /// `GET /audit/report`: the latest report as JSON (what `unroot audit
 /// --format json` prints), 503 before the first.
-pub(super) async fn report(State(state): State<AppState>) -> Response {
+pub(super) async fn report(State(state): State<Arc<AppState>>) -> Response {
     if let Some(report) = state.report.latest() {
         return axum::Json(&*report).into_response();
     }

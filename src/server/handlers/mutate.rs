@@ -53,7 +53,7 @@ pub(super) fn on_miss(caller: Caller) -> OnMiss {
 
 /// The answer when a step ran out of time: denied (fail closed).
 pub(super) fn out_of_time(req: &admission::Request<'_>, expired: &Expired) -> Decision {
-    warn!(step = %expired.step, budget_ms = expired.budget.as_millis(), "review ran out of time");
+    warn!(uid = %req.uid, namespace = req.namespace(), name = req.name(), step = %expired.step, budget_ms = expired.budget.as_millis(), "review ran out of time");
     Response::deny(&req.uid, 504, "Timeout", expired.to_string()).into()
 }
 
@@ -115,7 +115,7 @@ async fn store_identity(
         .into();
     };
     if req.is_dry_run() {
-        info!(configmap = %name, "dry run: identity ConfigMap not written");
+        info!(uid = %req.uid, %namespace, configmap = %name, "dry run: identity ConfigMap not written");
         return decision;
     }
     // Nothing is written once the API server may have given up on the pod:
@@ -127,12 +127,12 @@ async fn store_identity(
     match deadline.bound(step, store.apply(config_map)).await {
         Err(expired) => out_of_time(req, &expired),
         Ok(Ok(())) => {
-            info!(configmap = %name, "identity ConfigMap applied");
+            info!(uid = %req.uid, %namespace, configmap = %name, "identity ConfigMap applied");
             decision.facts.mutations.push(Applied::IdentityConfigMap);
             decision
         }
         Ok(Err(e)) => {
-            warn!(configmap = %name, error = %e, "failed to apply the identity ConfigMap");
+            warn!(uid = %req.uid, %namespace, configmap = %name, error = %e, "failed to apply the identity ConfigMap");
             Response::deny(
                 &req.uid,
                 500,
