@@ -89,20 +89,33 @@ if ((${#missing[@]} == 0 && need_update == 0)); then
     exit 0
 fi
 
+# apt-get waiting for a lock another apt holds (a second build, the e2e's
+# deps.sh): DPkg::Lock::Timeout covers dpkg's lock; the lists lock of an
+# update is retried.
+apt_get() {
+    local try
+    for try in 1 2 3; do
+        apt-get -o DPkg::Lock::Timeout=300 "$@" && return 0
+        log "apt-get $1 failed (try $try of 4; another apt may hold the lock): retrying in 15 s"
+        sleep 15
+    done
+    apt-get -o DPkg::Lock::Timeout=300 "$@"
+}
+
 export DEBIAN_FRONTEND=noninteractive
 # An install needs package lists; refresh them when we added a source, or when
 # apt has never fetched any (fresh machine), or when the install fails on a stale list.
-if ((need_update)) || ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
+if ((need_update)) || ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
     log "apt-get update"
-    apt-get update -qq
+    apt_get update -qq
     need_update=0
 fi
 if ((${#missing[@]})); then
     log "installing: ${missing[*]}"
-    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    if ! apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
         log "install failed; refreshing package lists and retrying"
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        apt_get update -qq
+        apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 fi
 # Debian's containerd package starts a system containerd; the suite runs its

@@ -82,12 +82,25 @@ log() { echo "image/build.sh: $*" >&2; }
 
 # ---- tools --------------------------------------------------------------------
 
+# apt-get waiting for a lock another apt holds (a second build, the e2e's
+# deps.sh): DPkg::Lock::Timeout covers dpkg's lock; the lists lock of an
+# update is retried.
+apt_get() {
+    local try
+    for try in 1 2 3; do
+        apt-get -o DPkg::Lock::Timeout=300 "$@" && return 0
+        log "apt-get $1 failed (try $try of 4; another apt may hold the lock): retrying in 15 s"
+        sleep 15
+    done
+    apt-get -o DPkg::Lock::Timeout=300 "$@"
+}
+
 ensure_packages() {
     local p status missing=()
     # A fresh machine has no package lists: the bases are made from them.
-    if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null && [[ $(id -u) -eq 0 ]]; then
+    if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null && [[ $(id -u) -eq 0 ]]; then
         log "apt-get update"
-        apt-get update -qq
+        apt_get update -qq
     fi
     for p in podman mmdebstrap; do
         status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
@@ -100,9 +113,9 @@ ensure_packages() {
     fi
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+        apt_get update -qq
+        apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     }
 }
 
