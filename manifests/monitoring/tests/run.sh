@@ -27,10 +27,10 @@ if ((${#missing[@]})); then
     fi
     echo "monitoring: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get update -qq
-    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get -o DPkg::Lock::Timeout=300 update -qq
+    if ! apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+        apt-get -o DPkg::Lock::Timeout=300 update -qq
+        apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 fi
 
