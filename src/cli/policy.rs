@@ -32,6 +32,10 @@ pub enum Command {
     Show {
         /// The file (a policy or a ConfigMap manifest); `-` reads stdin.
         file: PathBuf,
+        /// YAML (with a comment naming the file and hash) or JSON.
+        /// `--format` is an alias.
+        #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = super::mutate::ObjectFormat::Yaml)]
+        output: super::mutate::ObjectFormat,
     },
     /// Print the embedded default policy (the shipped
     /// webhook-config/policy.yaml, comments included).
@@ -53,12 +57,18 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             let _ = write!(out, "{}", policy::DEFAULT_YAML);
             0
         }
-        Command::Validate { file } => validate(file, false, out, err),
-        Command::Show { file } => validate(file, true, out, err),
+        Command::Validate { file } => validate(file, None, out, err),
+        Command::Show { file, output } => validate(file, Some(*output), out, err),
     }
 }
 
-fn validate(file: &Path, show: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+/// Validates `file`; with `show`, prints its effective policy in that format.
+fn validate(
+    file: &Path,
+    show: Option<super::mutate::ObjectFormat>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let shown = file.display().to_string();
     let text = if shown == "-" {
         let mut text = String::new();
@@ -81,7 +91,19 @@ fn validate(file: &Path, show: bool, out: &mut dyn Write, err: &mut dyn Write) -
         }
     };
     match Document::from_yaml(&text) {
-        Ok(doc) if show => match doc.to_yaml() {
+        Ok(doc) if show == Some(super::mutate::ObjectFormat::Json) => {
+            match serde_json::to_string_pretty(&doc) {
+                Ok(json) => {
+                    let _ = writeln!(out, "{json}");
+                    0
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "{shown}: failed to print the policy: {e}");
+                    2
+                }
+            }
+        }
+        Ok(doc) if show.is_some() => match doc.to_yaml() {
             Ok(yaml) => {
                 let _ = writeln!(
                     out,
