@@ -44,6 +44,7 @@ mod mutate_webhook;
 mod namespaces;
 mod policy_cli;
 mod policy_reload;
+mod policy_schema;
 mod policy_test_cli;
 mod provisioning;
 mod pss_props;
