@@ -47,9 +47,9 @@ pub struct Args {
 /// How objects are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ObjectFormat {
-    /// YAML documents separated by `---`.
+    /// YAML (documents separated by `---` when there are several).
     Yaml,
-    /// One JSON object per line.
+    /// JSON (one object per line when there are several).
     Json,
 }
 
