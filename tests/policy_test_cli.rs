@@ -23,7 +23,7 @@ fn unroot_test(args: &[&str], dir: &Path) -> (i32, String, String) {
 /// A copy of the example, whose files `edit` may change.
 fn example_copy(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["", "pods", "expected"] {
+    for sub in ["", "pods", "workloads", "expected"] {
         let from = Path::new(EXAMPLE).join(sub);
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         for entry in std::fs::read_dir(&from).unwrap() {
@@ -47,11 +47,11 @@ fn replace(file: &Path, from: &str, to: &str) {
 fn the_worked_example_passes() {
     let (code, out, err) = unroot_test(&[], Path::new(EXAMPLE));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("4 passed, 0 failed"), "{out}");
+    assert!(out.contains("5 passed, 0 failed"), "{out}");
     let (code, out, _) = unroot_test(&["-o", "json"], Path::new(EXAMPLE));
     assert_eq!(code, 0);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["passed"], 4);
+    assert_eq!(report["passed"], 5);
     assert_eq!(report["cases"][1]["got"]["verdict"], "denied");
 }
 
@@ -79,7 +79,7 @@ fn a_wrong_hardened_object_fails_with_a_diff() {
         out.contains("+      readOnlyRootFilesystem: true\n"),
         "{out}"
     );
-    assert!(out.contains("3 passed, 1 failed"), "{out}");
+    assert!(out.contains("4 passed, 1 failed"), "{out}");
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn a_wrong_verdict_or_message_fails_naming_both() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("message: expected it to contain \"hostPath volumes\", got \"pods \\\"escalating\\\" is forbidden"), "{out}");
     assert!(out.contains("verdict: expected allowed, got denied: pods \"legacy\" is forbidden: unroot refuses root"), "{out}");
-    assert!(out.contains("2 passed, 2 failed"), "{out}");
+    assert!(out.contains("3 passed, 2 failed"), "{out}");
 }
 
 #[test]
