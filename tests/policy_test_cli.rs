@@ -119,6 +119,11 @@ fn a_broken_suite_exits_2_naming_each_problem() {
             "namespace: team-nowhere\n    file: pods/root.yaml",
         );
         replace(&tests, "file: pods/web.yaml", "file: pods/missing.yaml");
+        replace(
+            &d.join("namespaces.yaml"),
+            "unroot.dev/enforce: restricted",
+            "unroot.dev/enforce: strict",
+        );
         std::fs::write(
             d.join("more.test.yaml"),
             "cases:\n- name: typo\n  file: pods/web.yaml\n  namespace: team-baseline\n  expect: {verdict: refused}\n",
@@ -133,6 +138,8 @@ fn a_broken_suite_exits_2_naming_each_problem() {
         "pods/missing.yaml: failed to read",
         "more.test.yaml",
         "refused",
+        "namespace \"team-restricted\"",
+        "the namespace webhook refuses such labels",
     ] {
         assert!(err.contains(says), "{says:?} not in:\n{err}");
     }

@@ -90,6 +90,20 @@ pub fn stored_labels(namespace: &str, given: &BTreeMap<String, String>) -> Label
     labels
 }
 
+/// Refuses labels the namespace webhook would refuse (an invalid
+/// `unroot.dev/` or Pod Security value): no namespace in a cluster has them.
+pub fn check_labels(policy: &Snapshot, labels: &Labels) -> Result<(), String> {
+    let (_, errors) = namespace::evaluate_labels(labels, policy.pod_security_defaults());
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    Err(format!(
+        "{} (the namespace webhook refuses such labels)",
+        shown.join("; ")
+    ))
+}
+
 /// Decides `request` as `webhook` would. `labels` are the namespace's
 /// labels; `None` decides as a server without a cluster does (the policy's
 /// podSecurity defaults apply). An error is a request the server could only

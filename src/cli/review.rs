@@ -188,6 +188,9 @@ fn review(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, S
     let labels = given
         .as_ref()
         .map(|given| replay::stored_labels(request.namespace(), given));
+    if let Some(labels) = &labels {
+        replay::check_labels(&policy, labels).map_err(|e| format!("namespace labels: {e}"))?;
+    }
     let webhook = if let Some(webhook) = args.webhook {
         webhook
     } else {

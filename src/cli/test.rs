@@ -275,6 +275,12 @@ fn load(dir: &Path) -> Result<(Snapshot, Vec<Loaded>), Vec<String>> {
             BTreeMap::new()
         }
     };
+    let snapshot = Snapshot::new(policy);
+    for (name, labels) in &namespaces {
+        if let Err(e) = replay::check_labels(&snapshot, labels) {
+            errors.push(format!("namespaces.yaml: namespace {name:?}: {e}"));
+        }
+    }
     let files = match suite_files(dir) {
         Ok(files) if files.is_empty() => {
             errors.push(format!(
@@ -315,7 +321,7 @@ fn load(dir: &Path) -> Result<(Snapshot, Vec<Loaded>), Vec<String>> {
         }
     }
     if errors.is_empty() {
-        Ok((Snapshot::new(policy), cases))
+        Ok((snapshot, cases))
     } else {
         Err(errors)
     }
