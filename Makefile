@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test lint unit dashboard-browser monitoring image image-dev e2e e2e-dev bench fuzz build release clean
+.PHONY: run test lint unit policy-test dashboard-browser monitoring image image-dev e2e e2e-dev bench fuzz build release clean
 
 # Where cargo puts what it builds (as the scripts find it too).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -13,11 +13,11 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 run:
 	$(CARGO) run --bin unroot -- serve --standalone
 
-## test: formatting, lints, unit and integration tests, the dashboard in a
-## real browser, the monitoring assets, then the end-to-end suite on a real
+## test: formatting, lints, unit and integration tests, the policy test
+## example, the dashboard in a real browser, the monitoring assets, then the end-to-end suite on a real
 ## one-node cluster (e2e-dev: the image built from the Containerfile with
 ## the dev profile, on the dependencies the tests compiled).
-test: lint unit dashboard-browser monitoring e2e-dev
+test: lint unit policy-test dashboard-browser monitoring e2e-dev
 
 lint:
 	$(CARGO) fmt --check
@@ -25,6 +25,11 @@ lint:
 
 unit:
 	$(CARGO) test --all-targets
+
+## policy-test: `unroot test` on the worked example (examples/policy-test/,
+## docs/policy-test.md); any failed case fails the run.
+policy-test:
+	$(CARGO) run --quiet --bin unroot -- test examples/policy-test
 
 build:
 	$(CARGO) build --bin unroot

@@ -1,11 +1,16 @@
-//! The command line: `serve`, `mutate`, `check`, `audit` and friends (clap derive).
+//! The command line: `serve`, `mutate`, `check`, `review`, `test`, `audit`
+//! and friends (clap derive). docs/cli.md describes every command and flag.
 
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod completion;
 pub mod mutate;
 pub mod policy;
+pub mod replay;
+pub mod review;
 pub mod serve;
+pub mod test;
 
 use std::time::Duration;
 
@@ -55,6 +60,14 @@ pub enum Command {
     /// Report, per namespace, how many running pods would be denied at
     /// baseline and at restricted (the readiness report, once).
     Audit(audit::Args),
+    /// Replay an AdmissionReview offline through /mutate or /validate and
+    /// print the AdmissionReview unroot would answer.
+    Review(review::Args),
+    /// Run a directory of policy test cases offline (a policy, namespaces,
+    /// pods and workloads with their expected verdicts) and print a table.
+    Test(test::Args),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completion(completion::Args),
 }
 
 /// Parses durations such as `500ms`, `10s`, `2m`, `90d`, `1y` (humantime).
@@ -86,6 +99,46 @@ mod tests {
                 .unwrap_err()
                 .contains("not a duration")
         );
+    }
+
+    #[test]
+    fn old_flag_names_still_parse_as_aliases() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map_err(|e| format!("{args:?}: {e}"));
+        let Ok(Cli {
+            command: Command::Check(check),
+            ..
+        }) = parse(&["unroot", "check", "--format", "json", "pod.yaml"])
+        else {
+            panic!("check --format");
+        };
+        assert_eq!(check.format, check::Format::Json);
+        let Ok(Cli {
+            command: Command::Check(check),
+            ..
+        }) = parse(&["unroot", "check", "-o", "yaml", "pod.yaml"])
+        else {
+            panic!("check -o");
+        };
+        assert_eq!(check.format, check::Format::Yaml);
+        let old = ["unroot", "certs", "rotate", "--secret", "ns/s"];
+        let Ok(Cli {
+            command:
+                Command::Certs(certs::Args {
+                    command:
+                        certs::Command::Rotate {
+                            secret,
+                            cert_propagation_delay,
+                            ..
+                        },
+                }),
+            ..
+        }) = parse(&[&old[..], &["--propagation-delay", "5s"]].concat())
+        else {
+            panic!("certs rotate --secret --propagation-delay");
+        };
+        assert_eq!(secret.as_deref(), Some("ns/s"));
+        assert_eq!(cert_propagation_delay, Duration::from_secs(5));
     }
 
     #[test]

@@ -44,6 +44,32 @@ pub async fn connect(
     kubeconfig: Option<&Path>,
     standalone: bool,
 ) -> Result<Option<kube::Client>, String> {
+    Ok(connect_to(kubeconfig, None, standalone)
+        .await?
+        .map(|c| c.client))
+}
+
+/// A cluster connection and the namespace kubectl would default to there.
+#[derive(Clone)]
+pub struct Connection {
+    /// The client.
+    pub client: kube::Client,
+    /// The kubeconfig context's namespace, else `default`; in a pod, the
+    /// service account's namespace.
+    pub namespace: String,
+}
+
+/// [`connect`] with kubectl's `--context`: that context of the kubeconfig
+/// instead of its current one. A context with no kubeconfig is an error.
+pub async fn connect_to(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    standalone: bool,
+) -> Result<Option<Connection>, String> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..kube::config::KubeConfigOptions::default()
+    };
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let found = source(
         kubeconfig,
@@ -65,25 +91,25 @@ pub async fn connect(
         Some(ClusterSource::Flag(path)) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| format!("failed to read kubeconfig {}: {e}", path.display()))?;
-            let config = kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|e| format!("failed to load kubeconfig {}: {e}", path.display()))?;
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| format!("failed to load kubeconfig {}: {e}", path.display()))?;
             (config, format!("--kubeconfig {}", path.display()))
         }
         Some(ClusterSource::Env(paths)) => {
             let kubeconfig = kube::config::Kubeconfig::from_env()
                 .map_err(|e| format!("failed to read KUBECONFIG={paths}: {e}"))?
                 .ok_or_else(|| format!("KUBECONFIG={paths} names no kubeconfig"))?;
-            let config = kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|e| format!("failed to load KUBECONFIG={paths}: {e}"))?;
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| format!("failed to load KUBECONFIG={paths}: {e}"))?;
             (config, format!("KUBECONFIG={paths}"))
+        }
+        Some(ClusterSource::InCluster) if context.is_some() => {
+            return Err(
+                "--context names a kubeconfig context, and there is no kubeconfig (give --kubeconfig or set KUBECONFIG)"
+                    .to_owned(),
+            );
         }
         Some(ClusterSource::InCluster) => (
             kube::Config::incluster()
@@ -92,10 +118,11 @@ pub async fn connect(
         ),
     };
     let server = config.cluster_url.to_string();
+    let namespace = config.default_namespace.clone();
     let client = kube::Client::try_from(config)
         .map_err(|e| format!("failed to create the Kubernetes client: {e}"))?;
     info!(from = %from, %server, "reading the cluster through the API server; not ready until the namespace cache has synced");
-    Ok(Some(client))
+    Ok(Some(Connection { client, namespace }))
 }
 
 #[cfg(test)]

@@ -104,12 +104,14 @@ impl fmt::Display for FieldError {
 }
 
 /// The policy document (`apiVersion: unroot.dev/v1`, `kind: Policy`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Document {
     /// Always `unroot.dev/v1`.
+    #[schemars(extend("const" = "unroot.dev/v1"))]
     pub api_version: String,
     /// Always `Policy`.
+    #[schemars(extend("const" = "Policy"))]
     pub kind: String,
     /// What the mutating webhook writes into every pod.
     pub security_context: SecurityContext,
@@ -131,14 +133,17 @@ pub struct Document {
 }
 
 /// The `securityContext` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SecurityContext {
     /// Pod-level `runAsUser` when the pod sets none.
+    #[schemars(range(min = 1, max = 4_294_967_294_i64))]
     pub run_as_user: i64,
     /// Pod-level `runAsGroup` when the pod sets none.
+    #[schemars(range(min = 1, max = 4_294_967_294_i64))]
     pub run_as_group: i64,
     /// Pod-level `fsGroup` when the pod sets none.
+    #[schemars(range(min = 1, max = 4_294_967_294_i64))]
     pub fs_group: i64,
     /// Whether pods get [`Self::fs_group`] (with `fsGroupChangePolicy:
     /// OnRootMismatch`) at all; off leaves volume ownership to the pod.
@@ -218,6 +223,24 @@ impl fmt::Display for HardenMode {
     }
 }
 
+impl schemars::JsonSchema for HardenMode {
+    fn schema_name() -> Cow<'static, str> {
+        "HardenMode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // YAML 1.1 reads an unquoted `on` or `off` as a boolean, and so
+        // does the parser.
+        schemars::json_schema!({
+            "description": "How pods are hardened: on, warn (a warning names each field on would set) or off.",
+            "oneOf": [
+                {"type": "string", "enum": ["on", "warn", "off"]},
+                {"type": "boolean"}
+            ]
+        })
+    }
+}
+
 impl Serialize for HardenMode {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -248,7 +271,7 @@ impl<'de> Deserialize<'de> for HardenMode {
 /// One `securityContext.namespaceOverrides` entry: settings for the
 /// namespaces its selector picks. Omitted fields keep the top-level value; a
 /// list given replaces the top-level list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NamespaceOverride {
     /// The namespaces this entry applies to (a standard label selector).
@@ -258,12 +281,15 @@ pub struct NamespaceOverride {
     pub allowed_capabilities: Option<Vec<String>>,
     /// Replaces `securityContext.runAsUser`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4_294_967_294_i64))]
     pub run_as_user: Option<i64>,
     /// Replaces `securityContext.runAsGroup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4_294_967_294_i64))]
     pub run_as_group: Option<i64>,
     /// Replaces `securityContext.fsGroup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4_294_967_294_i64))]
     pub fs_group: Option<i64>,
     /// Replaces `securityContext.seccompProfileType`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -277,7 +303,7 @@ pub struct NamespaceOverride {
 
 /// `namespaceLabelAdmins`: the requesters who may weaken a namespace
 /// (lower `unroot.dev/harden` or `unroot.dev/enforce`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NamespaceLabelAdmins {
     /// User names (`userInfo.username`, exact).
@@ -309,7 +335,7 @@ impl NamespaceLabelAdmins {
 }
 
 /// Seccomp profile types the policy may inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SeccompProfileType {
     /// The container runtime's default profile.
     RuntimeDefault,
@@ -330,7 +356,7 @@ impl SeccompProfileType {
 }
 
 /// The `podSecurity` section.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PodSecurity {
     /// Levels and versions for namespaces without `unroot.dev/` labels.
@@ -342,23 +368,29 @@ pub struct PodSecurity {
 
 /// `podSecurity.defaults`: levels and versions as strings, checked by
 /// [`Document::validate`] so every bad value is reported with its path.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PodSecurityDefaults {
     /// Level whose violations deny pods.
+    #[schemars(extend("enum" = ["privileged", "baseline", "restricted"]))]
     pub enforce: String,
     /// Version of `enforce`.
     #[serde(default = "latest")]
+    #[schemars(pattern(r"^(latest|v1\.(0|[1-9][0-9]*))$"))]
     pub enforce_version: String,
     /// Level whose violations are recorded in audit annotations.
+    #[schemars(extend("enum" = ["privileged", "baseline", "restricted"]))]
     pub audit: String,
     /// Version of `audit`.
     #[serde(default = "latest")]
+    #[schemars(pattern(r"^(latest|v1\.(0|[1-9][0-9]*))$"))]
     pub audit_version: String,
     /// Level whose violations are returned as warnings.
+    #[schemars(extend("enum" = ["privileged", "baseline", "restricted"]))]
     pub warn: String,
     /// Version of `warn`.
     #[serde(default = "latest")]
+    #[schemars(pattern(r"^(latest|v1\.(0|[1-9][0-9]*))$"))]
     pub warn_version: String,
 }
 
@@ -384,7 +416,7 @@ impl Default for PodSecurityDefaults {
 }
 
 /// `podSecurity.exemptions`: exact names, never patterns.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Exemptions {
     /// Requesting user names (`userInfo.username`), e.g. a controller's.
@@ -399,7 +431,7 @@ pub struct Exemptions {
 }
 
 /// The `webhook` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Webhook {
     /// Namespaces whose objects are never mutated or validated.

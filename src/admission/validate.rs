@@ -162,6 +162,38 @@ pub enum NamespaceLabels {
     Failed(String),
 }
 
+/// Pod Security for a request [`before_lookup`] did not answer, once the
+/// shell has the namespace's labels (and the stored pod, see [`evaluate`]):
+/// the requester vouches for an identity claim at creation, the stored pod
+/// afterwards. What `/validate` decides, and what `unroot review` and
+/// `unroot test` replay.
+#[must_use]
+pub fn pod_security(
+    request: &Request<'_>,
+    policy: &Snapshot,
+    namespace: &NamespaceLabels,
+    pod_override: Option<Pod>,
+) -> Decision {
+    let none = Labels::new();
+    let labels = match namespace {
+        NamespaceLabels::Found(labels) => labels,
+        _ => &none,
+    };
+    let input = crate::mutate::Input {
+        policy,
+        namespace_labels: labels,
+        requester: &request.user_info.username,
+    };
+    // Identity annotations cannot change after creation.
+    let vouch = if request.operation == Operation::Create {
+        crate::mutate::Requester::MustBeTrusted
+    } else {
+        crate::mutate::Requester::StoredPod
+    };
+    let vouched = |pod: &view::Pod<'_>| crate::mutate::vouch(pod, &input, vouch);
+    evaluate(request, policy, namespace, pod_override, vouched)
+}
+
 /// Evaluates a request that [`before_lookup`] did not answer. `pod_override`
 /// is the whole pod for a 1.20/1.21 `pods/ephemeralcontainers` request, whose
 /// object is an `EphemeralContainers` list (the shell reads the pod and puts

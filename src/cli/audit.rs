@@ -44,12 +44,16 @@ pub struct Args {
     /// service account.
     #[arg(long, env = "UNROOT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Report on this namespace only.
+    /// The kubeconfig context to use, instead of its current context.
+    #[arg(long, env = "UNROOT_CONTEXT")]
+    pub context: Option<String>,
+    /// Report on this namespace only (default: every namespace, as the
+    /// report `serve` exports).
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
-    /// Output format: a table, or the JSON object `GET /audit/report`
-    /// serves on the admin port.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// Output format: a table, or the object `GET /audit/report` serves on
+    /// the admin port, as JSON or YAML. `--format` is an alias.
+    #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// The policy file unroot runs with.
     #[arg(long, conflicts_with = "policy_configmap")]
@@ -72,6 +76,8 @@ pub enum Format {
     /// One JSON object: `{"finished_at","duration_seconds","policy_hash",
     /// "namespaces":[{"namespace","pods","exempt_pods","baseline":{"version","violating","checks"},"restricted":{…}}],"skipped":[{"namespace","reason"}]}`.
     Json,
+    /// The same object as YAML.
+    Yaml,
 }
 
 /// Runs `unroot audit`.
@@ -102,9 +108,11 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 async fn audit(args: &Args) -> Result<String, String> {
-    let client = crate::cluster::connect(args.kubeconfig.as_deref(), false)
-        .await?
-        .ok_or("no cluster found: give --kubeconfig, set KUBECONFIG, or run inside a cluster")?;
+    let client =
+        crate::cluster::connect_to(args.kubeconfig.as_deref(), args.context.as_deref(), false)
+            .await?
+            .ok_or("no cluster found: give --kubeconfig, set KUBECONFIG, or run inside a cluster")?
+            .client;
     let document = match (&args.policy, &args.policy_configmap) {
         (Some(path), _) => Document::from_file(path).map_err(|e| e.to_string())?,
         (None, Some(reference)) => policy_from_configmap(client.clone(), reference).await?,
@@ -134,6 +142,7 @@ async fn audit(args: &Args) -> Result<String, String> {
             json.push('\n');
             json
         }
+        Format::Yaml => serde_saphyr::to_string(&report).map_err(|e| e.to_string())?,
     })
 }
 

@@ -45,12 +45,22 @@ pub struct Issuance {
     pub serving_cert_lifetime: Duration,
 }
 
-/// Where the cluster is.
+/// Where the cluster is, as kubectl's flags say it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Cluster {
     /// Kubeconfig (else KUBECONFIG, else the in-cluster service account).
     #[arg(long, env = "UNROOT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use, instead of its current context.
+    #[arg(long, env = "UNROOT_CONTEXT")]
+    pub context: Option<String>,
+    /// unroot's namespace: of its Secret when --tls-secret gives only a
+    /// NAME or is left out, and of the Service the certificate names.
+    /// Default: POD_NAMESPACE or the service account's namespace inside a
+    /// pod, else the kubeconfig context's namespace, else `default`
+    /// (`certs issue --out-dir`, which reads no cluster: `unroot`).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
 }
 
 /// Which certificate `rotate --force` renews.
@@ -70,15 +80,11 @@ pub enum Command {
     /// directory of PEM files (ca.crt, ca.key, tls.crt, tls.key) or into
     /// the Secret unroot reads.
     Issue {
-        /// The namespace of the Service unroot (the certificate's names).
-        /// Default: the --secret's namespace, else `unroot`.
-        #[arg(long)]
-        namespace: Option<String>,
         /// Write the PEM files into this directory.
         #[arg(long, conflicts_with = "secret", required_unless_present = "secret")]
         out_dir: Option<PathBuf>,
-        /// Write into this Secret, NAMESPACE/NAME (created if absent).
-        #[arg(long, value_name = "NAMESPACE/NAME")]
+        /// Write into this Secret, [NAMESPACE/]NAME (created if absent).
+        #[arg(long = "tls-secret", alias = "secret", value_name = "[NAMESPACE/]NAME")]
         secret: Option<String>,
         /// Overwrite a Secret or files that already hold certificates.
         #[arg(long)]
@@ -89,12 +95,17 @@ pub enum Command {
         cluster: Cluster,
     },
     /// Show subjects, names, validity and SHA-256 fingerprints, check that
-    /// keys match and what signed what. Of a Secret (--secret), of a
+    /// keys match and what signed what. Of a Secret (--tls-secret), of a
     /// directory laid out as one, or of PEM files. Exit 0 when everything
     /// is usable, 1 when something is not, 2 when it cannot be read.
     Inspect {
-        /// The Secret, NAMESPACE/NAME.
-        #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "files")]
+        /// The Secret, [NAMESPACE/]NAME.
+        #[arg(
+            long = "tls-secret",
+            alias = "secret",
+            value_name = "[NAMESPACE/]NAME",
+            conflicts_with = "files"
+        )]
         secret: Option<String>,
         /// A directory with ca.crt, ca.key, tls.crt, tls.key (and
         /// ca-previous.crt), or PEM certificate files.
@@ -110,8 +121,9 @@ pub enum Command {
     /// with --force this asks it to renew now (an annotation on the
     /// Secret), without it this exits 1.
     Rotate {
-        /// The Secret, NAMESPACE/NAME. Default: <own namespace>/unroot-tls.
-        #[arg(long, value_name = "NAMESPACE/NAME")]
+        /// The Secret, [NAMESPACE/]NAME. Default: unroot-tls in unroot's
+        /// namespace (--namespace).
+        #[arg(long = "tls-secret", alias = "secret", value_name = "[NAMESPACE/]NAME")]
         secret: Option<String>,
         /// Webhook configurations (Mutating and Validating, same name)
         /// whose caBundle follows the Secret.
@@ -119,8 +131,8 @@ pub enum Command {
         webhook_configurations: Vec<String>,
         /// How long a new caBundle is given to reach every API server, and
         /// a new serving certificate every replica.
-        #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
-        propagation_delay: Duration,
+        #[arg(long, alias = "propagation-delay", default_value = "30s", value_parser = super::parse_duration)]
+        cert_propagation_delay: Duration,
         /// Renew this certificate now, whether due or not.
         #[arg(long, value_enum)]
         force: Option<Which>,
@@ -154,7 +166,6 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let result = runtime.block_on(async {
         match &args.command {
             Command::Issue {
-                namespace,
                 out_dir,
                 secret,
                 force,
@@ -162,7 +173,6 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 cluster,
             } => {
                 issue(
-                    namespace.as_deref(),
                     out_dir.as_deref(),
                     secret.as_deref(),
                     *force,
@@ -180,7 +190,7 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             Command::Rotate {
                 secret,
                 webhook_configurations,
-                propagation_delay,
+                cert_propagation_delay,
                 force,
                 issuance,
                 cluster,
@@ -188,7 +198,7 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 rotate(
                     secret.as_deref(),
                     webhook_configurations,
-                    *propagation_delay,
+                    *cert_propagation_delay,
                     *force,
                     issuance,
                     cluster,
@@ -207,14 +217,46 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     }
 }
 
-fn parse_reference(flag: &str, reference: &str) -> Result<(String, String), String> {
-    manage::object_reference(flag, Some(reference), "")
+/// A connected cluster and unroot's namespace in it.
+struct Connected {
+    client: kube::Client,
+    namespace: String,
 }
 
-async fn client(cluster: &Cluster) -> Result<kube::Client, String> {
-    crate::cluster::connect(cluster.kubeconfig.as_deref(), false)
-        .await?
-        .ok_or_else(|| "no cluster found: give --kubeconfig or KUBECONFIG".to_owned())
+impl Connected {
+    /// `NAMESPACE/NAME` as given, `NAME` in unroot's namespace, or
+    /// `default_name` there.
+    fn secret(&self, reference: Option<&str>) -> Result<(String, String), String> {
+        match reference {
+            None => Ok((self.namespace.clone(), manage::DEFAULT_SECRET.to_owned())),
+            Some(reference) if reference.contains('/') => {
+                manage::object_reference("--tls-secret", Some(reference), "")
+            }
+            Some("") => Err("--tls-secret: expected [NAMESPACE/]NAME, got nothing".to_owned()),
+            Some(name) => Ok((self.namespace.clone(), name.to_owned())),
+        }
+    }
+}
+
+async fn connect(cluster: &Cluster) -> Result<Connected, String> {
+    let found = crate::cluster::connect_to(
+        cluster.kubeconfig.as_deref(),
+        cluster.context.as_deref(),
+        false,
+    )
+    .await?
+    .ok_or_else(|| "no cluster found: give --kubeconfig or KUBECONFIG".to_owned())?;
+    // kubectl's order, except that a Job's own namespace (POD_NAMESPACE,
+    // the service account's) wins over the in-cluster default.
+    let namespace = cluster
+        .namespace
+        .clone()
+        .or_else(manage::own_namespace)
+        .unwrap_or(found.namespace);
+    Ok(Connected {
+        client: found.client,
+        namespace,
+    })
 }
 
 fn policy(namespace: &str, issuance: &Issuance, propagation_delay: Duration) -> Policy {
@@ -227,7 +269,6 @@ fn policy(namespace: &str, issuance: &Issuance, propagation_delay: Duration) -> 
 }
 
 async fn issue(
-    namespace: Option<&str>,
     out_dir: Option<&Path>,
     secret: Option<&str>,
     force: bool,
@@ -235,9 +276,15 @@ async fn issue(
     cluster: &Cluster,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
-    let target = secret.map(|s| parse_reference("--secret", s)).transpose()?;
-    let namespace = namespace
-        .map(str::to_owned)
+    // Only a Secret needs the cluster; files are written offline.
+    let connected = match secret {
+        Some(_) => Some(connect(cluster).await?),
+        None => None,
+    };
+    let target = connected.as_ref().map(|c| c.secret(secret)).transpose()?;
+    let namespace = cluster
+        .namespace
+        .clone()
         .or_else(|| target.as_ref().map(|(ns, _)| ns.clone()))
         .unwrap_or_else(|| "unroot".to_owned());
     let now = SystemTime::now();
@@ -270,7 +317,8 @@ async fn issue(
             );
         }
         (None, Some((ns, name))) => {
-            let api: Api<Secret> = Api::namespaced(client(cluster).await?, &ns);
+            let client = connected.map(|c| c.client).ok_or("no cluster connection")?;
+            let api: Api<Secret> = Api::namespaced(client, &ns);
             let existing = api
                 .get_opt(&name)
                 .await
@@ -307,7 +355,7 @@ async fn issue(
             }
             let _ = writeln!(out, "wrote the certificates to Secret {ns}/{name}");
         }
-        (None, None) => return Err("give --out-dir or --secret".to_owned()),
+        (None, None) => return Err("give --out-dir or --tls-secret".to_owned()),
     }
     let _ = write!(out, "{}", report(&contents, now).0);
     Ok(0)
@@ -320,9 +368,10 @@ async fn inspect(
     out: &mut dyn Write,
 ) -> Result<u8, String> {
     let now = SystemTime::now();
-    if let Some(reference) = secret {
-        let (ns, name) = parse_reference("--secret", reference)?;
-        let api: Api<Secret> = Api::namespaced(client(cluster).await?, &ns);
+    if secret.is_some() {
+        let connected = connect(cluster).await?;
+        let (ns, name) = connected.secret(secret)?;
+        let api: Api<Secret> = Api::namespaced(connected.client, &ns);
         let found = api
             .get(&name)
             .await
@@ -466,8 +515,9 @@ async fn rotate(
     cluster: &Cluster,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
-    let (ns, name) = manage::object_reference("--secret", secret, manage::DEFAULT_SECRET)?;
-    let client = client(cluster).await?;
+    let connected = connect(cluster).await?;
+    let (ns, name) = connected.secret(secret)?;
+    let client = connected.client;
     let mut elector = Elector::new(
         Api::namespaced(client.clone(), &ns),
         manage::LEASE_NAME,

@@ -55,8 +55,8 @@ pub struct Args {
     /// than this binary knows behave as `latest`.
     #[arg(long, default_value = "latest", value_name = "vX.Y|latest")]
     pub version: Version,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// Output format. `--format` is an alias.
+    #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Policy file (exemptions, provisioning). Without it, the embedded
     /// default policy applies.
@@ -97,6 +97,8 @@ pub enum Format {
     /// One JSON object per object per line:
     /// `{"file","kind","namespace","name","allowed","violations":[{"check","reason","detail"}]}`.
     Json,
+    /// The same objects as YAML documents, each opening with `---`.
+    Yaml,
 }
 
 /// Runs `unroot check` on the process's stdout and stderr.
@@ -307,7 +309,7 @@ fn print(
             describe(object),
             pss::deny_reason(lv, violations)
         ),
-        Format::Json => {
+        Format::Json | Format::Yaml => {
             let optional = |field| Some(object.meta(field)).filter(|v| !v.is_empty());
             let line = JsonLine {
                 file: &object.file,
@@ -325,6 +327,10 @@ fn print(
                     })
                     .collect(),
             };
+            if format == Format::Yaml {
+                let yaml = serde_saphyr::to_string(&line).map_err(std::io::Error::other)?;
+                return write!(out, "---\n{yaml}");
+            }
             serde_json::to_writer(&mut *out, &line)?;
             writeln!(out)
         }

@@ -33,11 +33,24 @@ pub struct Args {
     /// of the hardened objects.
     #[arg(long)]
     pub patch: bool,
+    /// How the hardened objects are printed: YAML documents, or one JSON
+    /// object per line. `--format` is an alias.
+    #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = ObjectFormat::Yaml)]
+    pub output: ObjectFormat,
     /// Files of YAML (multi-document) or JSON objects; `-` reads stdin.
     /// Pods and workload pod templates are hardened; other objects are
     /// printed unchanged.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+/// How objects are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectFormat {
+    /// YAML (documents separated by `---` when there are several).
+    Yaml,
+    /// JSON (one object per line when there are several).
+    Json,
 }
 
 /// Exit code for an object the webhook would deny (a forbidden identity).
@@ -191,6 +204,11 @@ fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             .map(|cm| serde_json::to_value(cm).map_err(|e| invalid(e.to_string())))
             .transpose()?;
         for value in identity.iter().chain([&outcome.object]) {
+            if args.output == ObjectFormat::Json {
+                let line = serde_json::to_string(value).map_err(|e| invalid(e.to_string()))?;
+                writeln!(out, "{line}").map_err(write)?;
+                continue;
+            }
             if !first {
                 writeln!(out, "---").map_err(write)?;
             }

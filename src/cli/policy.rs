@@ -32,10 +32,20 @@ pub enum Command {
     Show {
         /// The file (a policy or a ConfigMap manifest); `-` reads stdin.
         file: PathBuf,
+        /// YAML (with a comment naming the file and hash) or JSON.
+        /// `--format` is an alias.
+        #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = super::mutate::ObjectFormat::Yaml)]
+        output: super::mutate::ObjectFormat,
     },
     /// Print the embedded default policy (the shipped
     /// webhook-config/policy.yaml, comments included).
     Default,
+    /// Print the JSON Schema of a policy document (the shipped
+    /// webhook-config/policy.schema.json), generated from unroot's own
+    /// types. Editors and CI check a policy with it before it reaches the
+    /// cluster; `unroot policy validate` checks everything it says and
+    /// more (capabilities, names, ranges against each other).
+    Schema,
 }
 
 /// Runs `unroot policy`.
@@ -53,12 +63,28 @@ pub fn execute(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             let _ = write!(out, "{}", policy::DEFAULT_YAML);
             0
         }
-        Command::Validate { file } => validate(file, false, out, err),
-        Command::Show { file } => validate(file, true, out, err),
+        Command::Schema => match serde_json::to_string_pretty(&schema()) {
+            Ok(text) => {
+                let _ = writeln!(out, "{text}");
+                0
+            }
+            Err(e) => {
+                let _ = writeln!(err, "error: failed to print the schema: {e}");
+                2
+            }
+        },
+        Command::Validate { file } => validate(file, None, out, err),
+        Command::Show { file, output } => validate(file, Some(*output), out, err),
     }
 }
 
-fn validate(file: &Path, show: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+/// Validates `file`; with `show`, prints its effective policy in that format.
+fn validate(
+    file: &Path,
+    show: Option<super::mutate::ObjectFormat>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let shown = file.display().to_string();
     let text = if shown == "-" {
         let mut text = String::new();
@@ -81,7 +107,19 @@ fn validate(file: &Path, show: bool, out: &mut dyn Write, err: &mut dyn Write) -
         }
     };
     match Document::from_yaml(&text) {
-        Ok(doc) if show => match doc.to_yaml() {
+        Ok(doc) if show == Some(super::mutate::ObjectFormat::Json) => {
+            match serde_json::to_string_pretty(&doc) {
+                Ok(json) => {
+                    let _ = writeln!(out, "{json}");
+                    0
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "{shown}: failed to print the policy: {e}");
+                    2
+                }
+            }
+        }
+        Ok(doc) if show.is_some() => match doc.to_yaml() {
             Ok(yaml) => {
                 let _ = writeln!(
                     out,
@@ -128,4 +166,41 @@ fn policy_text(text: &str) -> Result<String, String> {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| format!("the ConfigMap has no data.{CONFIGMAP_KEY} key"))
+}
+
+/// Definitions that replace the default whole when a policy is laid over it
+/// (see `policy::load`): inside them, required fields stay required.
+const WHOLE: [&str; 4] = [
+    "LabelSelector",
+    "Requirement",
+    "InitContainer",
+    "HomeVolume",
+];
+
+/// The JSON Schema of a policy document as a user writes it: derived from
+/// [`Document`]'s types, their doc comments as descriptions. A policy states
+/// only what it changes, the rest comes from the embedded default, so no
+/// field is required, except inside what replaces the default whole (a
+/// label selector, the init container, the home volume).
+#[must_use]
+pub fn schema() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let mut schema = generator.into_root_schema_for::<Document>().to_value();
+    if let Some(root) = schema.as_object_mut() {
+        root.remove("required");
+        root.insert(
+            "title".to_owned(),
+            Value::String("unroot policy (apiVersion unroot.dev/v1, kind Policy)".to_owned()),
+        );
+    }
+    if let Some(Value::Object(definitions)) = schema.get_mut("$defs") {
+        for (name, definition) in definitions.iter_mut() {
+            if !WHOLE.contains(&name.as_str())
+                && let Some(definition) = definition.as_object_mut()
+            {
+                definition.remove("required");
+            }
+        }
+    }
+    schema
 }

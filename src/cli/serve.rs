@@ -119,6 +119,9 @@ pub struct Args {
     /// environment variable, then the in-cluster service account.
     #[arg(long, env = "UNROOT_KUBECONFIG", conflicts_with = "standalone")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use, instead of its current context.
+    #[arg(long, env = "UNROOT_CONTEXT", conflicts_with = "standalone")]
+    pub context: Option<String>,
     /// Run without a cluster, even if one could be found: namespace labels
     /// are unknown, so the policy's podSecurity defaults apply everywhere,
     /// and pods that need the API server (provisioning, 1.20/1.21 ephemeral
@@ -318,10 +321,21 @@ pub fn run(args: &Args, log_format: LogFormat) -> ExitCode {
     }
 }
 
+/// The cluster `--kubeconfig` and `--context` name, or none (`--standalone`).
+async fn connect(args: &Args) -> Result<Option<kube::Client>, String> {
+    let found = crate::cluster::connect_to(
+        args.kubeconfig.as_deref(),
+        args.context.as_deref(),
+        args.standalone,
+    )
+    .await?;
+    Ok(found.map(|c| c.client))
+}
+
 async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
     crate::pss::validate_registry()
         .map_err(|e| format!("invalid Pod Security check registry: {e}"))?;
-    let client = crate::cluster::connect(args.kubeconfig.as_deref(), args.standalone).await?;
+    let client = connect(args).await?;
     let source = policy_source(args, client.is_some())?;
     let (policy, policy_text) = match &source {
         PolicySource::File(path) => {

@@ -29,7 +29,7 @@ pub use crate::pss::BASELINE_CAPABILITIES;
 pub const RESERVED_VOLUME_NAMES: [&str; 2] = ["unroot-identity", "unroot-trust-bundle"];
 
 /// The `provisioning` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Provisioning {
     /// Whether identity annotations are honoured at all (default false: any
@@ -109,12 +109,14 @@ impl Default for Provisioning {
 }
 
 /// An inclusive range of ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdRange {
     /// Smallest allowed id (at least 1).
+    #[schemars(range(min = 1, max = MAX_ID))]
     pub min: i64,
     /// Largest allowed id.
+    #[schemars(range(min = 1, max = MAX_ID))]
     pub max: i64,
 }
 
@@ -127,7 +129,7 @@ impl IdRange {
 }
 
 /// The provisioning init container, as the policy pins it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InitContainer {
     /// Container name; also reserved: no other container may use it.
@@ -141,8 +143,9 @@ pub struct InitContainer {
     /// Arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Resource requests and limits.
+    /// Resource requests and limits (a container's `resources`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub resources: Option<ResourceRequirements>,
 }
 
@@ -152,7 +155,7 @@ fn default_init_name() -> String {
 
 /// The home volume: a name, a mount path, and one Kubernetes volume source
 /// written inline (`nfs: {...}`, `persistentVolumeClaim: {...}`, ...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HomeVolume {
     /// Volume name in the pod.
@@ -175,7 +178,7 @@ impl HomeVolume {
 }
 
 /// The base `/etc/passwd` and `/etc/group` lines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BaseEntries {
     /// passwd lines (`name:x:uid:gid:gecos:home:shell`).

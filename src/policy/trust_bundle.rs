@@ -17,7 +17,7 @@ use super::selector::LabelSelector;
 pub const DEFAULT_LABEL: &str = "unroot.dev/trust-bundle";
 
 /// The `trustBundle` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrustBundle {
     /// Whether the trust bundle is mounted at all (default true; the
@@ -98,6 +98,22 @@ impl Containers {
             Self::All => true,
             Self::Names(names) => names.iter().any(|n| n == name),
         }
+    }
+}
+
+impl schemars::JsonSchema for Containers {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Containers".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "The containers (and init containers) that get the bundle: \"all\", or a list of names.",
+            "oneOf": [
+                {"const": "all"},
+                {"type": "array", "items": {"type": "string"}}
+            ]
+        })
     }
 }
 

@@ -2,8 +2,6 @@
 //! the namespace's labels and (1.20/1.21 ephemeral containers, for an
 //! authenticated caller only) the stored pod in.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::admission::validate::{self, NamespaceLabels};
@@ -83,25 +81,7 @@ async fn pod_security(
     } else {
         None
     };
-    let none = BTreeMap::new();
-    let labels = match &namespace {
-        NamespaceLabels::Found(labels) => labels,
-        _ => &none,
-    };
-    let input = crate::mutate::Input {
-        policy,
-        namespace_labels: labels,
-        requester: &req.user_info.username,
-    };
-    // At creation the requester vouches for an identity claim; afterwards the
-    // stored pod does (identity annotations cannot change).
-    let vouch = if req.operation == admission::Operation::Create {
-        crate::mutate::Requester::MustBeTrusted
-    } else {
-        crate::mutate::Requester::StoredPod
-    };
-    let vouched = |pod: &crate::view::Pod<'_>| crate::mutate::vouch(pod, &input, vouch);
-    validate::evaluate(req, policy, &namespace, pod, vouched)
+    validate::pod_security(req, policy, &namespace, pod)
 }
 
 /// The answer to a 1.20/1.21 `pods/ephemeralcontainers` request from an
