@@ -177,7 +177,7 @@ r = json.loads(sys.argv[1])
 n = r["namespaces"][0]
 print(n["namespace"], n["pods"], n["baseline"]["violating"], n["restricted"]["violating"], n["restricted"]["version"])
 ' "$json")
-assert_eq "unroot audit --namespace counts 4 pods, 1 violating baseline, 3 violating restricted" \
+assert_eq "unroot report --namespace counts 4 pods, 1 violating baseline, 3 violating restricted" \
     "$ns 4 1 3 latest" "$counts"
 text=$(audit_cli --namespace "$ns")
 echo "$text"
