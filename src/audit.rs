@@ -4,7 +4,7 @@
 //! (never from the object: no request body, no pod spec, no secret material
 //! is ever in a record) and hands it to [`Log::record`], which never blocks:
 //! the record goes into a bounded queue, and when the queue is full it is
-//! dropped and counted (`unroot_audit_dropped_total{reason="queue_full"}`).
+//! dropped and counted (`unroot_audit_records_dropped_total{reason="queue_full"}`).
 //! One writer thread owns the sink (stdout in `serve`, any `Write` in tests),
 //! so a slow or blocked stdout stalls that thread only, never a review. The
 //! writer works in batches: woken by a record, it lets the records of the
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::jiff::{Timestamp, Unit};
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Registry};
 use serde::{Serialize, Serializer};
 
 use crate::admission::{Decision, Request};
@@ -228,29 +228,24 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers `unroot_audit_dropped_total`.
+    /// Registers `unroot_audit_records_dropped_total`.
     ///
     /// # Panics
     /// Never: a constant name, registered once into the server's registry.
     #[must_use]
     #[allow(clippy::missing_panics_doc)]
     pub fn new(registry: &Registry) -> Self {
-        let dropped = IntCounterVec::new(
-            Opts::new(
-                "unroot_audit_dropped_total",
-                "Audit records lost, by reason (queue_full: the writer is behind, or unauthenticated records fill their share of the queue; write_failed: the sink refused them) and by caller (authenticated or unauthenticated).",
-            ),
+        let dropped: IntCounterVec = crate::metrics::register(
+            registry,
+            crate::metrics::names::AUDIT_RECORDS_DROPPED,
+            "Audit records lost, by reason (queue_full: the writer is behind, or unauthenticated records fill their share of the queue; write_failed: the sink refused them) and by caller (authenticated or unauthenticated).",
             &["reason", "caller"],
-        )
-        .expect("valid metric");
+        );
         for reason in ["queue_full", "write_failed"] {
             for caller in ["authenticated", "unauthenticated"] {
                 dropped.with_label_values(&[reason, caller]);
             }
         }
-        registry
-            .register(Box::new(dropped.clone()))
-            .expect("unique metric");
         Self { dropped }
     }
 }
@@ -513,7 +508,7 @@ impl Writer {
                         .inc_by(n);
                 }
                 if !self.failing {
-                    tracing::warn!(error = %e, "failed to write the audit log; records are dropped and counted in unroot_audit_dropped_total until it works again");
+                    tracing::warn!(error = %e, "failed to write the audit log; records are dropped and counted in unroot_audit_records_dropped_total until it works again");
                 }
                 self.failing = true;
             }

@@ -1,13 +1,13 @@
-//! The command line: `serve`, `mutate`, `check`, `review`, `test`, `audit`
+//! The command line: `serve`, `mutate`, `check`, `review`, `test`, `report`
 //! and friends (clap derive). docs/cli.md describes every command and flag.
 
-pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod completion;
 pub mod mutate;
 pub mod policy;
 pub mod replay;
+pub mod report;
 pub mod review;
 pub mod serve;
 pub mod test;
@@ -59,7 +59,9 @@ pub enum Command {
     Certs(certs::Args),
     /// Report, per namespace, how many running pods would be denied at
     /// baseline and at restricted (the readiness report, once).
-    Audit(audit::Args),
+    // `audit`: its old name, hidden, kept for one release (CHANGELOG.md).
+    #[command(alias = "audit")]
+    Report(report::Args),
     /// Replay an AdmissionReview offline through /mutate or /validate and
     /// print the AdmissionReview unroot would answer.
     Review(review::Args),
@@ -99,6 +101,37 @@ mod tests {
                 .unwrap_err()
                 .contains("not a duration")
         );
+    }
+
+    /// `unroot report` and its flags in `serve`; the old spellings (`audit`,
+    /// `--audit-interval`, `--audit-page-size`) still parse for one release
+    /// and are not shown in the help.
+    #[test]
+    fn the_report_has_its_name_and_the_old_one_is_a_hidden_alias() {
+        use clap::CommandFactory;
+        for name in ["report", "audit"] {
+            let cli = Cli::try_parse_from(["unroot", name, "--namespace", "a"]).unwrap();
+            assert!(matches!(cli.command, Command::Report(_)), "{name}");
+        }
+        for (interval, page) in [
+            ("--report-interval=3s", "--report-page-size=2"),
+            ("--audit-interval=3s", "--audit-page-size=2"),
+        ] {
+            let cli = Cli::try_parse_from(["unroot", "serve", interval, page]).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("not serve");
+            };
+            assert_eq!(args.report_interval, Duration::from_secs(3), "{interval}");
+            assert_eq!(args.report_page_size, 2, "{page}");
+        }
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("report"), "{help}");
+        assert!(!help.contains("audit"), "{help}");
+        let mut serve = Cli::command();
+        let serve = serve.find_subcommand_mut("serve").unwrap();
+        let help = serve.render_long_help().to_string();
+        assert!(help.contains("--report-interval"), "{help}");
+        assert!(!help.contains("--audit-interval"), "{help}");
     }
 
     #[test]

@@ -20,14 +20,11 @@ use prometheus::proto::{MetricFamily, MetricType};
 use sha2::{Digest as _, Sha256};
 
 use crate::audit::Record;
+use crate::metrics::names;
 use crate::report::{Report, TOP_CHECKS};
 
 /// Seconds between automatic reloads.
 pub const REFRESH_SECONDS: u32 = 10;
-
-/// The certificate gauge another part of unroot may register; the page
-/// shows "unknown" until it exists.
-pub const CERTIFICATE_EXPIRY: &str = "unroot_certificate_expiry_timestamp_seconds";
 
 /// The page's only script: show `<time>` elements in the browser's zone.
 const SCRIPT: &str = "for(const t of document.querySelectorAll('time[datetime]')){const d=new Date(t.getAttribute('datetime'));if(!isNaN(d)){t.title=t.textContent;t.textContent=d.toLocaleString();t.dataset.local='1';}}";
@@ -52,6 +49,8 @@ pub struct View<'a> {
     pub report: Option<&'a Report>,
     /// Whether a report task runs (a cluster is connected).
     pub report_running: bool,
+    /// Whether this replica builds the reports (it holds the Lease).
+    pub report_leading: bool,
     /// Why the last report failed, if it did.
     pub report_error: Option<&'a str>,
     /// The hash of the policy in force.
@@ -182,7 +181,7 @@ fn header(out: &mut String, view: &View<'_>) {
         " · reloads every {REFRESH_SECONDS} s · <a href=\"/metrics\">/metrics</a></p>"
     );
     out.push_str(r"<h2>Certificates</h2><table><tr><th>certificate</th><th>expires</th><th>days left</th></tr>");
-    let certs = samples(view.families, CERTIFICATE_EXPIRY);
+    let certs = samples(view.families, names::CERTIFICATE_EXPIRY);
     if certs.is_empty() {
         out.push_str(
             r#"<tr><td>ca, serving</td><td id="cert-expiry" colspan="2">unknown</td></tr>"#,
@@ -211,13 +210,9 @@ fn header(out: &mut String, view: &View<'_>) {
 
 fn admissions(out: &mut String, families: &[MetricFamily]) {
     const OUTCOMES: [&str; 4] = ["allowed", "patched", "denied", "error"];
-    let by = sum_by(
-        families,
-        "unroot_admission_requests_total",
-        &["webhook", "outcome"],
-    );
-    let warnings = sum_by(families, "unroot_admission_warnings_total", &["webhook"]);
-    let rejected = sum_by(families, "unroot_rejected_requests_total", &["webhook"]);
+    let by = sum_by(families, names::ADMISSION_REQUESTS, &["webhook", "outcome"]);
+    let warnings = sum_by(families, names::ADMISSION_WARNINGS, &["webhook"]);
+    let rejected = sum_by(families, names::REJECTED_REQUESTS, &["webhook"]);
     out.push_str("<section><h2>Admissions</h2><table><tr><th>webhook</th>");
     for outcome in OUTCOMES {
         let _ = write!(out, "<th>{outcome}</th>");
@@ -250,16 +245,25 @@ fn admissions(out: &mut String, families: &[MetricFamily]) {
     }
     out.push_str("</table><table>");
     for (label, id, name) in [
-        ("in flight", "in-flight", "unroot_admission_in_flight"),
+        (
+            "in flight",
+            "in-flight",
+            names::ADMISSION_REQUESTS_IN_FLIGHT,
+        ),
         (
             "policy reload errors",
             "policy-reload-errors",
-            "unroot_policy_reload_errors_total",
+            names::POLICY_RELOAD_ERRORS,
         ),
         (
             "audit records dropped",
             "audit-dropped",
-            "unroot_audit_dropped_total",
+            names::AUDIT_RECORDS_DROPPED,
+        ),
+        (
+            "TLS handshakes failed",
+            "tls-handshake-failures",
+            names::TLS_HANDSHAKE_FAILURES,
         ),
     ] {
         // Summed from +0.0: an empty f64 sum is -0.0, which prints "-0".
@@ -275,7 +279,7 @@ fn admissions(out: &mut String, families: &[MetricFamily]) {
 
 fn mutations(out: &mut String, families: &[MetricFamily]) {
     out.push_str("<section><h2>Mutations</h2><table><tr><th>mutation</th><th>applied</th></tr>");
-    for (key, value) in sum_by(families, "unroot_mutations_total", &["mutation"]) {
+    for (key, value) in sum_by(families, names::MUTATIONS, &["mutation"]) {
         let _ = write!(out, "<tr><td>{}</td>", escape(&key[0]));
         cell(out, &format!("mutations-{}", key[0]), value);
         out.push_str("</tr>");
@@ -289,7 +293,7 @@ fn violations(out: &mut String, families: &[MetricFamily]) {
         ("warn", "warnings (warn)"),
         ("audit", "audit annotations (audit)"),
     ];
-    let by = sum_by(families, "unroot_pss_violations_total", &["check", "mode"]);
+    let by = sum_by(families, names::POD_SECURITY_VIOLATIONS, &["check", "mode"]);
     let mut checks: Vec<&str> = by.keys().map(|k| k[0].as_str()).collect();
     checks.dedup();
     out.push_str("<h2>Pod Security violations by check</h2>");
@@ -355,7 +359,9 @@ fn recent(out: &mut String, records: &[Arc<Record>]) {
 fn readiness(out: &mut String, view: &View<'_>) {
     out.push_str("<h2>Namespace readiness (existing pods)</h2>");
     let Some(report) = view.report else {
-        let why = if view.report_running {
+        let why = if view.report_running && !view.report_leading {
+            "The readiness report runs on the replica holding the Lease, and this one does not: port-forward to that one (kubectl -n unroot get lease unroot-certs names it)."
+        } else if view.report_running {
             "The first readiness report has not finished yet."
         } else {
             "No readiness report: unroot runs without a cluster."
@@ -480,6 +486,7 @@ mod tests {
             recent: &[record],
             report: None,
             report_running: false,
+            report_leading: false,
             report_error: None,
             policy_hash: "h",
             now: Timestamp::UNIX_EPOCH,

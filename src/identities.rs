@@ -18,9 +18,10 @@ use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Registry};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
+use crate::metrics::{names, register};
 use crate::namespaces::Namespaces;
 use crate::policy::{Snapshot, selector_matches};
 
@@ -117,28 +118,21 @@ impl Metrics {
     #[must_use]
     #[allow(clippy::missing_panics_doc)]
     pub fn new(registry: &Registry) -> Self {
-        let collected = IntCounter::new(
-            "unroot_identity_configmaps_collected_total",
+        let collected = register(
+            registry,
+            names::IDENTITY_CONFIGMAPS_COLLECTED,
             "Identity ConfigMaps deleted because no pod mounts them any more.",
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "unroot_identity_sweep_errors_total",
-                "Failures while sweeping identity ConfigMaps, by step.",
-            ),
+            &[],
+        );
+        let errors: IntCounterVec = register(
+            registry,
+            names::IDENTITY_SWEEP_ERRORS,
+            "Failures while sweeping identity ConfigMaps, by step (list_configmaps, list_pods, delete); the sweep retries on its next run.",
             &["step"],
-        )
-        .expect("valid metric");
+        );
         for step in ["list_configmaps", "list_pods", "delete"] {
             errors.with_label_values(&[step]);
         }
-        registry
-            .register(Box::new(collected.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(errors.clone()))
-            .expect("unique metric");
         Self { collected, errors }
     }
 }

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => unroot::cli::policy::run(&args),
         Command::Check(args) => unroot::cli::check::run(&args),
         Command::Certs(args) => unroot::cli::certs::run(&args),
-        Command::Audit(args) => unroot::cli::audit::run(&args),
+        Command::Report(args) => unroot::cli::report::run(&args),
         Command::Review(args) => unroot::cli::review::run(&args),
         Command::Test(args) => unroot::cli::test::run(&args),
         Command::Completion(args) => unroot::cli::completion::run(&args),

@@ -5,14 +5,16 @@
 //! users or raw request strings, and the children a review counts are
 //! resolved once per label combination ([`slots`]), not looked up per review.
 
+pub mod names;
 mod slots;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use self::slots::{Names, Slots};
@@ -39,22 +41,22 @@ pub struct Metrics {
     pub admission_duration: HistogramVec,
     /// Requests refused before they were a review, by webhook and reason
     /// (`malformed`, `too_large`, `unsupported_media_type`, `body_timeout`,
-    /// `overloaded`), and connections refused before any webhook was named
-    /// (`webhook="none"`: `unauthenticated`, `header_timeout`).
+    /// `overloaded`).
     pub rejected_requests: IntCounterVec,
+    /// Connections that failed before any webhook was named.
+    pub connections: Connections,
     /// Warnings returned to clients, by webhook.
     pub warnings: IntCounterVec,
     /// Reviews being handled right now.
     pub in_flight: IntGauge,
     /// Mutations applied, by kind.
     pub mutations: IntCounterVec,
-    /// Pod Security evaluations, by mode, level, version and decision.
-    pub pss_evaluations: IntCounterVec,
     /// Pod Security check failures, by mode, level and check ID.
     pub pss_violations: IntCounterVec,
     /// Pods admitted by `/mutate`, by hardening mode (`on`, `warn`, `off`).
     pub harden: IntCounterVec,
-    /// Pod Security Admission's own counters.
+    /// Pod Security evaluations, exemptions and errors, with upstream Pod
+    /// Security Admission's labels.
     pub pod_security: PodSecurityMetrics,
     /// The readiness report's gauges, registered with or without a cluster
     /// (the report runs only with one).
@@ -63,8 +65,98 @@ pub struct Metrics {
     resolved: Arc<Resolved>,
 }
 
-/// The counters of upstream Pod Security Admission (same labels, bounded
-/// values), under unroot's prefix so both can run side by side.
+/// What the webhook listener counts before a request names a webhook: these
+/// are connections, not reviews, so they stay out of the per-webhook error
+/// ratio (a scanner's handshake is not a failed admission).
+#[derive(Clone, Debug)]
+pub struct Connections {
+    /// `unroot_tls_handshake_failures_total{reason}`, reasons
+    /// [`HANDSHAKE_FAILURES`].
+    pub handshake_failures: IntCounterVec,
+    /// `unroot_request_header_timeouts_total`.
+    pub header_timeouts: IntCounter,
+}
+
+/// The `reason` values of `unroot_tls_handshake_failures_total`:
+/// `unauthenticated` (no valid client certificate under `--client-ca`),
+/// `timeout`, `shed` (connections ran short), `error` (any other).
+pub const HANDSHAKE_FAILURES: [&str; 4] = ["unauthenticated", "timeout", "shed", "error"];
+
+/// A metric family [`register`] can make from a name, a help text and
+/// label names.
+pub trait Family: Collector + Clone + Sized + 'static {
+    /// The family `name`; a scalar type refuses label names.
+    ///
+    /// # Errors
+    /// An invalid name or label name, or labels for a scalar type.
+    fn make(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<Self>;
+}
+
+/// Refuses label names for a family that has none.
+fn scalar(name: &str, labels: &[&str]) -> prometheus::Result<()> {
+    if labels.is_empty() {
+        Ok(())
+    } else {
+        Err(prometheus::Error::Msg(format!(
+            "{name} has no labels, got {labels:?}"
+        )))
+    }
+}
+
+macro_rules! vector_family {
+    ($($t:ty),*) => {$(
+        impl Family for $t {
+            fn make(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<Self> {
+                <$t>::new(Opts::new(name, help), labels)
+            }
+        }
+    )*};
+}
+vector_family!(IntCounterVec, IntGaugeVec, GaugeVec);
+
+macro_rules! scalar_family {
+    ($($t:ty),*) => {$(
+        impl Family for $t {
+            fn make(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<Self> {
+                scalar(name, labels)?;
+                <$t>::new(name, help)
+            }
+        }
+    )*};
+}
+scalar_family!(IntCounter, IntGauge, Gauge);
+
+/// Makes the family `name` and registers it on `registry`: the one way
+/// unroot's modules add a metric.
+///
+/// # Panics
+/// When the name or a label is invalid, or `name` is already registered.
+/// Names are the constants of [`names`] and label sets constants, each
+/// registered once into the server's fresh registry, so this is a bug that
+/// the first test (every test starts a [`Metrics`]) shows.
+#[must_use]
+pub fn register<F: Family>(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> F {
+    add(registry, F::make(name, help, labels))
+}
+
+/// Registers a family made elsewhere (a histogram with its buckets).
+///
+/// # Panics
+/// As [`register`].
+#[must_use]
+pub fn add<C: Collector + Clone + 'static>(registry: &Registry, made: prometheus::Result<C>) -> C {
+    // The constants make these unreachable; see `register`.
+    let family = made.expect("a valid metric name and labels");
+    registry
+        .register(Box::new(family.clone()))
+        .expect("each metric registered once");
+    family
+}
+
+/// Upstream Pod Security Admission's counters (same labels, bounded
+/// values), under unroot's prefix. The evaluations carry every label the
+/// other Pod Security families need too (mode, level, version, decision),
+/// so there is one evaluation counter, not one of ours and one upstream's.
 #[derive(Clone, Debug)]
 pub struct PodSecurityMetrics {
     /// `decision`, `policy_level`, `policy_version`, `mode`,
@@ -83,83 +175,71 @@ impl Metrics {
     /// Never: names and label sets are constants, registered once into a
     /// fresh registry (a unit test covers it).
     #[must_use]
-    #[allow(clippy::missing_panics_doc, clippy::too_many_lines)]
+    #[allow(clippy::missing_panics_doc)]
     pub fn new() -> Self {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let admission_requests = counter(
-            "unroot_admission_requests_total",
+        let r = &registry;
+        let admission_requests: IntCounterVec = register(
+            r,
+            names::ADMISSION_REQUESTS,
             "AdmissionReviews answered, by webhook, kind, operation and outcome.",
             &["webhook", "kind", "operation", "outcome"],
         );
-        let rejected_requests = counter(
-            "unroot_rejected_requests_total",
-            "HTTP requests refused before they were read as an AdmissionReview, by reason.",
+        let rejected_requests: IntCounterVec = register(
+            r,
+            names::REJECTED_REQUESTS,
+            "HTTP requests to a webhook refused before they were read as an AdmissionReview, by webhook and reason.",
             &["webhook", "reason"],
         );
-        let warnings = counter(
-            "unroot_admission_warnings_total",
+        let connections = Connections::new(r);
+        let warnings: IntCounterVec = register(
+            r,
+            names::ADMISSION_WARNINGS,
             "Warnings returned to clients, by webhook.",
             &["webhook"],
         );
-        let mutations = counter(
-            "unroot_mutations_total",
+        let mutations: IntCounterVec = register(
+            r,
+            names::MUTATIONS,
             "Mutations applied to admitted objects, by mutation.",
             &["mutation"],
         );
-        let pss_evaluations = counter(
-            "unroot_pss_evaluations_total",
-            "Pod Security evaluations that counted towards a decision, by mode, level, version and decision.",
-            &["mode", "level", "version", "decision"],
-        );
-        let pss_violations = counter(
-            "unroot_pss_violations_total",
+        let pss_violations: IntCounterVec = register(
+            r,
+            names::POD_SECURITY_VIOLATIONS,
             "Pod Security check failures, by mode, level and check.",
             &["mode", "level", "check"],
         );
-        let harden = counter(
-            "unroot_harden_total",
-            "Pods considered for securityContext hardening, by their namespace's mode (unroot.dev/harden: on, warn, off).",
+        let harden: IntCounterVec = register(
+            r,
+            names::HARDENING_PODS,
+            "Pods /mutate considered for securityContext hardening, by their namespace's mode (unroot.dev/harden: on, warn, off).",
             &["mode"],
         );
-        let admission_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "unroot_admission_duration_seconds",
-                "Time to answer an AdmissionReview, from the full body read to the answer.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["webhook"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(admission_duration.clone()))
-            .expect("unique metric");
-        let in_flight = IntGauge::new(
-            "unroot_admission_in_flight",
-            "AdmissionReviews being handled right now.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(in_flight.clone()))
-            .expect("unique metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "unroot_build_info",
-                "The running unroot version (always 1).",
+        let admission_duration = add(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    names::ADMISSION_DURATION,
+                    "Time to answer an AdmissionReview, from the full body read to the answer.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["webhook"],
             ),
+        );
+        let in_flight: IntGauge = register(
+            r,
+            names::ADMISSION_REQUESTS_IN_FLIGHT,
+            "AdmissionReviews being handled right now.",
+            &[],
+        );
+        let build_info: IntGaugeVec = register(
+            r,
+            names::BUILD_INFO,
+            "The running unroot version (always 1).",
             &["version"],
-        )
-        .expect("valid metric");
+        );
         build_info.with_label_values(&[crate::VERSION]).set(1);
-        registry
-            .register(Box::new(build_info))
-            .expect("unique metric");
         #[cfg(target_os = "linux")]
         {
             // Best effort: a platform without /proc simply has no process_*.
@@ -167,69 +247,46 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ));
         }
-        let request = ["request_operation", "resource", "subresource"];
-        let pod_security = PodSecurityMetrics {
-            evaluations: counter(
-                "unroot_pod_security_evaluations_total",
-                "Pod Security policy evaluations, by decision, level, version and mode (upstream's labels).",
-                &[
-                    &["decision", "policy_level", "policy_version", "mode"][..],
-                    &request[..],
-                ]
-                .concat(),
-            ),
-            exemptions: counter(
-                "unroot_pod_security_exemptions_total",
-                "Requests exempt from Pod Security.",
-                &request,
-            ),
-            errors: counter(
-                "unroot_pod_security_errors_total",
-                "Errors met while evaluating Pod Security; fatal ones decided the request.",
-                &[&["fatal"][..], &request[..]].concat(),
-            ),
-        };
-        // Series that exist from the start, so rates and alerts see zeros.
-        for applied in Applied::ALL {
-            mutations.with_label_values(&[applied.as_str()]);
-        }
-        for mode in HardenMode::ALL {
-            harden.with_label_values(&[mode.as_str()]);
-        }
-        for reason in ["unauthenticated", "header_timeout"] {
-            rejected_requests.with_label_values(&["none", reason]);
-        }
-        for webhook in ["mutate", "validate"] {
-            for reason in [
-                "malformed",
-                "too_large",
-                "unsupported_media_type",
-                "body_timeout",
-                "overloaded",
-            ] {
-                rejected_requests.with_label_values(&[webhook, reason]);
-            }
-            admission_duration.with_label_values(&[webhook]);
-            warnings.with_label_values(&[webhook]);
-            for outcome in ["allowed", "patched", "denied", "error"] {
-                admission_requests.with_label_values(&[webhook, "Pod", "CREATE", outcome]);
-            }
-        }
+        let pod_security = PodSecurityMetrics::new(r);
         let report = crate::report::task::Metrics::new(&registry);
-        Self {
+        let metrics = Self {
             resolved: Arc::new(Resolved::new()),
             registry,
             admission_requests,
             admission_duration,
             rejected_requests,
+            connections,
             warnings,
             in_flight,
             mutations,
-            pss_evaluations,
             pss_violations,
             harden,
             pod_security,
             report,
+        };
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// Makes the series that exist from the start, so rates and alerts see
+    /// zeros.
+    fn start_at_zero(&self) {
+        for applied in Applied::ALL {
+            self.mutations.with_label_values(&[applied.as_str()]);
+        }
+        for mode in HardenMode::ALL {
+            self.harden.with_label_values(&[mode.as_str()]);
+        }
+        for webhook in ["mutate", "validate"] {
+            for reason in REASONS {
+                self.rejected_requests.with_label_values(&[webhook, reason]);
+            }
+            self.admission_duration.with_label_values(&[webhook]);
+            self.warnings.with_label_values(&[webhook]);
+            for outcome in ["allowed", "patched", "denied", "error"] {
+                self.admission_requests
+                    .with_label_values(&[webhook, "Pod", "CREATE", outcome]);
+            }
         }
     }
 
@@ -316,12 +373,6 @@ impl Metrics {
         let [op, resource, sub] = upstream.labels;
         // A version newer than this binary knows has no slot: looked up.
         let index = pss_index(result, r.versions);
-        child(&r.pss, index, || {
-            let version = metric_version(result.policy);
-            self.pss_evaluations
-                .with_label_values(&[mode, level, &version, decision])
-        })
-        .inc();
         let row = r
             .upstream
             .get(upstream.index, || Slots::new(pss_slots(r.versions)));
@@ -352,11 +403,9 @@ impl Metrics {
     }
 
     /// Counts a request `webhook` refused before it was a review, for
-    /// `reason` (`webhook` is `none` before any webhook was named).
+    /// `reason`.
     pub fn count_rejected(&self, webhook: &str, reason: &str) {
-        let index = REJECTED_WEBHOOKS
-            .iter()
-            .position(|w| *w == webhook)
+        let index = webhook_index(webhook)
             .zip(REASONS.iter().position(|r| *r == reason))
             .map(|(w, r)| w * REASONS.len() + r);
         child(&self.resolved.rejected, index, || {
@@ -372,6 +421,62 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl PodSecurityMetrics {
+    /// Registers the Pod Security families on `registry`.
+    fn new(registry: &Registry) -> Self {
+        let request = ["request_operation", "resource", "subresource"];
+        Self {
+            evaluations: register(
+                registry,
+                names::POD_SECURITY_EVALUATIONS,
+                "Pod Security policy evaluations, by decision, level, version and mode, and the request (upstream Pod Security Admission's labels).",
+                &[
+                    &["decision", "policy_level", "policy_version", "mode"][..],
+                    &request[..],
+                ]
+                .concat(),
+            ),
+            exemptions: register(
+                registry,
+                names::POD_SECURITY_EXEMPTIONS,
+                "Requests exempt from Pod Security.",
+                &request,
+            ),
+            errors: register(
+                registry,
+                names::POD_SECURITY_ERRORS,
+                "Errors met while evaluating Pod Security; fatal ones decided the request.",
+                &[&["fatal"][..], &request[..]].concat(),
+            ),
+        }
+    }
+}
+
+impl Connections {
+    /// Registers the connection families on `registry`, every reason at 0.
+    fn new(registry: &Registry) -> Self {
+        let handshake_failures: IntCounterVec = register(
+            registry,
+            names::TLS_HANDSHAKE_FAILURES,
+            "TLS handshakes on the webhook port that did not complete, by reason (unauthenticated: no valid client certificate; timeout; shed: connections ran short; error: any other).",
+            &["reason"],
+        );
+        for reason in HANDSHAKE_FAILURES {
+            handshake_failures.with_label_values(&[reason]);
+        }
+        let header_timeouts = register(
+            registry,
+            names::REQUEST_HEADER_TIMEOUTS,
+            "Connections on the webhook port whose request headers did not arrive in time (answered 408, before any webhook was named).",
+            &[],
+        );
+        Self {
+            handshake_failures,
+            header_timeouts,
+        }
     }
 }
 
@@ -400,14 +505,12 @@ struct Resolved {
     duration: Slots<Histogram>,
     /// webhook.
     warnings: Slots<IntCounter>,
-    /// webhook (with `none`) × reason.
+    /// webhook × reason.
     rejected: Slots<IntCounter>,
     /// [`Applied::ALL`].
     mutations: Slots<IntCounter>,
     /// [`HardenMode::ALL`].
     harden: Slots<IntCounter>,
-    /// `unroot_pss_evaluations_total`: one [`pss_index`] each.
-    pss: Slots<IntCounter>,
     /// `unroot_pod_security_evaluations_total`: a row per upstream request
     /// combination ([`Upstream`]), made when first seen, of one
     /// [`pss_index`] each.
@@ -432,10 +535,9 @@ impl Resolved {
             requests: Slots::new(WEBHOOKS * TARGETS * OPERATIONS * OUTCOMES),
             duration: Slots::new(WEBHOOKS),
             warnings: Slots::new(WEBHOOKS),
-            rejected: Slots::new(REJECTED_WEBHOOKS.len() * REASONS.len()),
+            rejected: Slots::new(WEBHOOKS * REASONS.len()),
             mutations: Slots::new(Applied::ALL.len()),
             harden: Slots::new(HardenMode::ALL.len()),
-            pss: Slots::new(pss_slots(versions)),
             upstream: Slots::new(REQUESTS),
             exemptions: Slots::new(REQUESTS),
             errors: Slots::new(2 * REQUESTS),
@@ -456,18 +558,13 @@ fn webhook_index(webhook: &str) -> Option<usize> {
     }
 }
 
-/// The `webhook` values of `unroot_rejected_requests_total`.
-const REJECTED_WEBHOOKS: [&str; 3] = ["mutate", "validate", "none"];
-
 /// The `reason` values of `unroot_rejected_requests_total`.
-const REASONS: [&str; 7] = [
+const REASONS: [&str; 5] = [
     "malformed",
     "too_large",
     "unsupported_media_type",
     "body_timeout",
     "overloaded",
-    "unauthenticated",
-    "header_timeout",
 ];
 
 const TARGETS: usize = 4 + workload::Kind::ALL.len();
@@ -662,9 +759,6 @@ mod tests {
             let decision = if result.allowed { "allow" } else { "deny" };
             let (level, mode) = (result.policy.level.as_str(), result.mode.as_str());
             let version = metric_version(result.policy);
-            m.pss_evaluations
-                .with_label_values(&[mode, level, &version, decision])
-                .inc();
             m.pod_security
                 .evaluations
                 .with_label_values(&[decision, level, &version, mode, op, resource, sub])
@@ -798,7 +892,7 @@ mod tests {
         }
         for (webhook, reason) in [
             ("mutate", "too_large"),
-            ("none", "unauthenticated"),
+            ("other", "unauthenticated"),
             ("validate", "new"),
         ] {
             resolved.count_rejected(webhook, reason);
@@ -860,8 +954,7 @@ mod tests {
         let text = m.render();
         for line in [
             r#"unroot_admission_requests_total{kind="Pod",operation="UPDATE",outcome="denied",webhook="validate"} 1"#,
-            r#"unroot_pss_evaluations_total{decision="deny",level="restricted",mode="enforce",version="latest"} 1"#,
-            r#"unroot_pss_violations_total{check="runAsNonRoot",level="restricted",mode="enforce"} 1"#,
+            r#"unroot_pod_security_violations_total{check="runAsNonRoot",level="restricted",mode="enforce"} 1"#,
             r#"unroot_pod_security_evaluations_total{decision="deny",mode="enforce",policy_level="restricted",policy_version="latest",request_operation="update",resource="pod",subresource="other"} 1"#,
             r#"unroot_mutations_total{mutation="security_context"} 0"#,
             r#"unroot_build_info{version=""#,

@@ -3,8 +3,8 @@
 //! turn on restricted here?".
 //!
 //! One function builds it ([`build`]): the background task of `serve`
-//! ([`task`], every `--audit-interval` and on `POST /audit/run`) and the
-//! one-off `unroot audit` both call it, over a [`PodPages`] source that
+//! ([`task`], every `--report-interval` and on `POST /report/run`) and the
+//! one-off `unroot report` both call it, over a [`PodPages`] source that
 //! lists pods a page at a time, so only one page is in memory at once.
 //!
 //! Each level is evaluated at the version the namespace pins for it: the

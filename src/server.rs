@@ -54,7 +54,7 @@ use crate::readiness::Readiness;
 pub enum Error {
     /// The dashboard listener was given an address other hosts can reach.
     #[error(
-        "--dashboard-listen {addr}: the dashboard, the readiness report and POST /audit/run are served on a loopback address only (127.0.0.1 or ::1); reach them with kubectl port-forward"
+        "--dashboard-listen {addr}: the dashboard, the readiness report and POST /report/run are served on a loopback address only (127.0.0.1 or ::1); reach them with kubectl port-forward"
     )]
     DashboardNotLoopback {
         /// The address.
@@ -92,7 +92,7 @@ pub struct Config {
     /// Admin (plain HTTP) address: `/healthz`, `/readyz`, `/metrics`.
     pub admin_listen: SocketAddr,
     /// Dashboard (plain HTTP, loopback only) address: `/dashboard`,
-    /// `/audit/report`, `POST /audit/run` (and `/metrics` for the
+    /// `/report`, `POST /report/run` (and `/metrics` for the
     /// dashboard's link).
     pub dashboard_listen: SocketAddr,
     /// Longest time a client may take to send its request headers and body.
@@ -285,6 +285,8 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/dashboard", axum::routing::any(moved))
+        .route("/report", axum::routing::any(moved))
+        .route("/report/run", axum::routing::any(moved))
         .route("/audit/run", axum::routing::any(moved))
         .route("/audit/report", axum::routing::any(moved))
         .fallback(not_found)
@@ -292,11 +294,14 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 }
 
 /// The dashboard router, served on loopback only: `/dashboard`, `POST
-/// /audit/run`, `GET /audit/report`, and `/metrics` (the dashboard links
-/// to it).
+/// /report/run`, `GET /report`, and `/metrics` (the dashboard links to
+/// it). `/audit/run` and `/audit/report` are the old names of the report's
+/// routes, kept for one release.
 pub fn dashboard_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/dashboard", get(observe::dashboard))
+        .route("/report/run", post(observe::run_report))
+        .route("/report", get(observe::report))
         .route("/audit/run", post(observe::run_report))
         .route("/audit/report", get(observe::report))
         .route("/metrics", get(metrics))
@@ -333,7 +338,7 @@ pub async fn start(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let readiness = Arc::clone(&state.readiness);
-    let rejected = state.metrics.rejected_requests.clone();
+    let counted = state.metrics.connections.clone();
     let lag_probe = state.limits.lag_probe().map(tokio::spawn);
     let draining = listener::Draining::default();
     let drain = draining.clone();
@@ -374,7 +379,7 @@ pub async fn start(
                 shutdown_rx,
                 &readiness,
                 &draining,
-                Some(rejected),
+                Some(counted),
             )
             .await;
             let _ = admin_task.await;
@@ -440,7 +445,7 @@ async fn moved() -> Response {
     error_body(
         StatusCode::NOT_FOUND,
         "NotFound",
-        "not served on the admin port: the dashboard, the readiness report and POST /audit/run are on the loopback-only dashboard listener (--dashboard-listen, default 127.0.0.1:8081); reach it with kubectl -n unroot port-forward deploy/unroot 8081",
+        "not served on the admin port: the dashboard, the readiness report and POST /report/run are on the loopback-only dashboard listener (--dashboard-listen, default 127.0.0.1:8081); reach it with kubectl -n unroot port-forward deploy/unroot 8081",
     )
 }
 

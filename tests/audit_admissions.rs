@@ -124,13 +124,13 @@ async fn the_mix_gives_exact_metric_values() {
     for (series, want) in mix::METRICS {
         assert_eq!(server.metric(series).await, Some(*want), "{series}");
     }
-    // Without a cluster there is no readiness report, but its timestamp is
-    // exported (0: never ran) so dashboards and alerts find the name.
+    // Without a cluster there is no readiness report, and no time of one:
+    // a dashboard shows "no data", not a report 56 years old.
     assert_eq!(
         server
             .metric("unroot_readiness_report_last_run_timestamp_seconds")
             .await,
-        Some(0.0)
+        None
     );
     server.shutdown().await;
 }
@@ -164,13 +164,31 @@ async fn no_object_content_reaches_the_audit_log() {
 #[tokio::test]
 async fn the_report_endpoints_say_why_there_is_no_report() {
     let (server, _sink) = mix::start(unroot::report::task::Handle::default()).await;
-    let reply = server.dashboard_post("/audit/run").await;
+    let reply = server.dashboard_post("/report/run").await;
     assert_eq!(reply.status, 503);
     assert_eq!(
         reply.json()["message"],
         "no readiness report: unroot runs without a cluster"
     );
-    let reply = server.dashboard_get("/audit/report").await;
+    let reply = server.dashboard_get("/report").await;
     assert_eq!(reply.status, 503);
+    server.shutdown().await;
+}
+
+/// The report's routes under their old names (`/audit/run`, `/audit/report`)
+/// answer as the new ones for one release, so scripts keep working.
+#[tokio::test]
+async fn the_old_report_routes_still_answer() {
+    let (server, _sink) = mix::start(unroot::report::task::Handle::fixed(mix::report())).await;
+    let new = server.dashboard_get("/report").await;
+    let old = server.dashboard_get("/audit/report").await;
+    assert_eq!((new.status, old.status), (200, 200));
+    assert_eq!(new.json(), old.json());
+    let reply = server.dashboard_post("/audit/run").await;
+    assert_eq!(reply.status, 503, "no task behind a fixed report");
+    assert_eq!(
+        reply.json()["message"],
+        "no readiness report: unroot runs without a cluster"
+    );
     server.shutdown().await;
 }

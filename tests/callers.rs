@@ -13,7 +13,7 @@
 //!
 //! And the admin port (path 8): it serves `/metrics`, `/healthz` and
 //! `/readyz` only; the dashboard, the readiness report and every POST are on
-//! a loopback-only listener, and `POST /audit/run` is rate-limited.
+//! a loopback-only listener, and `POST /report/run` is rate-limited.
 
 use crate::common;
 
@@ -32,8 +32,7 @@ use unroot::server::PodLister;
 
 use common::{APISERVER_CLIENT, ClientCa, review_for};
 
-const UNAUTHENTICATED: &str =
-    r#"unroot_rejected_requests_total{reason="unauthenticated",webhook="none"}"#;
+const UNAUTHENTICATED: &str = r#"unroot_tls_handshake_failures_total{reason="unauthenticated"}"#;
 
 fn message(response: &Value) -> &str {
     response["status"]["message"].as_str().unwrap_or_default()
@@ -469,7 +468,7 @@ async fn a_flood_of_unauthenticated_audit_records_drops_none_of_the_authenticate
     // Enough to fill the whole queue, were they let.
     flood(&server, &forged, QUEUE + 600).await;
     let dropped = |caller: &str| {
-        format!(r#"unroot_audit_dropped_total{{caller="{caller}",reason="queue_full"}}"#)
+        format!(r#"unroot_audit_records_dropped_total{{caller="{caller}",reason="queue_full"}}"#)
     };
     let forged_drops = server.metric(&dropped("unauthenticated")).await.unwrap();
     // Half the queue is theirs at most; all but that, and what the writer
@@ -523,7 +522,7 @@ async fn a_flood_of_unauthenticated_audit_records_drops_none_of_the_authenticate
 /// The admin port is plain HTTP that Prometheus and the kubelet reach over
 /// the pod network: it serves `/metrics`, `/healthz` and `/readyz`, and not
 /// the dashboard (denials with user names), the readiness report
-/// (namespaces) or any POST (`/audit/run` lists every pod again). Those are
+/// (namespaces) or any POST (`/report/run` lists every pod again). Those are
 /// on the loopback-only dashboard listener.
 #[tokio::test]
 async fn the_dashboard_and_posts_are_not_served_on_the_admin_port() {
@@ -533,6 +532,8 @@ async fn the_dashboard_and_posts_are_not_served_on_the_admin_port() {
     }
     for reply in [
         server.admin_get("/dashboard").await,
+        server.admin_get("/report").await,
+        server.admin_post("/report/run").await,
         server.admin_get("/audit/report").await,
         server.admin_post("/audit/run").await,
         server.admin_post("/metrics").await,
@@ -576,7 +577,7 @@ async fn the_dashboard_and_posts_are_not_served_on_the_admin_port() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("--dashboard-listen 0.0.0.0:0: the dashboard, the readiness report and POST /audit/run are served on a loopback address only"),
+            .starts_with("--dashboard-listen 0.0.0.0:0: the dashboard, the readiness report and POST /report/run are served on a loopback address only"),
         "{err}"
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_unroot"))
@@ -596,7 +597,7 @@ async fn the_dashboard_and_posts_are_not_served_on_the_admin_port() {
     );
 }
 
-/// `POST /audit/run` makes every replica list every pod of the cluster:
+/// `POST /report/run` makes every replica list every pod of the cluster:
 /// one run a minute is taken, and more get 429 with `Retry-After`.
 #[tokio::test]
 async fn audit_run_is_rate_limited() {
@@ -606,12 +607,12 @@ async fn audit_run_is_rate_limited() {
         ..Default::default()
     })
     .await;
-    assert_eq!(server.dashboard_post("/audit/run").await.status, 202);
+    assert_eq!(server.dashboard_post("/report/run").await.status, 202);
     tokio::time::timeout(Duration::from_secs(1), trigger.notified())
         .await
         .expect("the run was asked for");
     for _ in 0..3 {
-        let reply = server.dashboard_post("/audit/run").await;
+        let reply = server.dashboard_post("/report/run").await;
         assert_eq!(reply.status, 429);
         let retry: u64 = reply.headers["retry-after"]
             .to_str()

@@ -66,7 +66,7 @@ async fn the_page_shows_the_report_and_the_certificates() {
         page.contains(r#"<td class="n" id="cert-days-ca">"#),
         "{page}"
     );
-    let json = server.dashboard_get("/audit/report").await.json();
+    let json = server.dashboard_get("/report").await.json();
     assert_eq!(json["namespaces"][0]["namespace"], "team-a");
     assert_eq!(json["namespaces"][0]["restricted"]["violating"], 3);
     assert_eq!(json["skipped"][0]["reason"], "excluded");

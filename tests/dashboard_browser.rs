@@ -168,7 +168,7 @@ fn compare_counters(dom: &str, samples: &[(String, BTreeMap<String, String>, f64
     }
     let checks: std::collections::BTreeSet<&str> = samples
         .iter()
-        .filter(|(n, _, _)| n == "unroot_pss_violations_total")
+        .filter(|(n, _, _)| n == "unroot_pod_security_violations_total")
         .map(|(_, l, _)| l["check"].as_str())
         .collect();
     assert!(checks.len() >= 5, "{checks:?}");
@@ -176,7 +176,7 @@ fn compare_counters(dom: &str, samples: &[(String, BTreeMap<String, String>, f64
         for mode in ["enforce", "warn", "audit"] {
             let want = sum(
                 samples,
-                "unroot_pss_violations_total",
+                "unroot_pod_security_violations_total",
                 &[("check", check), ("mode", mode)],
             );
             assert_eq!(
@@ -189,11 +189,11 @@ fn compare_counters(dom: &str, samples: &[(String, BTreeMap<String, String>, f64
     }
     assert_eq!(
         number_of(dom, "audit-dropped"),
-        sum(samples, "unroot_audit_dropped_total", &[])
+        sum(samples, "unroot_audit_records_dropped_total", &[])
     );
     assert_eq!(
         number_of(dom, "audit-dropped"),
-        sum(samples, "unroot_audit_dropped_total", &[])
+        sum(samples, "unroot_audit_records_dropped_total", &[])
     );
     compared + 1
 }

@@ -13,8 +13,7 @@ use unroot::server::IdentityStore;
 
 /// The spawner the provisioning policy trusts: a forged review names it.
 const HUB: &str = "system:serviceaccount:jupyterhub:hub";
-const UNAUTHENTICATED: &str =
-    r#"unroot_rejected_requests_total{reason="unauthenticated",webhook="none"}"#;
+const UNAUTHENTICATED: &str = r#"unroot_tls_handshake_failures_total{reason="unauthenticated"}"#;
 
 /// POSTs a forged provisioning review; the HTTP status, or the error.
 async fn forge(
@@ -73,5 +72,17 @@ async fn unauthenticated_callers_never_reach_the_identity_write_and_are_counted(
     assert_eq!(forge(&server, &serving_ca, Some(&apiserver)).await, Ok(200));
     assert_eq!(store.applied().len(), 1);
     assert_eq!(server.metric(UNAUTHENTICATED).await, Some(2.0));
+    // Refused handshakes are connections, not requests to a webhook: no
+    // webhook's rejected (and error-ratio) series counts them.
+    let text = String::from_utf8(server.admin_get("/metrics").await.body).unwrap();
+    let rejected: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("unroot_rejected_requests_total{"))
+        .collect();
+    assert!(!rejected.is_empty());
+    for line in rejected {
+        assert!(line.ends_with(" 0"), "{line}");
+        assert!(!line.contains(r#"webhook="none""#), "{line}");
+    }
     server.shutdown().await;
 }

@@ -141,9 +141,7 @@ async fn a_partial_request_line_gets_408_before_the_connection_closes() {
 }
 
 async fn header_timeouts(server: &common::Server) -> Option<f64> {
-    server
-        .metric(r#"unroot_rejected_requests_total{reason="header_timeout",webhook="none"}"#)
-        .await
+    server.metric("unroot_request_header_timeouts_total").await
 }
 
 /// A server whose header timeout is 0.8 s and idle timeout 2 s.

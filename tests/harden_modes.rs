@@ -135,7 +135,7 @@ async fn each_mode_on_a_plain_pod() {
     for (mode, count) in [("on", 3.0), ("warn", 1.0), ("off", 1.0)] {
         assert_eq!(
             server
-                .metric(&format!("unroot_harden_total{{mode=\"{mode}\"}}"))
+                .metric(&format!("unroot_hardening_pods_total{{mode=\"{mode}\"}}"))
                 .await,
             Some(count),
             "{mode}"

@@ -173,7 +173,7 @@ async fn sigterm_finishes_in_flight_reviews_then_exits_cleanly() {
         if admin_get(server.admin, "/metrics")
             .await
             .lines()
-            .any(|l| l == "unroot_admission_in_flight 1")
+            .any(|l| l == "unroot_admission_requests_in_flight 1")
         {
             in_flight = true;
             break;
@@ -182,7 +182,7 @@ async fn sigterm_finishes_in_flight_reviews_then_exits_cleanly() {
     }
     assert!(
         in_flight,
-        "the review never showed in unroot_admission_in_flight"
+        "the review never showed in unroot_admission_requests_in_flight"
     );
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
@@ -231,7 +231,10 @@ async fn admin_endpoints_answer_on_their_own_port() {
         tcp.read_to_string(&mut reply).await.unwrap();
         assert!(reply.starts_with(want), "{path}: {reply}");
         if path == "/metrics" {
-            assert!(reply.contains("unroot_admission_in_flight 0"), "{reply}");
+            assert!(
+                reply.contains("unroot_admission_requests_in_flight 0"),
+                "{reply}"
+            );
         }
     }
 }

@@ -104,14 +104,14 @@ dashboard_of() {
 dashboards='' warned=0
 while read -r replica _; do
     dashboards+=$(dashboard_of "$replica")
-    n=$(unroot_metrics "$replica" 2>/dev/null | awk '$1 == "unroot_harden_total{mode=\"warn\"}" {print $2}')
+    n=$(unroot_metrics "$replica" 2>/dev/null | awk '$1 == "unroot_hardening_pods_total{mode=\"warn\"}" {print $2}')
     warned=$((warned + ${n:-0}))
 done < <(unroot_pods)
 assert_contains "the dashboard lists the warned root pod" "$dashboards" "<td>$ns</td><td>root</td>"
 if ((warned >= 2)); then
-    pass "unroot_harden_total{mode=\"warn\"} counts the pods left unhardened ($warned)"
+    pass "unroot_hardening_pods_total{mode=\"warn\"} counts the pods left unhardened ($warned)"
 else
-    fail "unroot_harden_total{mode=\"warn\"} is $warned"
+    fail "unroot_hardening_pods_total{mode=\"warn\"} is $warned"
 fi
 
 assert_ok "unroot scaled to 0" unroot_down

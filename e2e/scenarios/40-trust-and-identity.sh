@@ -159,7 +159,7 @@ if [[ -n ${E2E_WEBHOOK_CLIENT_CA:-} ]]; then
         000 "$(call --cert "$E2E_WEBHOOK_OTHER_CERT" --key "$E2E_WEBHOOK_OTHER_KEY")"
     refused=0
     while read -r pod _; do
-        v=$(unroot_metrics "$pod" | awk '$1 == "unroot_rejected_requests_total{reason=\"unauthenticated\",webhook=\"none\"}" {print $2}')
+        v=$(unroot_metrics "$pod" | awk '$1 == "unroot_tls_handshake_failures_total{reason=\"unauthenticated\"}" {print $2}')
         v=${v:-0}
         refused=$((refused + ${v%.*}))
     done < <(unroot_pods)

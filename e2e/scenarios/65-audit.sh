@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The readiness report and the audit log through the real API server: pods
 # that violate restricted in a warn=restricted namespace are counted by
-# `unroot audit --namespace` (run from the host with the admin kubeconfig)
+# `unroot report --namespace` (run from the host with the admin kubeconfig)
 # and by the server's background report (unroot_namespace_pods_violating),
-# listed page by page; every admission decision is one JSON audit line on
-# stdout, marked unauthenticated (the shipped install has no --client-ca);
-# /dashboard shows the namespace. The dashboard, GET /audit/report and POST
-# /audit/run are reached through `kubectl port-forward` to the replica's
-# loopback listener (8081): its admin port on the pod IP serves only
-# /metrics, /healthz and /readyz, and a second POST /audit/run within a
-# minute is refused with 429.
+# listed page by page, on the replica holding the Lease only; every
+# admission decision is one JSON audit line on stdout, marked
+# unauthenticated (the shipped install has no --client-ca); /dashboard shows
+# the namespace. The dashboard, GET /report and POST /report/run are reached
+# through `kubectl port-forward` to the replica's loopback listener (8081):
+# its admin port on the pod IP serves only /metrics, /healthz and /readyz,
+# and a second POST /report/run within a minute is refused with 429. The
+# other replicas export no report series and say where the report runs.
 #
 # unroot runs installed from manifests/ (install_unroot), its replicas with a
 # short report interval and tiny pages (set_unroot_args); the namespace is
@@ -70,24 +71,39 @@ audit_create_pods() {
     done
 }
 
-# `unroot audit` from the host, with the admin kubeconfig.
+# `unroot report` from the host, with the admin kubeconfig.
 audit_cli() {
-    "$unroot_bin" audit --kubeconfig "$(e2e_kubeconfig)" "$@"
+    "$unroot_bin" report --kubeconfig "$(e2e_kubeconfig)" "$@"
 }
 
-# One replica's admin port (every replica runs the report), from this host
-# on the node's bridge: /metrics, /healthz and /readyz only.
+# The admin port of the replica that runs the report, from this host on the
+# node's bridge: /metrics, /healthz and /readyz only.
 audit_admin_url() {
     echo "http://$(audit_replica_ip):8080"
 }
 
-# The replica looked at (the first ready one), and its pod IP. (All of
+# The replica looked at: the one holding the Lease, which runs the report
+# (waits until the holder is a ready replica); and its pod IP. (All of
 # unroot_pods is read: a reader that stops early breaks its pipe.)
 audit_replica() {
-    unroot_pods | awk 'NR == 1 {print $1}'
+    local holder deadline=$((SECONDS + 60))
+    while :; do
+        holder=$(e2e_kubectl -n "$UNROOT_NS" get lease unroot-certs -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+        if [[ -n $holder ]] && unroot_pods | awk -v h="$holder" '$1 == h {found = 1} END {exit !found}'; then
+            echo "$holder"
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            e2e_log "no ready replica holds the Lease unroot-certs (holder: '${holder}')"
+            return 1
+        fi
+        sleep 1
+    done
 }
 audit_replica_ip() {
-    unroot_pods | awk 'NR == 1 {print $2}'
+    local replica
+    replica=$(audit_replica) || return 1
+    unroot_pods | awk -v r="$replica" '$1 == r {print $2}'
 }
 
 # Forwards a local port to replica $1's loopback dashboard listener (8081)
@@ -145,7 +161,7 @@ audit_setup_namespace
 # A short interval and tiny pages: the report runs often, and needs several
 # pages (continue tokens) of the real API server.
 install_unroot
-set_unroot_args --audit-interval=3s --audit-page-size=2
+set_unroot_args --report-interval=3s --report-page-size=2
 admin=$(audit_admin_url)
 audit_forward_dashboard "$(audit_replica)" || fail "kubectl port-forward to the dashboard listener failed"
 
@@ -161,7 +177,7 @@ r = json.loads(sys.argv[1])
 n = r["namespaces"][0]
 print(n["namespace"], n["pods"], n["baseline"]["violating"], n["restricted"]["violating"], n["restricted"]["version"])
 ' "$json")
-assert_eq "unroot audit --namespace counts 4 pods, 1 violating baseline, 3 violating restricted" \
+assert_eq "unroot report --namespace counts 4 pods, 1 violating baseline, 3 violating restricted" \
     "$ns 4 1 3 latest" "$counts"
 text=$(audit_cli --namespace "$ns")
 echo "$text"
@@ -173,6 +189,9 @@ all=$(audit_cli)
 echo "$all"
 assert_contains "the whole-cluster report has the namespace" "$all" "$ns"
 assert_contains "and skips the excluded kube-system" "$all" "skipped: kube-system (excluded)"
+old=$("$unroot_bin" audit --kubeconfig "$(e2e_kubeconfig)" --namespace "$ns" --format json)
+assert_eq "unroot audit, the old name, still prints the same report" "$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["namespaces"])' "$json")" \
+    "$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["namespaces"])' "$old")"
 
 rc=0
 audit_cli --namespace no-such-namespace >/dev/null 2>&1 || rc=$?
@@ -184,13 +203,13 @@ assert_eq "an unreadable kubeconfig exits 2" 2 "$rc"
 # The pod IP's admin port serves the metrics and probes, nothing else.
 assert_eq "the admin port on the pod IP serves /metrics" 200 "$(audit_admin "$admin/metrics")"
 assert_eq "but not the dashboard" 404 "$(audit_admin "$admin/dashboard")"
-assert_eq "nor the readiness report" 404 "$(audit_admin "$admin/audit/report")"
-assert_eq "nor POST /audit/run" 404 "$(audit_admin -X POST "$admin/audit/run")"
+assert_eq "nor the readiness report" 404 "$(audit_admin "$admin/report")"
+assert_eq "nor POST /report/run" 404 "$(audit_admin -X POST "$admin/report/run")"
 assert_eq "the dashboard listener is not on the pod IP" 000 \
     "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 3 "http://$(audit_replica_ip):8081/dashboard" 2>/dev/null || true)"
 
-assert_eq "POST /audit/run through kubectl port-forward is accepted" 202 "$(audit_admin -X POST "$dashboard/audit/run")"
-assert_eq "a second one within a minute is refused" 429 "$(audit_admin -X POST "$dashboard/audit/run")"
+assert_eq "POST /report/run through kubectl port-forward is accepted" 202 "$(audit_admin -X POST "$dashboard/report/run")"
+assert_eq "a second one within a minute is refused" 429 "$(audit_admin -X POST "$dashboard/report/run")"
 if audit_wait_metric "unroot_namespace_pods_violating{level=\"restricted\",namespace=\"$ns\"}" 3 30; then
     pass "the server's report exports 3 pods violating restricted"
 else
@@ -201,8 +220,33 @@ assert_eq "of 4 pods" 4 "$(audit_metric "unroot_namespace_pods{namespace=\"$ns\"
 assert_eq "excluded namespaces have no series" "" "$(audit_metric 'unroot_namespace_pods{namespace="kube-system"}')"
 last=$(audit_metric unroot_readiness_report_last_run_timestamp_seconds)
 assert_ok "the report's timestamp is recent" python3 -c "import sys, time; sys.exit(0 if abs(time.time() - float('$last')) < 60 else 1)"
-report=$(curl -fsS "$dashboard/audit/report")
-assert_contains "GET /audit/report has the namespace" "$report" "\"namespace\":\"$ns\""
+report=$(curl -fsS "$dashboard/report")
+assert_contains "GET /report has the namespace" "$report" "\"namespace\":\"$ns\""
+assert_contains "and so does GET /audit/report, its old name" "$(curl -fsS "$dashboard/audit/report")" "\"namespace\":\"$ns\""
+
+# The report runs once per cluster: only the Lease holder exports its series.
+leader=$(audit_replica)
+exporting=0 others=''
+while read -r pod _; do
+    if unroot_metrics "$pod" | grep -F 'unroot_readiness_report_last_run_timestamp_seconds ' >/dev/null; then
+        exporting=$((exporting + 1))
+        [[ $pod == "$leader" ]] || e2e_log "$pod exports the report but does not hold the Lease ($leader does)"
+    elif [[ -z $others ]]; then
+        others=$pod
+    fi
+done < <(unroot_pods)
+assert_eq "one replica, the Lease holder, exports the report's series" 1 "$exporting"
+if [[ -n $others ]]; then
+    assert_eq "another replica exports no namespace series" "" \
+        "$(unroot_metrics "$others" | grep -F "unroot_namespace_pods{namespace=\"$ns\"}" || true)"
+    audit_forward_dashboard "$others" || fail "kubectl port-forward to another replica's dashboard listener failed"
+    other=$(curl -sS "$dashboard/report")
+    assert_contains "and its GET /report says the report runs on the Lease holder" "$other" "runs on the replica holding the Lease"
+    assert_eq "and POST /report/run there is refused" 503 "$(audit_admin -X POST "$dashboard/report/run")"
+    audit_forward_dashboard "$leader" || fail "kubectl port-forward to the dashboard listener failed"
+else
+    fail "only one ready replica: cannot look at one that does not hold the Lease"
+fi
 
 page=$(curl -fsS "$dashboard/dashboard")
 assert_contains "the dashboard has the namespace's readiness row" "$page" "id=\"readiness-$ns-restricted\" title=\"restricted:latest\">3<"

@@ -237,6 +237,33 @@ impl Elector {
     }
 }
 
+/// Campaigns for the Lease with `elector` until `leading` has no receiver
+/// left, saying in `leading` whether this replica holds it; steps down when
+/// renewals failed for [`RENEW_DEADLINE`]. For work that runs once per
+/// cluster (the readiness report) when certificates are not managed in the
+/// cluster: with `--manage-certs` the certificate task campaigns on the same
+/// Lease and says the same. Never releases the Lease: another replica takes
+/// it over [`LEASE_DURATION`] after this one stopped renewing.
+pub async fn campaign(mut elector: Elector, leading: tokio::sync::watch::Sender<bool>) {
+    let mut renewed: Option<Instant> = None;
+    while !leading.is_closed() {
+        match elector.try_acquire_or_renew().await {
+            Ok(held) => {
+                renewed = held.then(Instant::now);
+                leading.send_if_modified(|l| std::mem::replace(l, held) != held);
+            }
+            Err(e) => {
+                tracing::warn!(lease = %elector.name, error = %e, "failed to take or renew the Lease");
+                if renewed.is_none_or(|at| at.elapsed() > RENEW_DEADLINE) {
+                    renewed = None;
+                    leading.send_if_modified(|l| std::mem::replace(l, false));
+                }
+            }
+        }
+        tokio::time::sleep(RETRY_PERIOD).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};

@@ -139,9 +139,17 @@ pub fn object_reference(
 pub struct Handle {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    leading: watch::Receiver<bool>,
 }
 
 impl Handle {
+    /// Whether this replica holds the Lease, as it changes (the readiness
+    /// report runs on the holder only).
+    #[must_use]
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.clone()
+    }
+
     /// Stops rotating and releases the Lease (waits at most 5 s).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -178,6 +186,7 @@ pub fn start(
 ) -> Handle {
     let (secret_tx, secret_rx) = watch::channel(SecretState::Unknown);
     let (stop, stop_rx) = watch::channel(false);
+    let (leading, leading_rx) = watch::channel(false);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -205,12 +214,17 @@ pub fn start(
         loader,
         metrics,
         recorder,
+        leading,
     };
     let task = tokio::spawn(
         async move { rotator.run(secret_rx, stop_rx).await }
             .instrument(info_span!("cert_rotation")),
     );
-    Handle { stop, task }
+    Handle {
+        stop,
+        task,
+        leading: leading_rx,
+    }
 }
 
 async fn watch_secret(
@@ -282,6 +296,8 @@ struct Leader {
     loader: Arc<Loader>,
     metrics: Metrics,
     recorder: Recorder,
+    /// Whether this replica holds the Lease, for the readiness report.
+    leading: watch::Sender<bool>,
 }
 
 impl Leader {
@@ -304,9 +320,11 @@ impl Leader {
                 Ok(true) => {
                     info!(%lease, identity = %self.config.identity, "holding the Lease: this replica rotates certificates");
                     last_holder = None;
+                    self.leading.send_replace(true);
                     let ended = self
                         .lead(&mut elector, secret_rx.clone(), &mut stop_rx)
                         .await;
+                    self.leading.send_replace(false);
                     if matches!(ended, Ended::Stopped) {
                         match elector.release().await {
                             Ok(()) => info!(%lease, "released the Lease"),

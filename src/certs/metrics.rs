@@ -2,7 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounterVec, Registry};
+
+use crate::metrics::{names, register};
 
 /// Which certificate a series is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,39 +93,25 @@ impl Metrics {
     #[must_use]
     #[allow(clippy::missing_panics_doc)]
     pub fn new(registry: &Registry) -> Self {
-        let expiry = GaugeVec::new(
-            Opts::new(
-                "unroot_certificate_expiry_timestamp_seconds",
-                "When the certificate in use expires (Unix time); 0 until one is loaded.",
-            ),
+        let expiry: GaugeVec = register(
+            registry,
+            names::CERTIFICATE_EXPIRY,
+            "When the certificate in use expires (Unix time), by certificate; absent until one is loaded.",
             &["cert"],
-        )
-        .expect("valid metric");
-        let rotations = IntCounterVec::new(
-            Opts::new(
-                "unroot_certificate_rotations_total",
-                "Certificates this replica issued (managed mode) or reloaded from files.",
-            ),
+        );
+        let rotations: IntCounterVec = register(
+            registry,
+            names::CERTIFICATE_ROTATIONS,
+            "Certificates this replica issued (managed mode) or reloaded from files.",
             &["cert"],
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "unroot_certificate_errors_total",
-                "Certificate failures, by reason; the last good certificate stays in use.",
-            ),
+        );
+        let errors: IntCounterVec = register(
+            registry,
+            names::CERTIFICATE_ERRORS,
+            "Certificate failures, by reason; the last good certificate stays in use.",
             &["reason"],
-        )
-        .expect("valid metric");
-        for metric in [
-            Box::new(expiry.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(rotations.clone()),
-            Box::new(errors.clone()),
-        ] {
-            registry.register(metric).expect("unique metric");
-        }
+        );
         for cert in [Cert::Ca, Cert::Serving] {
-            expiry.with_label_values(&[cert.as_str()]).set(0.0);
             rotations.with_label_values(&[cert.as_str()]).reset();
         }
         for failure in Failure::ALL {
@@ -166,9 +154,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_series_exists_at_zero() {
+    fn every_counter_exists_at_zero_and_expiry_only_once_known() {
         let registry = Registry::new();
-        let _m = Metrics::new(&registry);
+        let m = Metrics::new(&registry);
         let mut out = Vec::new();
         prometheus::Encoder::encode(
             &prometheus::TextEncoder::new(),
@@ -177,9 +165,13 @@ mod tests {
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();
+        // A dashboard or alert reads no expiry before there is one: no
+        // series, rather than a 0 that reads as 1970.
+        assert!(
+            !text.contains("unroot_certificate_expiry_timestamp_seconds{"),
+            "{text}"
+        );
         for line in [
-            r#"unroot_certificate_expiry_timestamp_seconds{cert="ca"} 0"#,
-            r#"unroot_certificate_expiry_timestamp_seconds{cert="serving"} 0"#,
             r#"unroot_certificate_rotations_total{cert="ca"} 0"#,
             r#"unroot_certificate_rotations_total{cert="serving"} 0"#,
             r#"unroot_certificate_errors_total{reason="invalid_secret"} 0"#,
@@ -192,5 +184,27 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+        m.set_expiry(
+            Cert::Serving,
+            UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+        );
+        let mut out = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                r#"unroot_certificate_expiry_timestamp_seconds{cert="serving"} 1800000000"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"unroot_certificate_expiry_timestamp_seconds{cert="ca"}"#),
+            "{text}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 
 use super::LogFormat;
 use crate::certs::{self, Authority, Names, Resolver};
@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, env = "UNROOT_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
     pub admin_listen: SocketAddr,
     /// Address of the plain-HTTP dashboard listener (/dashboard,
-    /// /audit/report, POST /audit/run, /metrics): a loopback address only,
+    /// /report, POST /report/run, /metrics): a loopback address only,
     /// reached in a cluster with `kubectl port-forward`.
     #[arg(long, env = "UNROOT_DASHBOARD_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_loopback)]
     pub dashboard_listen: SocketAddr,
@@ -189,12 +189,15 @@ pub struct Args {
     #[arg(long, env = "UNROOT_AUDIT_LOG", value_enum, default_value_t = AuditLog::Auto)]
     pub audit_log: AuditLog,
     /// How often the readiness report evaluates every namespace's pods (with
-    /// a cluster only); `0s` runs it only on `POST /audit/run`.
-    #[arg(long, env = "UNROOT_AUDIT_INTERVAL", default_value = "5m", value_parser = super::parse_duration)]
-    pub audit_interval: Duration,
+    /// a cluster only, on the replica holding the Lease); `0s` runs it only
+    /// on `POST /report/run`.
+    // `--audit-interval`: the old name, hidden, for one release.
+    #[arg(long, alias = "audit-interval", env = "UNROOT_REPORT_INTERVAL", default_value = "5m", value_parser = super::parse_duration)]
+    pub report_interval: Duration,
     /// Pods the readiness report lists per API request.
-    #[arg(long, env = "UNROOT_AUDIT_PAGE_SIZE", default_value_t = crate::report::DEFAULT_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
-    pub audit_page_size: u32,
+    // `--audit-page-size`: the old name, hidden, for one release.
+    #[arg(long, alias = "audit-page-size", env = "UNROOT_REPORT_PAGE_SIZE", default_value_t = crate::report::DEFAULT_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub report_page_size: u32,
     /// After SIGTERM, how long in-flight reviews may take to finish.
     #[arg(long, env = "UNROOT_DRAIN_TIMEOUT", default_value = "30s", value_parser = super::parse_duration)]
     pub drain_timeout: Duration,
@@ -246,7 +249,7 @@ fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{text:?} is not an address: {e}"))?;
     if !addr.ip().is_loopback() {
         return Err(format!(
-            "{addr} is not a loopback address: the dashboard, the readiness report and POST /audit/run are served on 127.0.0.1 or ::1 only (reach them with kubectl port-forward)"
+            "{addr} is not a loopback address: the dashboard, the readiness report and POST /report/run are served on 127.0.0.1 or ::1 only (reach them with kubectl port-forward)"
         ));
     }
     Ok(addr)
@@ -399,9 +402,9 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
         args,
         log_format,
         client.as_ref(),
-        &namespaces,
-        &current,
+        (&namespaces, &current),
         &metrics,
+        managed.as_ref().map(certs::manage::Handle::leading),
     );
     let state = AppState {
         audit: audit.clone(),
@@ -436,6 +439,31 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether this replica holds the certificate Lease, when certificates are
+/// not managed in the cluster: in a pod, a campaign on the Lease in its own
+/// namespace, so the readiness report still runs on one replica; outside a
+/// pod (`unroot serve --kubeconfig` on a workstation) no campaign, which
+/// would take the Lease from the cluster's replicas, and the report runs
+/// here.
+fn campaign(client: &kube::Client) -> tokio::sync::watch::Receiver<bool> {
+    let Some(namespace) = certs::manage::own_namespace() else {
+        // Sender dropped at once: the value stays `true`.
+        return tokio::sync::watch::channel(true).1;
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let elector = certs::lease::Elector::new(
+        kube::Api::namespaced(client.clone(), &namespace),
+        certs::manage::LEASE_NAME,
+        &certs::manage::identity(),
+        certs::lease::LEASE_DURATION,
+    );
+    tokio::spawn(
+        certs::lease::campaign(elector, tx)
+            .instrument(tracing::info_span!("report_lease", %namespace)),
+    );
+    rx
+}
+
 /// Stops serving after a signal: not ready first (for `--shutdown-delay`),
 /// then the certificate task (releasing its Lease), then drain, then flush
 /// the audit log so the last decisions are in it.
@@ -462,26 +490,33 @@ async fn stop(
     }
 }
 
-/// Starts the audit log's writer and, with a cluster, the readiness report.
+/// Starts the audit log's writer and, with a cluster, the readiness report:
+/// on the replica holding the Lease, which `leading` follows (the
+/// certificate task's, with `--manage-certs`; else a campaign of its own on
+/// the same Lease).
 fn start_audit(
     args: &Args,
     log_format: LogFormat,
     client: Option<&kube::Client>,
-    namespaces: &Namespaces,
-    policy: &Arc<ArcSwap<Snapshot>>,
+    (namespaces, policy): (&Namespaces, &Arc<ArcSwap<Snapshot>>),
     metrics: &Metrics,
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> (crate::audit::Log, crate::report::task::Handle) {
     let report = match client {
-        Some(client) => crate::report::task::spawn(
-            client.clone(),
-            namespaces.clone(),
-            Arc::clone(policy),
-            crate::report::task::Settings {
-                interval: args.audit_interval,
-                page_size: args.audit_page_size,
-            },
-            metrics.report.clone(),
-        ),
+        Some(client) => {
+            let leading = leading.unwrap_or_else(|| campaign(client));
+            crate::report::task::spawn(
+                client.clone(),
+                namespaces.clone(),
+                Arc::clone(policy),
+                crate::report::task::Settings {
+                    interval: args.report_interval,
+                    page_size: args.report_page_size,
+                },
+                metrics.report.clone(),
+                leading,
+            )
+        }
         None => crate::report::task::Handle::default(),
     };
     let to_stdout = args.audit_log.to_stdout(log_format);
@@ -668,6 +703,13 @@ fn keep_certificate(
     )
     .map_err(|e| e.to_string())?;
     resolver.replace(key);
+    // The serving certificate ends with its lifetime or the CA's, whichever
+    // comes first.
+    cert_metrics.set_expiry(certs::metrics::Cert::Ca, ca.not_after());
+    cert_metrics.set_expiry(
+        certs::metrics::Cert::Serving,
+        (now + args.serving_cert_lifetime).min(ca.not_after()),
+    );
     readiness.set(certs::READY_CONDITION, true);
     Ok(None)
 }

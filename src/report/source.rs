@@ -1,5 +1,5 @@
 //! The report's inputs from the API server: pods a page at a time, and the
-//! namespaces' labels (for the one-off `unroot audit`; `serve` has them in
+//! namespaces' labels (for the one-off `unroot report`; `serve` has them in
 //! its namespace cache).
 
 use futures::future::BoxFuture;

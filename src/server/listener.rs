@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::metrics::Connections;
 use axum::Router;
 use axum::http::{HeaderValue, Request, Response, Version, header};
 use hyper::body::Incoming;
@@ -31,7 +32,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use prometheus::IntCounterVec;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -80,15 +80,12 @@ impl Draining {
     }
 }
 
-/// The `webhook` label of requests refused before any webhook was named
-/// (at the TLS handshake, or before the request's headers were read).
-pub const NO_WEBHOOK: &str = "none";
-
-/// [`serve_tls`], counting the connections refused before any request in
-/// `rejected` (`unroot_rejected_requests_total`): `reason="unauthenticated"`
-/// for a handshake without a valid client certificate, and
-/// `reason="header_timeout"` for a client that did not send its request's
-/// headers in time.
+/// [`serve_tls`], counting the connections that failed before any request
+/// named a webhook in `counted`: the TLS handshakes that did not complete
+/// (`unroot_tls_handshake_failures_total`, by reason) and the clients that
+/// did not send their request's headers in time
+/// (`unroot_request_header_timeouts_total`). They are connections, not
+/// reviews: no webhook's error ratio counts them.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_tls_counted(
     listener: TcpListener,
@@ -98,7 +95,7 @@ pub async fn serve_tls_counted(
     mut shutdown: watch::Receiver<bool>,
     readiness: &Readiness,
     draining: &Draining,
-    rejected: Option<IntCounterVec>,
+    counted: Option<Connections>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
@@ -141,7 +138,7 @@ pub async fn serve_tls_counted(
                     max: config.max_connections,
                 },
             },
-            rejected: rejected.clone(),
+            counted: counted.clone(),
         };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -166,7 +163,7 @@ struct Conn {
     service: Watched,
     handshake_timeout: Duration,
     timeouts: Timeouts,
-    rejected: Option<IntCounterVec>,
+    counted: Option<Connections>,
 }
 
 impl Conn {
@@ -184,25 +181,28 @@ impl Conn {
             mut service,
             handshake_timeout,
             timeouts,
-            rejected,
+            counted,
         } = self;
         let tls = match handshake(acceptor.accept(tcp), handshake_timeout, &timeouts.pressure).await
         {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 if is_unauthenticated(&e) {
-                    count(rejected.as_ref(), "unauthenticated");
+                    count_handshake(counted.as_ref(), "unauthenticated");
                     info!(%peer, error = %e, "refused a client without a valid client certificate");
                 } else {
+                    count_handshake(counted.as_ref(), "error");
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                 }
                 return;
             }
             Err(Gave::Way) => {
+                count_handshake(counted.as_ref(), "shed");
                 tracing::debug!(%peer, "TLS handshake gave way: connections ran short");
                 return;
             }
             Err(Gave::Up) => {
+                count_handshake(counted.as_ref(), "timeout");
                 tracing::debug!(%peer, "TLS handshake timed out");
                 return;
             }
@@ -234,7 +234,9 @@ impl Conn {
         // hyper dropped the stream with the connection: it is back.
         match tokio::time::timeout(Duration::from_secs(1), returned).await {
             Ok(Ok((io, Some(Wait::Head)))) => {
-                count(rejected.as_ref(), "header_timeout");
+                if let Some(counted) = &counted {
+                    counted.header_timeouts.inc();
+                }
                 tracing::debug!(%peer, "request headers did not arrive in time: 408");
                 request_timeout(io, header_timeout).await;
             }
@@ -279,9 +281,14 @@ async fn handshake<F: Future>(
     }
 }
 
-fn count(rejected: Option<&IntCounterVec>, reason: &str) {
-    if let Some(rejected) = rejected {
-        rejected.with_label_values(&[NO_WEBHOOK, reason]).inc();
+/// Counts a TLS handshake that failed for `reason` (one of
+/// [`crate::metrics::HANDSHAKE_FAILURES`]).
+fn count_handshake(counted: Option<&Connections>, reason: &str) {
+    if let Some(counted) = counted {
+        counted
+            .handshake_failures
+            .with_label_values(&[reason])
+            .inc();
     }
 }
 

@@ -1,5 +1,5 @@
 //! The dashboard listener's pages (loopback only): `/dashboard`, and the
-//! readiness report's `POST /audit/run` and `GET /audit/report`.
+//! readiness report's `POST /report/run` and `GET /report`.
 
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ pub(super) async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
         recent: &recent,
         report: report.as_deref(),
         report_running: state.report.is_running(),
+        report_leading: state.report.is_leading(),
         report_error: error.as_deref().map(String::as_str),
         policy_hash: &policy.hash,
         now: Timestamp::now(),
@@ -43,14 +44,14 @@ pub(super) async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// `POST /audit/run`: 202 when a report is queued (it coalesces with one
+/// `POST /report/run`: 202 when a report is queued (it coalesces with one
 /// pending), 429 with `Retry-After` within a minute of the last one taken,
-/// 503 without a cluster.
+/// 503 without a cluster or on a replica that does not hold the Lease.
 pub(super) async fn run_report(State(state): State<Arc<AppState>>) -> Response {
     match state.report.request_run() {
         RunRequest::Queued => (
             StatusCode::ACCEPTED,
-            "readiness report requested; GET /audit/report or the metrics show it when done\n",
+            "readiness report requested; GET /report or the metrics show it when done\n",
         )
             .into_response(),
         RunRequest::TooSoon(wait) => {
@@ -73,17 +74,27 @@ pub(super) async fn run_report(State(state): State<Arc<AppState>>) -> Response {
             "ServiceUnavailable",
             "no readiness report: unroot runs without a cluster",
         ),
+        RunRequest::NotLeading => error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            NOT_LEADING,
+        ),
     }
 }
 
-/// `GET /audit/report`: the latest report as JSON (what `unroot audit
-/// --format json` prints), 503 before the first.
+/// What a replica that does not hold the Lease says of the report.
+const NOT_LEADING: &str = "the readiness report runs on the replica holding the Lease, and this one does not: ask that one (kubectl -n unroot get lease unroot-certs -o jsonpath='{.spec.holderIdentity}' names its pod)";
+
+/// `GET /report`: the latest report as JSON (what `unroot report --format
+/// json` prints), 503 before the first and on a replica that does not hold
+/// the Lease.
 pub(super) async fn report(State(state): State<Arc<AppState>>) -> Response {
     if let Some(report) = state.report.latest() {
         return axum::Json(&*report).into_response();
     }
     let why = match state.report.last_error() {
         Some(e) => format!("no readiness report yet; the last run failed: {e}"),
+        None if state.report.is_running() && !state.report.is_leading() => NOT_LEADING.to_owned(),
         None if state.report.is_running() => {
             "no readiness report yet: the first one has not finished".to_owned()
         }

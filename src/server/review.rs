@@ -211,7 +211,7 @@ fn encoded(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-/// Counts a review in `unroot_admission_in_flight` while it lives.
+/// Counts a review in `unroot_admission_requests_in_flight` while it lives.
 struct InFlight(prometheus::IntGauge);
 
 impl InFlight {

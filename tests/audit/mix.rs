@@ -177,50 +177,50 @@ pub const METRICS: &[(&str, f64)] = &[
     ),
     (r#"unroot_mutations_total{mutation="trust_bundle"}"#, 0.0),
     (
-        r#"unroot_pss_violations_total{check="privileged",level="restricted",mode="enforce"}"#,
+        r#"unroot_pod_security_violations_total{check="privileged",level="restricted",mode="enforce"}"#,
         1.0,
     ),
     (
-        r#"unroot_pss_violations_total{check="privileged",level="restricted",mode="audit"}"#,
+        r#"unroot_pod_security_violations_total{check="privileged",level="restricted",mode="audit"}"#,
         1.0,
     ),
     (
-        r#"unroot_pss_violations_total{check="privileged",level="restricted",mode="warn"}"#,
+        r#"unroot_pod_security_violations_total{check="privileged",level="restricted",mode="warn"}"#,
         1.0,
     ),
     (
-        r#"unroot_pss_violations_total{check="runAsNonRoot",level="restricted",mode="enforce"}"#,
+        r#"unroot_pod_security_violations_total{check="runAsNonRoot",level="restricted",mode="enforce"}"#,
         1.0,
     ),
     (
-        r#"unroot_pss_evaluations_total{decision="allow",level="restricted",mode="enforce",version="latest"}"#,
+        r#"unroot_pod_security_evaluations_total{decision="allow",mode="enforce",policy_level="restricted",policy_version="latest",request_operation="create",resource="pod",subresource=""}"#,
         1.0,
     ),
     (
-        r#"unroot_pss_evaluations_total{decision="deny",level="restricted",mode="enforce",version="latest"}"#,
+        r#"unroot_pod_security_evaluations_total{decision="deny",mode="enforce",policy_level="restricted",policy_version="latest",request_operation="create",resource="pod",subresource=""}"#,
         1.0,
     ),
     (
-        r#"unroot_pss_evaluations_total{decision="deny",level="restricted",mode="warn",version="v1.25"}"#,
+        r#"unroot_pod_security_evaluations_total{decision="deny",mode="warn",policy_level="restricted",policy_version="v1.25",request_operation="create",resource="pod",subresource=""}"#,
         1.0,
     ),
     (
-        r#"unroot_audit_dropped_total{caller="authenticated",reason="queue_full"}"#,
+        r#"unroot_audit_records_dropped_total{caller="authenticated",reason="queue_full"}"#,
         0.0,
     ),
     (
-        r#"unroot_audit_dropped_total{caller="unauthenticated",reason="queue_full"}"#,
+        r#"unroot_audit_records_dropped_total{caller="unauthenticated",reason="queue_full"}"#,
         0.0,
     ),
     (
-        r#"unroot_audit_dropped_total{caller="authenticated",reason="write_failed"}"#,
+        r#"unroot_audit_records_dropped_total{caller="authenticated",reason="write_failed"}"#,
         0.0,
     ),
     (
-        r#"unroot_audit_dropped_total{caller="unauthenticated",reason="write_failed"}"#,
+        r#"unroot_audit_records_dropped_total{caller="unauthenticated",reason="write_failed"}"#,
         0.0,
     ),
-    ("unroot_admission_in_flight", 0.0),
+    ("unroot_admission_requests_in_flight", 0.0),
 ];
 
 /// A readiness report as the task would build it: `team-a` has pods that

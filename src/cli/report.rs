@@ -1,4 +1,4 @@
-//! `unroot audit`: the readiness report, once, from wherever a kubeconfig
+//! `unroot report`: the readiness report, once, from wherever a kubeconfig
 //! reaches the cluster (the same report `serve` exports as metrics).
 
 use std::io::Write as _;
@@ -35,7 +35,7 @@ Needs get/list on namespaces and list on pods (cluster-wide, or in
 Exit status: 0 when the report was printed (whatever it says), 2 when it could
 not be built (no cluster, an API error, an invalid policy, no such namespace).";
 
-/// Arguments of `unroot audit`.
+/// Arguments of `unroot report` (`unroot audit`, its old name, hidden).
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
@@ -51,8 +51,8 @@ pub struct Args {
     /// report `serve` exports).
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
-    /// Output format: a table, or the object `GET /audit/report` serves on
-    /// the admin port, as JSON or YAML. `--format` is an alias.
+    /// Output format: a table, or the object `GET /report` serves on the
+    /// dashboard listener, as JSON or YAML. `--format` is an alias.
     #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// The policy file unroot runs with.
@@ -80,7 +80,7 @@ pub enum Format {
     Yaml,
 }
 
-/// Runs `unroot audit`.
+/// Runs `unroot report`.
 #[must_use]
 pub fn run(args: &Args) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -89,11 +89,11 @@ pub fn run(args: &Args) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("unroot audit: failed to start the async runtime: {e}");
+            eprintln!("unroot report: failed to start the async runtime: {e}");
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(audit(args)) {
+    match runtime.block_on(report(args)) {
         Ok(text) => {
             let mut stdout = std::io::stdout().lock();
             // A closed pipe (`| head`) is not an error of the report.
@@ -101,13 +101,13 @@ pub fn run(args: &Args) -> ExitCode {
             ExitCode::from(EXIT_OK)
         }
         Err(message) => {
-            eprintln!("unroot audit: {message}");
+            eprintln!("unroot report: {message}");
             ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
-async fn audit(args: &Args) -> Result<String, String> {
+async fn report(args: &Args) -> Result<String, String> {
     let client =
         crate::cluster::connect_to(args.kubeconfig.as_deref(), args.context.as_deref(), false)
             .await?
