@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::policy::{Document, Snapshot, watch};
 use crate::readiness::Readiness;
-use crate::server::{self, AppState, IdentityStore, KubePods, KubeStore, PodLister};
+use crate::server::{self, AppState, IdentityStore, KubePods, KubeStore, PodLister, PodReader};
 
 /// Arguments of `unroot serve`.
 #[derive(Debug, clap::Args)]
@@ -341,12 +341,7 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
     let client = connect(args).await?;
     let source = policy_source(args, client.is_some())?;
     let (policy, policy_text) = match &source {
-        PolicySource::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("failed to read policy {}: {e}", path.display()))?;
-            let document = Document::from_file(path).map_err(|e| e.to_string())?;
-            (document, text)
-        }
+        PolicySource::File(path) => read_policy_file(path).map_err(|e| e.to_string())?,
         PolicySource::ConfigMap { .. } | PolicySource::Embedded => {
             (Document::embedded(), crate::policy::DEFAULT_YAML.to_owned())
         }
@@ -425,7 +420,7 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
         pods: client
             .clone()
             .map(|c| Arc::new(KubePods::new(c)) as Arc<dyn PodLister>),
-        kube: client,
+        stored_pods: client.map(|c| Arc::new(KubePods::new(c)) as Arc<dyn PodReader>),
         metrics,
         readiness: Arc::clone(&readiness),
         request_timeout: args.request_timeout,
@@ -537,6 +532,30 @@ enum PolicySource {
     Embedded,
     File(PathBuf),
     ConfigMap { namespace: String, name: String },
+}
+
+/// Reads the policy file once: the document in force, and the text the
+/// file watcher compares its next reads with (read twice, a change in
+/// between would never be applied). Errors name the file, as
+/// [`Document::from_file`]'s do.
+fn read_policy_file(path: &std::path::Path) -> crate::policy::Result<(Document, String)> {
+    use crate::policy::Error;
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let document = Document::from_yaml(&text).map_err(|e| match e {
+        Error::Parse(message) => Error::Parse(format!("{shown}: {message}")),
+        Error::Invalid(mut errors) => {
+            for error in &mut errors {
+                error.path = format!("{shown}: {}", error.path);
+            }
+            Error::Invalid(errors)
+        }
+        other @ Error::Read { .. } => other,
+    })?;
+    Ok((document, text))
 }
 
 /// The ConfigMap unroot reads inside a cluster when none is named.
