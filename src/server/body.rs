@@ -133,21 +133,7 @@ async fn read_body(
     timeout: Duration,
     mut budget: Option<&mut limits::ByteBudget>,
 ) -> Result<Bytes, Rejection> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let media = content_type.split(';').next().unwrap_or_default().trim();
-    if !media.eq_ignore_ascii_case("application/json") {
-        return Err(Rejection {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            reason: "UnsupportedMediaType",
-            label: "unsupported_media_type",
-            message: format!(
-                "content type {content_type:?} is not supported: send application/json"
-            ),
-        });
-    }
+    check_content_type(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -167,33 +153,7 @@ async fn read_body(
     let deadline = tokio::time::Instant::from_std(Instant::now() + timeout);
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0_usize;
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                return Err(Rejection {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    reason: "Timeout",
-                    label: "body_timeout",
-                    message: format!(
-                        "request body did not arrive within {} s",
-                        timeout.as_secs_f64()
-                    ),
-                });
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(Rejection {
-                    status: StatusCode::BAD_REQUEST,
-                    reason: "BadRequest",
-                    label: "malformed",
-                    message: format!("failed to read request body: {e}"),
-                });
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
+    while let Some(data) = next_data(&mut body, deadline, timeout).await? {
         total += data.len();
         if total > MAX_BODY_BYTES {
             linger(body).await;
@@ -219,6 +179,61 @@ async fn read_body(
             Bytes::from(all)
         }
     })
+}
+
+/// Refuses anything but `application/json`.
+fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(Rejection {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        reason: "UnsupportedMediaType",
+        label: "unsupported_media_type",
+        message: format!("content type {content_type:?} is not supported: send application/json"),
+    })
+}
+
+/// The body's next data frame (trailers skipped), `None` at its end; the
+/// whole body must arrive by `deadline` (`timeout` after the read began).
+async fn next_data(
+    body: &mut Body,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<Option<Bytes>, Rejection> {
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(Rejection {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    reason: "Timeout",
+                    label: "body_timeout",
+                    message: format!(
+                        "request body did not arrive within {} s",
+                        timeout.as_secs_f64()
+                    ),
+                });
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => {
+                return Err(Rejection {
+                    status: StatusCode::BAD_REQUEST,
+                    reason: "BadRequest",
+                    label: "malformed",
+                    message: format!("failed to read request body: {e}"),
+                });
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            return Ok(Some(data));
+        }
+    }
 }
 
 /// Reads what is left of a refused body and throws it away, for at most
