@@ -233,6 +233,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn not_found_forbidden_and_a_timeout_are_told_apart() {
+        let api = |code, reason: &str| {
+            Error::Kube(kube::Error::Api(
+                kube::core::Status::failure("pods \"x\" is forbidden", reason)
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        let not_found = api(404, "NotFound");
+        let forbidden = api(403, "Forbidden");
+        let cases: [(&Error, [bool; 3]); 4] = [
+            (&not_found, [true, false, false]),
+            (&forbidden, [false, true, false]),
+            (&Error::TimedOut, [false, false, true]),
+            (&Error::NoCluster, [false, false, false]),
+        ];
+        for (error, want) in cases {
+            let got = [
+                error.is_not_found(),
+                error.is_forbidden(),
+                error.is_timeout(),
+            ];
+            assert_eq!(got, want, "{error}");
+        }
+        // The API server's message is the one shown (a deny reason quotes it).
+        assert_eq!(
+            forbidden.to_string(),
+            kube::Error::Api(
+                kube::core::Status::failure("pods \"x\" is forbidden", "Forbidden")
+                    .with_code(403)
+                    .boxed()
+            )
+            .to_string()
+        );
+    }
+
+    #[test]
     fn the_cluster_is_found_the_way_kubectl_finds_it() {
         let env = || Some("/env/config".to_owned());
         let flag = Some(Path::new("/flag/config"));

@@ -84,8 +84,7 @@ fn manage_in_cluster(
         "--tls-secret",
         settings.tls_secret.as_deref(),
         manage::DEFAULT_SECRET,
-    )
-    .map_err(Error::Settings)?;
+    )?;
     let config = manage::Config {
         namespace: namespace.clone(),
         secret,

@@ -58,6 +58,7 @@ use self::leader::Leader;
 use super::metrics::Metrics;
 use super::rotation::Policy;
 use super::secret::Loader;
+use super::{Error, Result};
 
 pub use self::ca_bundle::{Kind, Webhooks, apply_body, apply_ca_bundle, read_webhooks};
 pub use self::secret_write::describe;
@@ -119,25 +120,26 @@ pub fn identity() -> String {
 }
 
 /// Splits `NAMESPACE/NAME`; with no reference, `<own namespace>/default_name`.
+/// The error names `flag` and says what to give.
 pub fn object_reference(
     flag: &str,
     reference: Option<&str>,
     default_name: &str,
-) -> std::result::Result<(String, String), String> {
+) -> Result<(String, String)> {
     let Some(reference) = reference else {
         return own_namespace()
             .map(|ns| (ns, default_name.to_owned()))
             .ok_or_else(|| {
-                format!(
+                Error::Settings(format!(
                     "{flag}: cannot tell unroot's own namespace (set POD_NAMESPACE, or pass {flag} NAMESPACE/NAME)"
-                )
+                ))
             });
     };
     reference
         .split_once('/')
         .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
         .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
-        .ok_or_else(|| format!("{flag} {reference:?}: expected NAMESPACE/NAME"))
+        .ok_or_else(|| Error::Settings(format!("{flag} {reference:?}: expected NAMESPACE/NAME")))
 }
 
 /// The running task.

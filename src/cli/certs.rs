@@ -231,6 +231,7 @@ impl Connected {
             None => Ok((self.namespace.clone(), manage::DEFAULT_SECRET.to_owned())),
             Some(reference) if reference.contains('/') => {
                 manage::object_reference("--tls-secret", Some(reference), "")
+                    .map_err(|e| e.to_string())
             }
             Some("") => Err("--tls-secret: expected [NAMESPACE/]NAME, got nothing".to_owned()),
             Some(name) => Ok((self.namespace.clone(), name.to_owned())),
