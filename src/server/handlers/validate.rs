@@ -67,8 +67,8 @@ async fn pod_security(
         match read {
             Err(expired) => return super::mutate::out_of_time(req, &expired),
             Ok(Ok(pod)) => Some(pod),
-            Ok(Err(message)) => {
-                return Response::deny(&req.uid, 500, "InternalError", message).into();
+            Ok(Err(failed)) => {
+                return Response::deny(&req.uid, 500, "InternalError", failed.to_string()).into();
             }
         }
     } else {
@@ -93,29 +93,43 @@ fn refuse_pod_read(req: &admission::Request<'_>) -> Decision {
     .into()
 }
 
+/// Why the stored pod of an ephemeral-containers review could not be had;
+/// shown as the deny message.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Internal error occurred: failed to read pod {name:?} to evaluate its ephemeral containers: {why}"
+)]
+struct PodReadFailed {
+    name: String,
+    why: cluster::Error,
+}
+
 /// For a 1.20/1.21 `pods/ephemeralcontainers` request: the stored pod with
-/// the requested ephemeral containers in it, or the deny message.
+/// the requested ephemeral containers in it.
 async fn read_pod_with_ephemeral_containers(
     state: &AppState,
     req: &admission::Request<'_>,
-) -> Result<Pod, String> {
-    let failed = |why: &dyn std::fmt::Display| {
-        format!(
-            "Internal error occurred: failed to read pod {:?} to evaluate its ephemeral containers: {why}",
-            req.name()
-        )
+) -> Result<Pod, PodReadFailed> {
+    let failed = |why: cluster::Error| PodReadFailed {
+        name: req.name().to_owned(),
+        why,
     };
     let reader = state
         .stored_pods
         .as_ref()
-        .ok_or_else(|| failed(&cluster::Error::NoCluster))?;
+        .ok_or_else(|| failed(cluster::Error::NoCluster))?;
     let pod = reader
         .get(req.namespace(), req.name())
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(failed)?;
     let object = req
         .object
-        .ok_or_else(|| failed(&"no object in the request"))?;
-    validate::merge_ephemeral_containers(pod, object)
-        .ok_or_else(|| failed(&"the object is not an EphemeralContainers list"))
+        .ok_or_else(|| failed("no object in the request".to_owned().into()))?;
+    validate::merge_ephemeral_containers(pod, object).ok_or_else(|| {
+        failed(
+            "the object is not an EphemeralContainers list"
+                .to_owned()
+                .into(),
+        )
+    })
 }
