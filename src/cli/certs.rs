@@ -269,6 +269,7 @@ fn policy(namespace: &str, issuance: &Issuance, propagation_delay: Duration) -> 
     }
 }
 
+#[allow(clippy::too_many_lines)] // TODO(split): the steps of `unroot certs issue`
 async fn issue(
     out_dir: Option<&Path>,
     secret: Option<&str>,
