@@ -10,6 +10,7 @@
 //! | [`secret`] | the Secret format, and loading it on every replica |
 //! | [`lease`] | the Lease that elects the one replica that rotates |
 //! | [`manage`] | the in-cluster task: Secret watch, rotation, caBundle injection |
+//! | [`keep`] | which certificate `unroot serve` serves, and what keeps it current |
 //! | [`fail_closed`] | failing closed once this install has served: the serving check, `failurePolicy`, the owner reference |
 //! | [`files`] | cert-manager mode: `--tls-cert`/`--tls-key` watched and reloaded |
 //! | [`tls`] | the rustls resolver and server configuration (mTLS) |
@@ -19,6 +20,7 @@ pub mod fail_closed;
 pub mod files;
 pub mod inspect;
 pub mod issue;
+pub mod keep;
 pub mod lease;
 pub mod manage;
 pub mod metrics;
@@ -29,6 +31,7 @@ pub mod tls;
 use std::path::{Path, PathBuf};
 
 pub use self::issue::{Authority, Names, Serving, serving_names};
+pub use self::keep::{Settings, keep_certificate};
 pub use self::metrics::Metrics;
 pub use self::tls::{Resolver, certified_key, load, server_config, server_config_with_client_ca};
 
@@ -68,6 +71,9 @@ pub enum Error {
     /// Certificate material that cannot be used, and why.
     #[error("{0}")]
     Invalid(String),
+    /// Certificate flags that do not fit together, and what to do.
+    #[error("{0}")]
+    Settings(String),
     /// A call to the API server failed.
     #[error("failed to {action}: {source}")]
     Kube {

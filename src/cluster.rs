@@ -1,9 +1,112 @@
 //! Finding the cluster: `--kubeconfig`, then `KUBECONFIG`, then the in-cluster
-//! service account (what kubectl and kube-rs users expect), or none.
+//! service account (what kubectl and kube-rs users expect), or none; the
+//! error every API access of the shell returns; and lists read a page at a
+//! time.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
+use kube::api::{Api, ListParams, ObjectList};
+use serde::de::DeserializeOwned;
 use tracing::{info, warn};
+
+/// Why a call to the API server (or a stand-in for it) failed: NotFound,
+/// Forbidden and a timeout can be told apart, and the message is the one
+/// the API server gave.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server answered with an error, or could not be reached.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    /// The deadline passed before the API server answered.
+    #[error("timed out")]
+    TimedOut,
+    /// There is no cluster to ask.
+    #[error("no cluster access")]
+    NoCluster,
+    /// Anything else, in words (a request the API server was never sent, a
+    /// test's stand-in).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The shell's result of an API access.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Self::Other(message)
+    }
+}
+
+impl Error {
+    /// Whether the object does not exist (404).
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Kube(e) if is_not_found(e))
+    }
+
+    /// Whether the API server refused unroot the access (403, RBAC).
+    #[must_use]
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Kube(e) if is_forbidden(e))
+    }
+
+    /// Whether the deadline passed first.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::TimedOut)
+    }
+}
+
+/// Whether the API server answered 404.
+#[must_use]
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.is_not_found())
+}
+
+/// Whether the API server answered 403.
+#[must_use]
+pub fn is_forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.is_forbidden())
+}
+
+/// One page of `api`'s objects: at most `limit`, from `continue_token`.
+pub async fn list_page<K>(
+    api: &Api<K>,
+    limit: u32,
+    continue_token: Option<&str>,
+) -> kube::Result<ObjectList<K>>
+where
+    K: kube::Resource + Clone + DeserializeOwned + fmt::Debug,
+{
+    let mut params = ListParams::default().limit(limit.max(1));
+    if let Some(token) = continue_token {
+        params = params.continue_token(token);
+    }
+    api.list(&params).await
+}
+
+/// Every object of `api`, read `limit` at a time; each page is handed to
+/// `each` as it arrives (a namespace of many pods is never one response).
+pub async fn list_all_pages<K>(
+    api: &Api<K>,
+    limit: u32,
+    mut each: impl FnMut(Vec<K>),
+) -> kube::Result<()>
+where
+    K: kube::Resource + Clone + DeserializeOwned + fmt::Debug,
+{
+    let mut token: Option<String> = None;
+    loop {
+        let page = list_page(api, limit, token.as_deref()).await?;
+        each(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(next) => token = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
 
 /// Where the cluster connection came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +231,43 @@ pub async fn connect_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_found_forbidden_and_a_timeout_are_told_apart() {
+        let api = |code, reason: &str| {
+            Error::Kube(kube::Error::Api(
+                kube::core::Status::failure("pods \"x\" is forbidden", reason)
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        let not_found = api(404, "NotFound");
+        let forbidden = api(403, "Forbidden");
+        let cases: [(&Error, [bool; 3]); 4] = [
+            (&not_found, [true, false, false]),
+            (&forbidden, [false, true, false]),
+            (&Error::TimedOut, [false, false, true]),
+            (&Error::NoCluster, [false, false, false]),
+        ];
+        for (error, want) in cases {
+            let got = [
+                error.is_not_found(),
+                error.is_forbidden(),
+                error.is_timeout(),
+            ];
+            assert_eq!(got, want, "{error}");
+        }
+        // The API server's message is the one shown (a deny reason quotes it).
+        assert_eq!(
+            forbidden.to_string(),
+            kube::Error::Api(
+                kube::core::Status::failure("pods \"x\" is forbidden", "Forbidden")
+                    .with_code(403)
+                    .boxed()
+            )
+            .to_string()
+        );
+    }
 
     #[test]
     fn the_cluster_is_found_the_way_kubectl_finds_it() {

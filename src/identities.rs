@@ -195,23 +195,16 @@ async fn sweep(client: &kube::Client, namespace: &str, grace: Duration, metrics:
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut mounted = BTreeSet::new();
-    let mut params = ListParams::default().limit(PAGE);
-    loop {
-        let page = match pods.list(&params).await {
-            Ok(page) => page,
-            Err(e) => {
-                metrics.errors.with_label_values(&["list_pods"]).inc();
-                warn!(namespace, error = %e, "failed to list pods; no identity ConfigMap is deleted");
-                return;
-            }
-        };
-        for pod in &page.items {
+    let listed_pods = crate::cluster::list_all_pages(&pods, PAGE, |page| {
+        for pod in &page {
             mounted_config_maps(pod, &mut mounted);
         }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => break,
-        }
+    })
+    .await;
+    if let Err(e) = listed_pods {
+        metrics.errors.with_label_values(&["list_pods"]).inc();
+        warn!(namespace, error = %e, "failed to list pods; no identity ConfigMap is deleted");
+        return;
     }
     for cm in collectable(&listed, &mounted, Timestamp::now(), grace) {
         let params = DeleteParams {

@@ -436,6 +436,7 @@ pub fn ephemeral_containers(object: &str, old: Option<&str>, input: &Input<'_>) 
 }
 
 /// Runs every pod mutation on `pod`.
+#[allow(clippy::too_many_lines)] // TODO(split): every pod mutation in order
 fn mutate(mut pod: view::Pod<'_>, place: &Where<'_>, input: &Input<'_>) -> Result<Planned> {
     if pod.annotation(MIRROR_ANNOTATION).is_some() {
         return Ok(Planned::unchanged());

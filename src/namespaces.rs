@@ -40,6 +40,40 @@ pub const MAX_WATCH_WAITS: usize = 16;
 /// How often a waiting review looks at the cache again.
 const WATCH_POLL: Duration = Duration::from_millis(20);
 
+/// Why a namespace's labels could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The namespace does not exist.
+    #[error("namespaces {0:?} not found")]
+    NotFound(String),
+    /// Not in the cache, and the caller may not have it read.
+    #[error(
+        "namespace {0:?} is not in unroot's namespace cache, and unroot reads nothing from the API server for a caller without a client certificate (--client-ca)"
+    )]
+    NotCached(String),
+    /// The API server refused or could not be reached.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// Whether the namespace is known not to exist.
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::NotFound(_) => true,
+            Self::NotCached(_) => false,
+            Self::Kube(e) => crate::cluster::is_not_found(e),
+        }
+    }
+
+    /// Whether the API server refused unroot the read (RBAC).
+    #[must_use]
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Kube(e) if crate::cluster::is_forbidden(e))
+    }
+}
+
 /// What a cache miss may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnMiss {
@@ -152,14 +186,14 @@ impl Namespaces {
     /// The labels of `name`: `Ok(None)` when nothing can be known (no
     /// cluster), `Err` when the namespace could not be read. A cache miss
     /// reads the API server or only waits for the watch, as `on_miss` says.
-    pub async fn labels(&self, name: &str, on_miss: OnMiss) -> Result<Option<Labels>, String> {
+    pub async fn labels(&self, name: &str, on_miss: OnMiss) -> Result<Option<Labels>, Error> {
         match self {
             Self::Unknown => Ok(None),
             Self::Fixed(map) => map
                 .get(name)
                 .cloned()
                 .map(Some)
-                .ok_or_else(|| format!("namespaces {name:?} not found")),
+                .ok_or_else(|| Error::NotFound(name.to_owned())),
             Self::Cluster { store, api, waits } => {
                 let cached = || {
                     store
@@ -170,16 +204,15 @@ impl Namespaces {
                     return Ok(Some(labels));
                 }
                 if on_miss == OnMiss::WaitForWatch {
-                    return wait_for_watch(waits, cached).await.map(Some).ok_or_else(|| {
-                        format!(
-                            "namespace {name:?} is not in unroot's namespace cache, and unroot reads nothing from the API server for a caller without a client certificate (--client-ca)"
-                        )
-                    });
+                    return wait_for_watch(waits, cached)
+                        .await
+                        .map(Some)
+                        .ok_or_else(|| Error::NotCached(name.to_owned()));
                 }
                 match api.get_metadata_opt(name).await {
                     Ok(Some(ns)) => Ok(Some(ns.metadata.labels.unwrap_or_default())),
-                    Ok(None) => Err(format!("namespaces {name:?} not found")),
-                    Err(e) => Err(e.to_string()),
+                    Ok(None) => Err(Error::NotFound(name.to_owned())),
+                    Err(e) => Err(Error::Kube(e)),
                 }
             }
         }

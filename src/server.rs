@@ -24,6 +24,7 @@ mod observe;
 pub mod offload;
 pub mod pods;
 mod review;
+mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +36,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{Instrument as _, info, info_span, warn};
@@ -43,7 +43,8 @@ use tracing::{Instrument as _, info, info_span, warn};
 pub use self::deadline::Deadline;
 pub use self::identity::{IdentityStore, KubeStore};
 pub use self::limits::Limits;
-pub use self::pods::{KubePods, PodLister};
+pub use self::pods::{KubePods, PodLister, PodReader};
+use self::status::error_body;
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::policy::Snapshot;
@@ -132,8 +133,6 @@ pub struct AppState {
     pub policy: Arc<ArcSwap<Snapshot>>,
     /// Where namespace labels come from.
     pub namespaces: Namespaces,
-    /// The API server client, when running against a cluster.
-    pub kube: Option<kube::Client>,
     /// Where identity ConfigMaps are applied. `None` (no Kubernetes client):
     /// a pod that needs one is denied.
     pub identity_store: Option<Arc<dyn IdentityStore>>,
@@ -147,6 +146,10 @@ pub struct AppState {
     /// raised. `None` (no Kubernetes client): the client is warned that
     /// they could not be listed.
     pub pods: Option<Arc<dyn PodLister>>,
+    /// Where a stored pod is read (a 1.20/1.21 ephemeral-containers review
+    /// of an authenticated caller). `None` (no Kubernetes client): such a
+    /// review is denied, naming the missing cluster access.
+    pub stored_pods: Option<Arc<dyn PodReader>>,
     /// The metrics registry and handles.
     pub metrics: Metrics,
     /// Readiness conditions for `/readyz`.
@@ -168,7 +171,7 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("policy", &self.policy.load().hash)
             .field("namespaces", &self.namespaces)
-            .field("kube", &self.kube.is_some())
+            .field("pods", &self.pods.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -399,40 +402,6 @@ pub async fn start(
         draining: drain,
         task,
     })
-}
-
-/// A Kubernetes `Status` body for answers that cannot be a review.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusBody<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    status: &'static str,
-    message: &'a str,
-    reason: &'a str,
-    code: u16,
-}
-
-/// A 429 that tells the client when to retry.
-fn overloaded_body(message: &str) -> Response {
-    let mut response = error_body(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message);
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        header::HeaderValue::from(limits::RETRY_AFTER_SECONDS),
-    );
-    response
-}
-
-fn error_body(status: StatusCode, reason: &str, message: &str) -> Response {
-    let body = StatusBody {
-        api_version: "v1",
-        kind: "Status",
-        status: "Failure",
-        message,
-        reason,
-        code: status.as_u16(),
-    };
-    (status, axum::Json(body)).into_response()
 }
 
 async fn not_found() -> Response {

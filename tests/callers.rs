@@ -28,7 +28,7 @@ use kube::api::PartialObjectMeta;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use unroot::namespaces::Namespaces;
-use unroot::server::PodLister;
+use unroot::server::{PodLister, PodReader};
 
 use common::{APISERVER_CLIENT, ClientCa, review_for};
 
@@ -118,7 +118,7 @@ impl PodLister for Listed {
         &self,
         _namespace: &str,
         _deadline: Instant,
-    ) -> BoxFuture<'_, Result<Vec<Pod>, String>> {
+    ) -> BoxFuture<'_, unroot::cluster::Result<Vec<Pod>>> {
         Box::pin(async move { Ok(self.0.clone()) })
     }
 }
@@ -285,6 +285,76 @@ async fn an_unauthenticated_1_20_ephemeral_containers_review_reads_no_pod() {
     assert_eq!(
         *calls.lock().unwrap(),
         ["/api/v1/namespaces/strict/pods/billing-api"]
+    );
+    server.shutdown().await;
+}
+
+/// The stored pod as a stand-in for the API server has it (`None`: the
+/// read fails as a missing pod's would), and the pods asked for.
+#[derive(Debug, Default)]
+struct StoredPods {
+    pod: Option<Pod>,
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+impl PodReader for StoredPods {
+    fn get(&self, namespace: &str, name: &str) -> BoxFuture<'_, unroot::cluster::Result<Pod>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((namespace.to_owned(), name.to_owned()));
+        let read = self
+            .pod
+            .clone()
+            .ok_or_else(|| format!("pods {name:?} not found").into());
+        Box::pin(async move { read })
+    }
+}
+
+/// The stored pod of a 1.20/1.21 ephemeral-containers review is read
+/// through the `PodReader` seam: what it returns is what is judged, and a
+/// read that fails denies the review naming the pod and why.
+#[tokio::test]
+async fn the_stored_pod_of_a_1_20_ephemeral_containers_review_comes_from_the_pod_reader() {
+    let stored: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "billing-api", "namespace": "strict"},
+        "spec": {"containers": [{"name": "stripe-key-loader", "image": "x",
+            "securityContext": {"privileged": true}}]}}))
+    .unwrap();
+    let start = |reader: &Arc<StoredPods>| {
+        common::start_with(common::Options {
+            namespaces: common::namespaces(&[("strict", &[("unroot.dev/enforce", "restricted")])]),
+            stored_pods: Some(Arc::clone(reader) as Arc<dyn PodReader>),
+            authenticated: true,
+            ..Default::default()
+        })
+    };
+    let reader = Arc::new(StoredPods {
+        pod: Some(stored),
+        ..StoredPods::default()
+    });
+    let server = start(&reader).await;
+    let response = server.admit("/validate", &forged_ephemeral_review()).await;
+    assert_eq!(response["allowed"], false);
+    assert!(
+        message(&response).contains("container \"stripe-key-loader\""),
+        "{}",
+        message(&response)
+    );
+    assert_eq!(
+        *reader.asked.lock().unwrap(),
+        [("strict".to_owned(), "billing-api".to_owned())]
+    );
+    server.shutdown().await;
+
+    let gone = Arc::new(StoredPods::default());
+    let server = start(&gone).await;
+    let response = server.admit("/validate", &forged_ephemeral_review()).await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 500);
+    assert_eq!(
+        message(&response),
+        "Internal error occurred: failed to read pod \"billing-api\" to evaluate its ephemeral containers: pods \"billing-api\" not found"
     );
     server.shutdown().await;
 }

@@ -82,8 +82,11 @@ pub struct Options {
     pub pods: Option<Arc<dyn PodLister>>,
     /// The review deadline's maximum and the load-shedding limits.
     pub limits: server::Limits,
-    /// An API server client (`None`: no Kubernetes client).
+    /// An API server client (`None`: no Kubernetes client); stored pods are
+    /// read through it unless `stored_pods` is given.
     pub kube: Option<kube::Client>,
+    /// Where a stored pod is read, overriding `kube`.
+    pub stored_pods: Option<Arc<dyn server::PodReader>>,
     /// Where namespace labels come from, overriding `namespaces` and
     /// `namespace_labels` (e.g. `Namespaces::watch` on a fake API server).
     pub namespace_source: Option<Namespaces>,
@@ -110,6 +113,7 @@ impl Default for Options {
             pods: None,
             limits: server::Limits::default(),
             kube: None,
+            stored_pods: None,
             namespace_source: None,
             authenticated: false,
         }
@@ -156,10 +160,10 @@ impl RecordingStore {
 }
 
 impl IdentityStore for RecordingStore {
-    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, Result<(), String>> {
+    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, unroot::cluster::Result<()>> {
         Box::pin(async move {
             if let Some(reason) = &self.fail {
-                return Err(reason.clone());
+                return Err(reason.clone().into());
             }
             self.applied.lock().unwrap().push(config_map);
             Ok(())
@@ -187,7 +191,11 @@ pub async fn start_with(options: Options) -> Server {
             (None, None, map) if !map.is_empty() => Namespaces::Fixed(Arc::new(map)),
             (None, None, _) => Namespaces::Unknown,
         },
-        kube: options.kube,
+        stored_pods: options.stored_pods.or_else(|| {
+            options
+                .kube
+                .map(|c| Arc::new(server::KubePods::new(c)) as Arc<dyn server::PodReader>)
+        }),
         identity_store: options.identity_store,
         side_effects: options.side_effects,
         audit: unroot::audit::Log::start(options.audit_sink, metrics.registry()),

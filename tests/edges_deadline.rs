@@ -41,7 +41,7 @@ impl SlowStore {
 }
 
 impl IdentityStore for SlowStore {
-    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, Result<(), String>> {
+    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, unroot::cluster::Result<()>> {
         self.started.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             tokio::time::sleep(self.delay).await;
@@ -56,7 +56,7 @@ impl IdentityStore for SlowStore {
 struct HangingPods;
 
 impl PodLister for HangingPods {
-    fn list(&self, _: &str, _: Instant) -> BoxFuture<'_, Result<Vec<Pod>, String>> {
+    fn list(&self, _: &str, _: Instant) -> BoxFuture<'_, unroot::cluster::Result<Vec<Pod>>> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(Vec::new())

@@ -23,7 +23,7 @@ const SLOW: Duration = Duration::from_millis(1500);
 struct SlowStore;
 
 impl IdentityStore for SlowStore {
-    fn apply(&self, _: ConfigMap) -> BoxFuture<'_, Result<(), String>> {
+    fn apply(&self, _: ConfigMap) -> BoxFuture<'_, unroot::cluster::Result<()>> {
         Box::pin(async {
             tokio::time::sleep(SLOW).await;
             Ok(())

@@ -4,6 +4,9 @@
 //! cold `make test` within the build machine's disk and time. The tests whose
 //! figures a second busy thread would skew (`linear_cost`, `edges_load`)
 //! stay binaries of their own.
+// A test is one scenario read top to bottom (set up, act, assert what a
+// user notices); splitting one over helpers hides the story it tells.
+#![allow(clippy::too_many_lines)]
 
 mod common;
 #[path = "support/fuzz_entry.rs"]

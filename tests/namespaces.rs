@@ -84,7 +84,11 @@ impl FakePods {
 }
 
 impl PodLister for FakePods {
-    fn list(&self, namespace: &str, deadline: Instant) -> BoxFuture<'_, Result<Vec<Pod>, String>> {
+    fn list(
+        &self,
+        namespace: &str,
+        deadline: Instant,
+    ) -> BoxFuture<'_, unroot::cluster::Result<Vec<Pod>>> {
         self.calls.lock().unwrap().push((
             namespace.to_owned(),
             deadline.saturating_duration_since(Instant::now()),
@@ -94,12 +98,12 @@ impl PodLister for FakePods {
                 let wait = tokio::time::sleep(self.delay);
                 tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), wait)
                     .await
-                    .map_err(|_| "timed out".to_owned())?;
+                    .map_err(|_| unroot::cluster::Error::TimedOut)?;
             } else {
                 tokio::time::sleep(self.delay).await;
             }
             if let Some(reason) = &self.fail {
-                return Err(reason.clone());
+                return Err(reason.clone().into());
             }
             Ok(self.pods.clone())
         })

@@ -261,7 +261,7 @@ impl IdentityStore for ReloadingStore {
     fn apply(
         &self,
         _config_map: k8s_openapi::api::core::v1::ConfigMap,
-    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+    ) -> futures::future::BoxFuture<'_, unroot::cluster::Result<()>> {
         Box::pin(async move {
             let mut reloaded = policy();
             reloaded.security_context.run_as_user = 4242;

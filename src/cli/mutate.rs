@@ -127,6 +127,7 @@ fn note_namespace_settings(
     }
 }
 
+#[allow(clippy::too_many_lines)] // TODO(split): `unroot mutate` over every input
 fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), (u8, String)> {
     let invalid = |message: String| (EXIT_INVALID, message);
     let policy = match &args.policy {

@@ -10,12 +10,12 @@ use arc_swap::ArcSwap;
 use tracing::{Instrument as _, error, info, warn};
 
 use super::LogFormat;
-use crate::certs::{self, Authority, Names, Resolver};
+use crate::certs::{self, Resolver};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::policy::{Document, Snapshot, watch};
 use crate::readiness::Readiness;
-use crate::server::{self, AppState, IdentityStore, KubePods, KubeStore, PodLister};
+use crate::server::{self, AppState, IdentityStore, KubePods, KubeStore, PodLister, PodReader};
 
 /// Arguments of `unroot serve`.
 #[derive(Debug, clap::Args)]
@@ -335,18 +335,14 @@ async fn connect(args: &Args) -> Result<Option<kube::Client>, String> {
     Ok(found.map(|c| c.client))
 }
 
+#[allow(clippy::too_many_lines)] // TODO(split): the start-up of `unroot serve`, one step per subsystem
 async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
     crate::pss::validate_registry()
         .map_err(|e| format!("invalid Pod Security check registry: {e}"))?;
     let client = connect(args).await?;
     let source = policy_source(args, client.is_some())?;
     let (policy, policy_text) = match &source {
-        PolicySource::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("failed to read policy {}: {e}", path.display()))?;
-            let document = Document::from_file(path).map_err(|e| e.to_string())?;
-            (document, text)
-        }
+        PolicySource::File(path) => read_policy_file(path).map_err(|e| e.to_string())?,
         PolicySource::ConfigMap { .. } | PolicySource::Embedded => {
             (Document::embedded(), crate::policy::DEFAULT_YAML.to_owned())
         }
@@ -425,7 +421,7 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
         pods: client
             .clone()
             .map(|c| Arc::new(KubePods::new(c)) as Arc<dyn PodLister>),
-        kube: client,
+        stored_pods: client.map(|c| Arc::new(KubePods::new(c)) as Arc<dyn PodReader>),
         metrics,
         readiness: Arc::clone(&readiness),
         request_timeout: args.request_timeout,
@@ -539,6 +535,30 @@ enum PolicySource {
     ConfigMap { namespace: String, name: String },
 }
 
+/// Reads the policy file once: the document in force, and the text the
+/// file watcher compares its next reads with (read twice, a change in
+/// between would never be applied). Errors name the file, as
+/// [`Document::from_file`]'s do.
+fn read_policy_file(path: &std::path::Path) -> crate::policy::Result<(Document, String)> {
+    use crate::policy::Error;
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let document = Document::from_yaml(&text).map_err(|e| match e {
+        Error::Parse(message) => Error::Parse(format!("{shown}: {message}")),
+        Error::Invalid(mut errors) => {
+            for error in &mut errors {
+                error.path = format!("{shown}: {}", error.path);
+            }
+            Error::Invalid(errors)
+        }
+        other @ Error::Read { .. } => other,
+    })?;
+    Ok((document, text))
+}
+
 /// The ConfigMap unroot reads inside a cluster when none is named.
 pub const DEFAULT_POLICY_CONFIGMAP: &str = "unroot-policy";
 
@@ -588,7 +608,14 @@ fn start_certificates(
     // Not ready until a certificate is served.
     readiness.set(certs::READY_CONDITION, false);
     let resolver = Arc::new(Resolver::empty());
-    let managed = keep_certificate(args, client, &resolver, metrics, readiness)?;
+    let managed = certs::keep_certificate(
+        &cert_settings(args),
+        client,
+        &resolver,
+        metrics.registry(),
+        readiness,
+    )
+    .map_err(|e| e.to_string())?;
     let tls = match &args.client_ca {
         None => {
             // Not an error: the API server sends no client certificate unless
@@ -625,93 +652,20 @@ fn start_certificates(
     Ok((tls, managed))
 }
 
-/// Loads or issues the serving certificate and starts whatever keeps it
-/// current: the file reloader, or the in-cluster task (returned).
-fn keep_certificate(
-    args: &Args,
-    client: Option<&kube::Client>,
-    resolver: &Arc<Resolver>,
-    metrics: &Metrics,
-    readiness: &Arc<Readiness>,
-) -> Result<Option<certs::manage::Handle>, String> {
-    let cert_metrics = certs::Metrics::new(metrics.registry());
-    if args.manage_certs {
-        if args.tls_cert.is_some() {
-            return Err("--manage-certs and --tls-cert exclude each other: unroot either rotates its certificate in the Secret or serves the files it is given".to_owned());
-        }
-        let Some(client) = client else {
-            return Err("--manage-certs needs a cluster (give --kubeconfig or KUBECONFIG, run inside a cluster, or drop --standalone)".to_owned());
-        };
-        let (namespace, secret) = certs::manage::object_reference(
-            "--tls-secret",
-            args.tls_secret.as_deref(),
-            certs::manage::DEFAULT_SECRET,
-        )?;
-        let config = certs::manage::Config {
-            namespace: namespace.clone(),
-            secret,
-            lease: certs::manage::LEASE_NAME.to_owned(),
-            identity: certs::manage::identity(),
-            webhook_configurations: args.webhook_configurations.clone(),
-            policy: certs::rotation::Policy {
-                ca_lifetime: args.ca_lifetime,
-                serving_lifetime: args.serving_cert_lifetime,
-                propagation_delay: args.cert_propagation_delay,
-                names: Names::for_service(&namespace).with(&args.dns_names, &args.ips),
-            },
-        };
-        info!(secret = %format!("{}/{}", config.namespace, config.secret), lease = %config.lease, identity = %config.identity, names = %config.policy.names, "managing certificates in the cluster; not ready until the Secret holds a valid certificate");
-        let ready = Arc::clone(readiness);
-        let loader = certs::secret::Loader::new(
-            Arc::clone(resolver),
-            cert_metrics.clone(),
-            Arc::new(move |ok| ready.set(certs::READY_CONDITION, ok)),
-        )
-        .with_bundle_out(args.ca_cert_out.clone());
-        let handle = certs::manage::start(client.clone(), config, Arc::new(loader), cert_metrics);
-        return Ok(Some(handle));
+/// The certificate flags, for [`certs::keep_certificate`].
+fn cert_settings(args: &Args) -> certs::Settings {
+    certs::Settings {
+        manage: args.manage_certs,
+        tls_secret: args.tls_secret.clone(),
+        webhook_configurations: args.webhook_configurations.clone(),
+        files: args.tls_cert.clone().zip(args.tls_key.clone()),
+        ca_lifetime: args.ca_lifetime,
+        serving_lifetime: args.serving_cert_lifetime,
+        propagation_delay: args.cert_propagation_delay,
+        dns_names: args.dns_names.clone(),
+        ips: args.ips.clone(),
+        ca_cert_out: args.ca_cert_out.clone(),
     }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let mut reloader = certs::files::Reloader::new(
-            cert.clone(),
-            key.clone(),
-            Arc::clone(resolver),
-            cert_metrics,
-        );
-        let fingerprint = reloader.load().map_err(|e| e.to_string())?;
-        info!(cert = %cert.display(), serving = %fingerprint, "serving certificate from files; reloaded when they change");
-        reloader.spawn(certs::files::POLL_INTERVAL);
-        readiness.set(certs::READY_CONDITION, true);
-        return Ok(None);
-    }
-    let now = std::time::SystemTime::now();
-    let ca = Authority::issue_at(now, args.ca_lifetime).map_err(|e| e.to_string())?;
-    let names = Names::local().with(&args.dns_names, &args.ips);
-    let serving = ca
-        .issue_serving_at(&names, now, args.serving_cert_lifetime)
-        .map_err(|e| e.to_string())?;
-    let ca_out = args
-        .ca_cert_out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("certs/ca.crt"));
-    certs::write_pem(&ca_out, &ca.cert_pem).map_err(|e| e.to_string())?;
-    info!(ca = %ca_out.display(), %names, "issued a self-signed serving certificate; trust the CA file");
-    let key = certs::certified_key(
-        serving.cert_pem.as_bytes(),
-        serving.key_pem.as_bytes(),
-        &ca_out,
-    )
-    .map_err(|e| e.to_string())?;
-    resolver.replace(key);
-    // The serving certificate ends with its lifetime or the CA's, whichever
-    // comes first.
-    cert_metrics.set_expiry(certs::metrics::Cert::Ca, ca.not_after());
-    cert_metrics.set_expiry(
-        certs::metrics::Cert::Serving,
-        (now + args.serving_cert_lifetime).min(ca.not_after()),
-    );
-    readiness.set(certs::READY_CONDITION, true);
-    Ok(None)
 }
 
 async fn wait_for_signal() {

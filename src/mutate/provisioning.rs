@@ -232,6 +232,7 @@ pub enum Requester {
     StoredPod,
 }
 
+#[allow(clippy::too_many_lines)] // TODO(split): claim parsing and authorisation (mutate/provisioning/claim.rs)
 fn identity_of(
     annotations: Option<&Value>,
     input: &Input<'_>,

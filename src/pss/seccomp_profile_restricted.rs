@@ -110,6 +110,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines)] // TODO(split): a table of profiles
     fn seccomp_profile_restricted() {
         let mut cases = vec![
             case(

@@ -39,13 +39,7 @@ impl ApiPages {
 impl PodPages for ApiPages {
     fn page(&self, continue_token: Option<String>) -> BoxFuture<'_, Result<Page>> {
         Box::pin(async move {
-            let mut params = ListParams::default().limit(self.limit.max(1));
-            if let Some(token) = &continue_token {
-                params = params.continue_token(token);
-            }
-            let list = self
-                .api
-                .list(&params)
+            let list = crate::cluster::list_page(&self.api, self.limit, continue_token.as_deref())
                 .await
                 .map_err(|e| Error::ListPods(e.to_string()))?;
             Ok(Page {

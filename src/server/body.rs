@@ -52,78 +52,58 @@ fn too_large() -> Rejection {
     }
 }
 
-/// Refused because the replica holds as many request bytes as it may.
-#[must_use]
-pub fn overloaded() -> Rejection {
-    Rejection {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        reason: "TooManyRequests",
-        label: "overloaded",
-        message: format!(
-            "unroot is overloaded: too many request bytes are being handled at once; retry in {} s",
-            limits::RETRY_AFTER_SECONDS
-        ),
+/// Why a request is shed with 429 before it is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overload {
+    /// The replica holds as many request bytes as it may.
+    Bytes,
+    /// This many reviews are being decided already.
+    Reviews(usize),
+    /// The runtime is this far behind (more than the second, `--max-lag`):
+    /// its CPUs do not keep up, and a review taken on now would wait at
+    /// least that long.
+    Behind(Duration, Duration),
+    /// Another review over [`limits::LARGE_REVIEW_BYTES`] is being decided.
+    AnotherLargeReview,
+    /// This many reviews over [`limits::OFFLOAD_BYTES`] were being decided
+    /// (each on a thread of its own) until this one's deadline.
+    Offloaded(usize),
+}
+
+impl std::fmt::Display for Overload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::Bytes => f.write_str("too many request bytes are being handled at once"),
+            Self::Reviews(max) => write!(f, "{max} reviews are being decided already"),
+            Self::Behind(behind, max) => write!(
+                f,
+                "its CPU is {} ms behind (--max-lag is {} ms)",
+                behind.as_millis(),
+                max.as_millis()
+            ),
+            Self::AnotherLargeReview => write!(
+                f,
+                "another review over {} MiB is being decided, and one is decided at a time",
+                limits::LARGE_REVIEW_BYTES / (1024 * 1024)
+            ),
+            Self::Offloaded(max) => write!(
+                f,
+                "every place for reviews over {} KiB ({max}) was taken until this review's deadline",
+                limits::OFFLOAD_BYTES / 1024
+            ),
+        }
     }
 }
 
-/// Refused because `max` reviews are being decided already.
+/// Refused with 429 because of `why`; the client is told when to retry.
 #[must_use]
-pub fn too_many_reviews(max: usize) -> Rejection {
+pub fn overloaded(why: Overload) -> Rejection {
     Rejection {
         status: StatusCode::TOO_MANY_REQUESTS,
         reason: "TooManyRequests",
         label: "overloaded",
         message: format!(
-            "unroot is overloaded: {max} reviews are being decided already; retry in {} s",
-            limits::RETRY_AFTER_SECONDS
-        ),
-    }
-}
-
-/// Refused because the runtime is `behind` (more than `max`): its CPUs do
-/// not keep up, and a review taken on now would wait at least that long.
-#[must_use]
-pub fn behind(behind: Duration, max: Duration) -> Rejection {
-    Rejection {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        reason: "TooManyRequests",
-        label: "overloaded",
-        message: format!(
-            "unroot is overloaded: its CPU is {} ms behind (--max-lag is {} ms); retry in {} s",
-            behind.as_millis(),
-            max.as_millis(),
-            limits::RETRY_AFTER_SECONDS
-        ),
-    }
-}
-
-/// Refused because another review over [`limits::LARGE_REVIEW_BYTES`] is
-/// being decided.
-#[must_use]
-pub fn another_large_review() -> Rejection {
-    Rejection {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        reason: "TooManyRequests",
-        label: "overloaded",
-        message: format!(
-            "unroot is overloaded: another review over {} MiB is being decided, and one is decided at a time; retry in {} s",
-            limits::LARGE_REVIEW_BYTES / (1024 * 1024),
-            limits::RETRY_AFTER_SECONDS
-        ),
-    }
-}
-
-/// Refused because `max` reviews over [`limits::OFFLOAD_BYTES`] were being
-/// decided (each on a thread of its own) until this one's deadline.
-#[must_use]
-pub fn too_many_offloaded(max: usize) -> Rejection {
-    Rejection {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        reason: "TooManyRequests",
-        label: "overloaded",
-        message: format!(
-            "unroot is overloaded: every place for reviews over {} KiB ({max}) was taken until this review's deadline; retry in {} s",
-            limits::OFFLOAD_BYTES / 1024,
+            "unroot is overloaded: {why}; retry in {} s",
             limits::RETRY_AFTER_SECONDS
         ),
     }
@@ -142,7 +122,7 @@ pub async fn read_within(
     headers: &HeaderMap,
     body: Body,
     timeout: Duration,
-    budget: &mut limits::Bytes,
+    budget: &mut limits::ByteBudget,
 ) -> Result<Bytes, Rejection> {
     read_body(headers, body, timeout, Some(budget)).await
 }
@@ -151,23 +131,9 @@ async fn read_body(
     headers: &HeaderMap,
     mut body: Body,
     timeout: Duration,
-    mut budget: Option<&mut limits::Bytes>,
+    mut budget: Option<&mut limits::ByteBudget>,
 ) -> Result<Bytes, Rejection> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let media = content_type.split(';').next().unwrap_or_default().trim();
-    if !media.eq_ignore_ascii_case("application/json") {
-        return Err(Rejection {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            reason: "UnsupportedMediaType",
-            label: "unsupported_media_type",
-            message: format!(
-                "content type {content_type:?} is not supported: send application/json"
-            ),
-        });
-    }
+    check_content_type(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -182,38 +148,12 @@ async fn read_body(
         && !budget.take(n)
     {
         linger(body).await;
-        return Err(overloaded());
+        return Err(overloaded(Overload::Bytes));
     }
     let deadline = tokio::time::Instant::from_std(Instant::now() + timeout);
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0_usize;
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                return Err(Rejection {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    reason: "Timeout",
-                    label: "body_timeout",
-                    message: format!(
-                        "request body did not arrive within {} s",
-                        timeout.as_secs_f64()
-                    ),
-                });
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(Rejection {
-                    status: StatusCode::BAD_REQUEST,
-                    reason: "BadRequest",
-                    label: "malformed",
-                    message: format!("failed to read request body: {e}"),
-                });
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
+    while let Some(data) = next_data(&mut body, deadline, timeout).await? {
         total += data.len();
         if total > MAX_BODY_BYTES {
             linger(body).await;
@@ -224,7 +164,7 @@ async fn read_body(
             && !budget.take(total - budget.held())
         {
             linger(body).await;
-            return Err(overloaded());
+            return Err(overloaded(Overload::Bytes));
         }
         chunks.push(data);
     }
@@ -239,6 +179,61 @@ async fn read_body(
             Bytes::from(all)
         }
     })
+}
+
+/// Refuses anything but `application/json`.
+fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(Rejection {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        reason: "UnsupportedMediaType",
+        label: "unsupported_media_type",
+        message: format!("content type {content_type:?} is not supported: send application/json"),
+    })
+}
+
+/// The body's next data frame (trailers skipped), `None` at its end; the
+/// whole body must arrive by `deadline` (`timeout` after the read began).
+async fn next_data(
+    body: &mut Body,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<Option<Bytes>, Rejection> {
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(Rejection {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    reason: "Timeout",
+                    label: "body_timeout",
+                    message: format!(
+                        "request body did not arrive within {} s",
+                        timeout.as_secs_f64()
+                    ),
+                });
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => {
+                return Err(Rejection {
+                    status: StatusCode::BAD_REQUEST,
+                    reason: "BadRequest",
+                    label: "malformed",
+                    message: format!("failed to read request body: {e}"),
+                });
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            return Ok(Some(data));
+        }
+    }
 }
 
 /// Reads what is left of a refused body and throws it away, for at most

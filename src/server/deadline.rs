@@ -132,40 +132,24 @@ fn timeout_parameter(uri: &Uri) -> Option<Duration> {
 /// (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `10s`, `1m30s`, `1.5s`.
 /// Negative durations are refused.
 fn parse_go_duration(text: &str) -> Option<Duration> {
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = text.strip_prefix('+').unwrap_or(text);
-    if rest.is_empty() {
+    // kube's parser panics on a negative number after the first unit
+    // (`1h-1s`) and on a sum past `Duration::MAX`, and this text comes from
+    // the request: only numbers and units pass, at most 32 characters (Go's
+    // longest duration, `2562047h47m16.854775807s`, has 24) with at most
+    // twelve digits in a row, which keeps any sum far below the maximum.
+    let text = text.strip_prefix('+').unwrap_or(text);
+    let bounded = text.len() <= 32
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c.is_alphabetic())
+        && text
+            .split(|c: char| !c.is_ascii_digit())
+            .all(|digits| digits.len() <= 12);
+    if text.is_empty() || !bounded {
         return None;
     }
-    let mut seconds = 0.0_f64;
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(number_end);
-        if number.is_empty() || number == "." {
-            return None;
-        }
-        let value: f64 = number.parse().ok()?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        seconds += value * scale;
-        rest = tail;
-    }
-    Duration::try_from_secs_f64(seconds).ok()
+    let parsed: kube::core::Duration = text.parse().ok()?;
+    Some(parsed.into())
 }
 
 #[cfg(test)]
@@ -188,6 +172,11 @@ mod tests {
             ("1d", None),
             ("s", None),
             ("1e400s", None),
+            ("99999999999999999999999h", None),
+            ("9999999999999999999s", None),
+            ("1h-1s", None),
+            ("1h+1s", None),
+            ("+1s", Some(Duration::from_secs(1))),
         ];
         for (text, want) in cases {
             assert_eq!(parse_go_duration(text), want, "{text}");

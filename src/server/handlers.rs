@@ -9,10 +9,11 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::Response;
 
-use super::deadline::Deadline;
+use super::deadline::{Deadline, Expired};
 use super::review;
 use super::{AppState, Caller};
 use crate::admission::{self, Decision};
+use crate::namespaces::{self, Labels, OnMiss};
 use crate::policy::Snapshot;
 
 /// The webhooks unroot serves.
@@ -62,4 +63,26 @@ pub(super) async fn mutate(State(state): State<Arc<AppState>>, request: Request)
 /// `POST /validate`.
 pub(super) async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
     review::answer(Webhook::Validate, state, request).await
+}
+
+/// The labels of the request's namespace, read within `deadline`: from the
+/// cache, or on a miss from the API server when `caller` is authenticated
+/// (an unauthenticated caller's review only waits for the watch).
+async fn namespace_labels(
+    state: &AppState,
+    req: &admission::Request<'_>,
+    caller: Caller,
+    deadline: Deadline,
+) -> Result<Result<Option<Labels>, namespaces::Error>, Expired> {
+    let on_miss = if caller.is_authenticated() {
+        OnMiss::Read
+    } else {
+        OnMiss::WaitForWatch
+    };
+    deadline
+        .bound(
+            || format!("reading the labels of namespace {:?}", req.namespace()),
+            state.namespaces.labels(req.namespace(), on_miss),
+        )
+        .await
 }

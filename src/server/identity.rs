@@ -12,18 +12,20 @@ use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::OnceCell;
 use tracing::warn;
 
+use crate::cluster::{self, Error};
+
 /// The field manager unroot applies as.
 pub const FIELD_MANAGER: &str = "unroot";
 
 /// Stores identity ConfigMaps.
 ///
-/// `apply` is `async fn apply(&self, cm: ConfigMap) -> Result<(), String>`
+/// `apply` is `async fn apply(&self, cm: ConfigMap) -> cluster::Result<()>`
 /// in spirit; it returns a boxed future so the store can live in the app
 /// state as `Arc<dyn IdentityStore>`.
 pub trait IdentityStore: Send + Sync + fmt::Debug {
     /// Creates or updates `config_map` (its namespace is set); the error
     /// says why it failed, for the deny message.
-    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, Result<(), String>>;
+    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, cluster::Result<()>>;
 }
 
 /// Server-side apply through the API server, field manager `unroot`, forced
@@ -93,18 +95,18 @@ impl fmt::Debug for KubeStore {
 }
 
 impl IdentityStore for KubeStore {
-    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, Result<(), String>> {
+    fn apply(&self, config_map: ConfigMap) -> BoxFuture<'_, cluster::Result<()>> {
         Box::pin(async move {
             let namespace = config_map
                 .metadata
                 .namespace
                 .clone()
-                .ok_or_else(|| "the ConfigMap has no namespace".to_owned())?;
+                .ok_or_else(|| Error::Other("the ConfigMap has no namespace".to_owned()))?;
             let name = config_map
                 .metadata
                 .name
                 .clone()
-                .ok_or_else(|| "the ConfigMap has no name".to_owned())?;
+                .ok_or_else(|| Error::Other("the ConfigMap has no name".to_owned()))?;
             let mut config_map = config_map;
             if let Some(owner) = self.owner_reference().await {
                 config_map.metadata.owner_references = Some(vec![owner]);
@@ -117,7 +119,7 @@ impl IdentityStore for KubeStore {
             )
             .await
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(Error::Kube)
         })
     }
 }

@@ -170,10 +170,10 @@ impl Limits {
         self.max_offloaded
     }
 
-    /// A budget for request bytes, empty until [`Bytes::take`] grows it.
+    /// A budget for request bytes, empty until [`ByteBudget::take`] grows it.
     #[must_use]
-    pub fn bytes(&self) -> Bytes {
-        Bytes {
+    pub fn bytes(&self) -> ByteBudget {
+        ByteBudget {
             pool: Arc::clone(&self.bytes),
             held: None,
         }
@@ -182,12 +182,12 @@ impl Limits {
 
 /// Request bytes one request holds; given back when dropped.
 #[derive(Debug)]
-pub struct Bytes {
+pub struct ByteBudget {
     pool: Arc<Semaphore>,
     held: Option<OwnedSemaphorePermit>,
 }
 
-impl Bytes {
+impl ByteBudget {
     /// Takes `n` more bytes from the pool; `false` when the pool has fewer
     /// left (then nothing is taken).
     pub fn take(&mut self, n: usize) -> bool {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::metrics::Connections;
 use axum::Router;
-use axum::http::{HeaderValue, Request, Response, Version, header};
+use axum::http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -123,7 +123,7 @@ pub async fn serve_tls_counted(
         };
         let conn = Conn {
             acceptor: acceptor.clone(),
-            service: Watched {
+            service: ConnService {
                 inner: TowerToHyperService::new(app.clone()),
                 activity: Arc::new(Activity::default()),
                 draining: draining.clone(),
@@ -160,7 +160,7 @@ pub async fn serve_tls_counted(
 /// One accepted connection, and what serving it takes.
 struct Conn {
     acceptor: TlsAcceptor,
-    service: Watched,
+    service: ConnService,
     handshake_timeout: Duration,
     timeouts: Timeouts,
     counted: Option<Connections>,
@@ -196,12 +196,12 @@ impl Conn {
                 }
                 return;
             }
-            Err(Gave::Way) => {
+            Err(HandshakeEnd::ConnectionsShort) => {
                 count_handshake(counted.as_ref(), "shed");
                 tracing::debug!(%peer, "TLS handshake gave way: connections ran short");
                 return;
             }
-            Err(Gave::Up) => {
+            Err(HandshakeEnd::TimedOut) => {
                 count_handshake(counted.as_ref(), "timeout");
                 tracing::debug!(%peer, "TLS handshake timed out");
                 return;
@@ -217,7 +217,7 @@ impl Conn {
             Caller::Unauthenticated
         };
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // The header and idle timeouts are Tracked's (see the module
+        // The header and idle timeouts are TimedStream's (see the module
         // documentation); hyper's would also close idle connections.
         builder
             .http1()
@@ -226,7 +226,7 @@ impl Conn {
         builder.http2().timer(TokioTimer::new());
         let header_timeout = timeouts.header;
         let activity = Arc::clone(&service.activity);
-        let (io, returned) = Tracked::new(tls, activity, timeouts, h2);
+        let (io, returned) = TimedStream::new(tls, activity, timeouts, h2);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         let Err(e) = watcher.watch(conn).await else {
             return;
@@ -249,11 +249,11 @@ impl Conn {
 }
 
 /// Why a handshake did not finish.
-enum Gave {
+enum HandshakeEnd {
     /// The handshake timeout ran out.
-    Up,
+    TimedOut,
     /// Connections ran short, and it had taken more than a slice.
-    Way,
+    ConnectionsShort,
 }
 
 /// Runs a TLS handshake for up to `timeout`, in slices: once connections run
@@ -263,20 +263,20 @@ async fn handshake<F: Future>(
     accept: F,
     timeout: Duration,
     pressure: &Pressure,
-) -> Result<F::Output, Gave> {
+) -> Result<F::Output, HandshakeEnd> {
     let end = Instant::now() + timeout;
     tokio::pin!(accept);
     loop {
         let now = Instant::now();
         if now >= end {
-            return Err(Gave::Up);
+            return Err(HandshakeEnd::TimedOut);
         }
         let slice = PRESSURE_SLICE.min(end - now);
         if let Ok(done) = tokio::time::timeout(slice, &mut accept).await {
             return Ok(done);
         }
         if pressure.high() {
-            return Err(Gave::Way);
+            return Err(HandshakeEnd::ConnectionsShort);
         }
     }
 }
@@ -311,28 +311,25 @@ fn is_unauthenticated(e: &io::Error) -> bool {
 /// Answers a request whose headers did not arrive in time with 408 and a
 /// `Status` body, then closes the connection.
 async fn request_timeout<IO: AsyncWrite + Unpin>(mut io: IO, timeout: Duration) {
-    let body = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Status",
-        "status": "Failure",
-        "message": format!("request headers did not arrive within {} s", timeout.as_secs_f64()),
-        "reason": "Timeout",
-        "code": 408,
-    })
-    .to_string();
-    let reply = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    let message = format!(
+        "request headers did not arrive within {} s",
+        timeout.as_secs_f64()
+    );
+    let body = super::status::failure_json(StatusCode::REQUEST_TIMEOUT, "Timeout", &message);
+    let head = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     // A client that reads nothing gets no more of our time than this.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        io.write_all(reply.as_bytes()).await?;
+        io.write_all(head.as_bytes()).await?;
+        io.write_all(&body).await?;
         io.shutdown().await
     })
     .await;
 }
 
-/// A connection's service calls, as its stream ([`Tracked`]) sees them.
+/// A connection's service calls, as its stream ([`TimedStream`]) sees them.
 #[derive(Debug, Default)]
 struct Activity {
     /// Requests whose answer is not yet produced.
@@ -363,7 +360,7 @@ impl Drop for Busy {
 /// closes HTTP/1.x connections after their answer once the server is
 /// draining.
 #[derive(Clone)]
-struct Watched {
+struct ConnService {
     inner: TowerToHyperService<Router>,
     activity: Arc<Activity>,
     draining: Draining,
@@ -372,7 +369,7 @@ struct Watched {
 
 type Answer = Response<axum::body::Body>;
 
-impl hyper::service::Service<Request<Incoming>> for Watched {
+impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Response = Answer;
     type Error = std::convert::Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Answer, Self::Error>> + Send>>;
@@ -442,7 +439,7 @@ enum Wait {
 /// connection), and goes back to the accept loop when hyper drops it, with
 /// the timeout that ended it: after the header timeout, a client that sent
 /// part of a request is answered 408.
-struct Tracked<IO> {
+struct TimedStream<IO> {
     io: Option<IO>,
     back: Option<oneshot::Sender<(IO, Option<Wait>)>>,
     activity: Arc<Activity>,
@@ -461,7 +458,7 @@ struct Tracked<IO> {
     expired: Option<Wait>,
 }
 
-impl<IO> Tracked<IO> {
+impl<IO> TimedStream<IO> {
     fn new(
         io: IO,
         activity: Arc<Activity>,
@@ -470,7 +467,7 @@ impl<IO> Tracked<IO> {
     ) -> (Self, oneshot::Receiver<(IO, Option<Wait>)>) {
         let (back, returned) = oneshot::channel();
         let first = tokio::time::sleep(timeouts.header);
-        let tracked = Self {
+        let stream = Self {
             io: Some(io),
             back: Some(back),
             activity,
@@ -483,7 +480,7 @@ impl<IO> Tracked<IO> {
             deadline: Box::pin(first),
             expired: None,
         };
-        (tracked, returned)
+        (stream, returned)
     }
 
     fn wait(&mut self, wait: Wait) {
@@ -563,7 +560,7 @@ impl<IO> Tracked<IO> {
     }
 }
 
-impl<IO> Drop for Tracked<IO> {
+impl<IO> Drop for TimedStream<IO> {
     fn drop(&mut self) {
         if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
             let _ = back.send((io, self.expired));
@@ -578,7 +575,7 @@ fn gone() -> io::Error {
     )
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
+impl<IO: AsyncRead + Unpin> AsyncRead for TimedStream<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -608,7 +605,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for TimedStream<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

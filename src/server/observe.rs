@@ -8,7 +8,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::jiff::Timestamp;
 
-use super::{AppState, error_body};
+use super::AppState;
+use super::status::error_body;
 use crate::dashboard;
 use crate::report::task::{RUN_REQUEST_INTERVAL, RunRequest};
 

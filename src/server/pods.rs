@@ -1,14 +1,17 @@
-//! Where the pods of a namespace come from when a namespace's enforce level
-//! is raised and its existing pods are checked: behind a trait, so the
-//! integration tests can hand in pods (and take their time) instead of
-//! talking to an API server.
+//! Where pods come from: the pods of a namespace when its enforce level is
+//! raised and its existing pods are checked ([`PodLister`]), and the stored
+//! pod a 1.20/1.21 ephemeral-containers review needs ([`PodReader`]).
+//! Behind traits, so the integration tests can hand in pods (and take
+//! their time) instead of talking to an API server.
 
 use std::fmt;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+
+use crate::cluster::{self, Error};
 
 /// Pods per page of a list: a namespace of many pods is read in pieces.
 const PAGE: u32 = 500;
@@ -16,12 +19,22 @@ const PAGE: u32 = 500;
 /// Lists the pods of a namespace.
 ///
 /// `list` is `async fn list(&self, namespace: &str, deadline: Instant) ->
-/// Result<Vec<Pod>, String>` in spirit; it returns a boxed future so the
+/// cluster::Result<Vec<Pod>>` in spirit; it returns a boxed future so the
 /// lister can live in the app state as `Arc<dyn PodLister>`.
 pub trait PodLister: Send + Sync + fmt::Debug {
     /// Every pod of `namespace`, or why they could not be listed. A lister
     /// that waits on the network gives up at `deadline`.
-    fn list(&self, namespace: &str, deadline: Instant) -> BoxFuture<'_, Result<Vec<Pod>, String>>;
+    fn list(&self, namespace: &str, deadline: Instant) -> BoxFuture<'_, cluster::Result<Vec<Pod>>>;
+}
+
+/// Reads one stored pod.
+///
+/// `get` is `async fn get(&self, namespace: &str, name: &str) ->
+/// cluster::Result<Pod>` in spirit, boxed for `Arc<dyn PodReader>`.
+pub trait PodReader: Send + Sync + fmt::Debug {
+    /// The pod `namespace`/`name` as stored, or why it could not be read
+    /// (NotFound and Forbidden told apart by [`Error`]).
+    fn get(&self, namespace: &str, name: &str) -> BoxFuture<'_, cluster::Result<Pod>>;
 }
 
 /// Lists pods through the API server, a page at a time, until `deadline`.
@@ -45,24 +58,23 @@ impl fmt::Debug for KubePods {
 }
 
 impl PodLister for KubePods {
-    fn list(&self, namespace: &str, deadline: Instant) -> BoxFuture<'_, Result<Vec<Pod>, String>> {
+    fn list(&self, namespace: &str, deadline: Instant) -> BoxFuture<'_, cluster::Result<Vec<Pod>>> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         Box::pin(async move {
-            let all = async {
-                let mut pods = Vec::new();
-                let mut params = ListParams::default().limit(PAGE);
-                loop {
-                    let page = api.list(&params).await.map_err(|e| e.to_string())?;
-                    pods.extend(page.items);
-                    match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                        Some(token) => params = params.continue_token(&token),
-                        None => return Ok(pods),
-                    }
-                }
-            };
+            let mut pods = Vec::new();
+            let all = cluster::list_all_pages(&api, PAGE, |page| pods.extend(page));
             tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), all)
                 .await
-                .map_err(|_| "timed out".to_owned())?
+                .map_err(|_| Error::TimedOut)??;
+            Ok(pods)
         })
+    }
+}
+
+impl PodReader for KubePods {
+    fn get(&self, namespace: &str, name: &str) -> BoxFuture<'_, cluster::Result<Pod>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let name = name.to_owned();
+        Box::pin(async move { Ok(api.get(&name).await?) })
     }
 }

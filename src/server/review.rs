@@ -17,89 +17,107 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span, debug, debug_span, info, warn};
 
+use super::body::{Overload, Rejection};
 use super::deadline::Deadline;
 use super::handlers::Webhook;
+use super::limits::ByteBudget;
 use super::limits::OFFLOAD_BYTES;
 use super::offload;
-use super::{AppState, Caller, POLICY_HASH, body, error_body, overloaded_body};
+use super::status::{error_body, overloaded_body};
+use super::{AppState, Caller, POLICY_HASH, body};
 use crate::admission::{self, Decoded};
 use crate::audit;
 
-/// Answers one webhook call.
+/// Answers one webhook call: admission control, then the review decided
+/// here or, when large, on a thread of its own.
 pub(super) async fn answer(webhook: Webhook, state: Arc<AppState>, request: Request) -> Response {
     let name = webhook.as_str();
     let in_flight = InFlight::new(&state.metrics);
     let (parts, body) = request.into_parts();
     let caller = Caller::of(&parts.extensions);
     let deadline = Deadline::for_request(&parts.uri, Instant::now(), state.limits.review_timeout);
-    // Held until the answer is made: the body and what is decoded from it
-    // live that long.
-    let mut held = state.limits.bytes();
-    let bytes =
-        match body::read_within(&parts.headers, body, state.request_timeout, &mut held).await {
-            Ok(b) => b,
-            Err(rejection) => return reject(&state, name, &rejection),
-        };
-    if let Some((behind, max)) = state.limits.too_far_behind(Instant::now()) {
-        return reject(&state, name, &body::behind(behind, max));
-    }
-    let Some(deciding) = state.limits.try_review() else {
-        return reject(
-            &state,
-            name,
-            &body::too_many_reviews(state.limits.max_concurrent_reviews()),
-        );
+    let admitted = match admit(&state, &parts.headers, body).await {
+        Ok(admitted) => admitted,
+        Err(rejection) => return reject(&state, name, &rejection),
     };
+    let review = Review::new(webhook, caller, deadline);
+    if admitted.bytes.len() <= OFFLOAD_BYTES {
+        let span = review.span.clone();
+        let _held = (admitted.held, in_flight);
+        return decide(&review, &state, &admitted.bytes)
+            .instrument(span)
+            .await;
+    }
+    decide_offloaded(review, state, admitted, in_flight).await
+}
+
+/// A request taken on: its body, and the limits it holds until its answer
+/// is made (the body and what is decoded from it live that long).
+struct Admitted {
+    bytes: Bytes,
+    held: Held,
+}
+
+/// The budget and permits a review holds while it is decided.
+type Held = (
+    OwnedSemaphorePermit,
+    Option<OwnedSemaphorePermit>,
+    ByteBudget,
+);
+
+/// Admission control: the body read within the budget of buffered bytes,
+/// then the lag, the review and the large-review limits, in that order.
+async fn admit(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Admitted, Rejection> {
+    let mut budget = state.limits.bytes();
+    let bytes = body::read_within(headers, body, state.request_timeout, &mut budget).await?;
+    if let Some((behind, max)) = state.limits.too_far_behind(Instant::now()) {
+        return Err(body::overloaded(Overload::Behind(behind, max)));
+    }
+    let deciding = state.limits.try_review().ok_or_else(|| {
+        body::overloaded(Overload::Reviews(state.limits.max_concurrent_reviews()))
+    })?;
     let large = if bytes.len() > super::limits::LARGE_REVIEW_BYTES {
-        match state.limits.try_large_review() {
-            Some(permit) => Some(permit),
-            None => return reject(&state, name, &body::another_large_review()),
-        }
+        let permit = state.limits.try_large_review();
+        Some(permit.ok_or_else(|| body::overloaded(Overload::AnotherLargeReview))?)
     } else {
         None
     };
-    let span = debug_span!(
-        "review",
-        webhook = name,
-        uid = Empty,
-        kind = Empty,
-        namespace = Empty,
-        name = Empty,
-        operation = Empty,
-        outcome = Empty
-    );
-    let started = Instant::now();
-    let review = Review {
-        webhook,
-        caller,
-        deadline,
-        started,
-        span: span.clone(),
-    };
-    if bytes.len() <= OFFLOAD_BYTES {
-        let _limits = (deciding, large, held, in_flight);
-        return decide(&review, &state, &bytes).instrument(span).await;
-    }
-    // A few at a time; waiting holds no worker.
-    let waited = tokio::time::timeout_at(deadline.at().into(), state.limits.offload_place()).await;
+    Ok(Admitted {
+        bytes,
+        held: (deciding, large, budget),
+    })
+}
+
+/// Decides a review over [`OFFLOAD_BYTES`] on a thread of its own, once a
+/// place is free before its deadline (waiting holds no worker).
+async fn decide_offloaded(
+    review: Review,
+    state: Arc<AppState>,
+    admitted: Admitted,
+    in_flight: InFlight,
+) -> Response {
+    let name = review.webhook.as_str();
+    let waited =
+        tokio::time::timeout_at(review.deadline.at().into(), state.limits.offload_place()).await;
     let Ok(Some(place)) = waited else {
-        return reject(
-            &state,
-            name,
-            &body::too_many_offloaded(state.limits.max_offloaded()),
-        );
+        let max = state.limits.max_offloaded();
+        return reject(&state, name, &body::overloaded(Overload::Offloaded(max)));
     };
     let offloaded = offload::run(async move {
         // Given back when the answer is made, even if the client is gone.
-        let _limits = (place, deciding, large, held, in_flight);
-        decide(&review, &state, &bytes).instrument(span).await
+        let _held = (place, admitted.held, in_flight);
+        let span = review.span.clone();
+        decide(&review, &state, &admitted.bytes)
+            .instrument(span)
+            .await
     });
     match offloaded.await {
         Ok(response) => response,
@@ -125,62 +143,110 @@ struct Review {
     span: Span,
 }
 
+impl Review {
+    fn new(webhook: Webhook, caller: Caller, deadline: Deadline) -> Self {
+        let span = debug_span!(
+            "review",
+            webhook = webhook.as_str(),
+            uid = Empty,
+            kind = Empty,
+            namespace = Empty,
+            name = Empty,
+            operation = Empty,
+            outcome = Empty
+        );
+        Self {
+            webhook,
+            caller,
+            deadline,
+            started: Instant::now(),
+            span,
+        }
+    }
+}
+
 /// Decodes the review in `bytes`, decides it, records and encodes the
 /// answer.
 async fn decide(review: &Review, state: &AppState, bytes: &Bytes) -> Response {
-    let &Review {
-        webhook,
-        caller,
-        deadline,
-        started,
-        ref span,
-    } = review;
-    let name = webhook.as_str();
-    let review = match admission::decode(bytes) {
+    let decoded = match decode(review, state, bytes) {
+        Ok(decoded) => decoded,
+        Err(answer) => return *answer,
+    };
+    let req = &decoded.request;
+    if !review.span.is_disabled() {
+        review.span.record("uid", req.uid.as_str());
+        review.span.record("namespace", req.namespace());
+        review.span.record("name", req.name());
+        review.span.record("operation", req.operation.as_str());
+        review.span.record("kind", req.target().as_str());
+    }
+    // The snapshot that decides is the one whose hash the answer carries,
+    // even if a reload lands while the handler runs.
+    let policy = state.policy.load_full();
+    let mut decision = review
+        .webhook
+        .decide(state, &policy, req, review.caller, review.deadline)
+        .await;
+    decision
+        .response
+        .audit_annotations
+        .insert(POLICY_HASH.to_owned(), policy.hash.clone());
+    record(review, state, req, &decision, &policy.hash);
+    encoded(admission::encode(decoded.api_version, &decision.response))
+}
+
+/// Decodes the review; what is not one is answered here.
+fn decode<'a>(
+    review: &Review,
+    state: &AppState,
+    bytes: &'a Bytes,
+) -> Result<admission::Review<'a>, Box<Response>> {
+    let name = review.webhook.as_str();
+    match admission::decode(bytes) {
         Err(e) => {
             state.metrics.count_rejected(name, "malformed");
             warn!(webhook = name, error = %e, "refused a request that is not an AdmissionReview");
-            return error_body(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string());
+            Err(Box::new(error_body(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &e.to_string(),
+            )))
         }
         Ok(Decoded::Malformed {
             api_version,
             uid,
             message,
         }) => {
-            span.record("uid", uid.as_str());
-            span.record("outcome", "error");
+            review.span.record("uid", uid.as_str());
+            review.span.record("outcome", "error");
             warn!(webhook = name, %uid, %message, "malformed review");
             state.metrics.count_rejected(name, "malformed");
             let response = admission::Response::deny(&uid, 400, "BadRequest", message);
-            return encoded(admission::encode(api_version, &response));
+            Err(Box::new(encoded(admission::encode(api_version, &response))))
         }
-        Ok(Decoded::Review(review)) => review,
-    };
-    let req = &review.request;
-    if !span.is_disabled() {
-        span.record("uid", req.uid.as_str());
-        span.record("namespace", req.namespace());
-        span.record("name", req.name());
-        span.record("operation", req.operation.as_str());
-        span.record("kind", req.target().as_str());
+        Ok(Decoded::Review(decoded)) => Ok(decoded),
     }
-    // The snapshot that decides is the one whose hash the answer carries,
-    // even if a reload lands while the handler runs.
-    let policy = state.policy.load_full();
-    let mut decision = webhook.decide(state, &policy, req, caller, deadline).await;
-    decision
-        .response
-        .audit_annotations
-        .insert(POLICY_HASH.to_owned(), policy.hash.clone());
+}
+
+/// Records the answer once: the span's outcome, the metrics, the audit log,
+/// and the log line.
+fn record(
+    review: &Review,
+    state: &AppState,
+    req: &admission::Request<'_>,
+    decision: &admission::Decision,
+    policy_hash: &str,
+) {
+    let name = review.webhook.as_str();
     let response = &decision.response;
     let outcome = response.outcome();
-    span.record("outcome", outcome);
-    state.metrics.record(name, req, &decision);
-    let elapsed = started.elapsed();
+    review.span.record("outcome", outcome);
+    state.metrics.record(name, req, decision);
+    let elapsed = review.started.elapsed();
     state.metrics.observe_duration(name, elapsed.as_secs_f64());
-    state.audit.record(&decision, || {
-        audit::Record::new(name, req, &decision, &policy.hash, elapsed)
-            .with_authenticated(caller.is_authenticated())
+    state.audit.record(decision, || {
+        audit::Record::new(name, req, decision, policy_hash, elapsed)
+            .with_authenticated(review.caller.is_authenticated())
     });
     match response.status.as_ref() {
         // The audit log holds every denial; without it, this line does.
@@ -190,7 +256,6 @@ async fn decide(review: &Review, state: &AppState, bytes: &Bytes) -> Response {
         Some(status) => debug!(outcome, status_message = %status.message, "answered"),
         None => debug!(outcome, warnings = response.warnings.len(), "answered"),
     }
-    encoded(admission::encode(review.api_version, response))
 }
 
 /// Counts a request refused before it was a review, and answers it.

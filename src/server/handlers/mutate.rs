@@ -3,7 +3,6 @@
 use tracing::{info, warn};
 
 use crate::admission::{self, Applied, Decision, Response};
-use crate::namespaces::OnMiss;
 use crate::policy::Snapshot;
 use crate::server::deadline::{Deadline, Expired};
 use crate::server::{AppState, Caller};
@@ -15,13 +14,7 @@ pub(super) async fn decide(
     caller: Caller,
     deadline: Deadline,
 ) -> Decision {
-    let lookup = deadline
-        .bound(
-            || format!("reading the labels of namespace {:?}", req.namespace()),
-            state.namespaces.labels(req.namespace(), on_miss(caller)),
-        )
-        .await;
-    let labels = match lookup {
+    let labels = match super::namespace_labels(state, req, caller, deadline).await {
         Err(expired) => return out_of_time(req, &expired),
         Ok(Ok(labels)) => labels.unwrap_or_default(),
         Ok(Err(e)) => {
@@ -39,16 +32,6 @@ pub(super) async fn decide(
     };
     let mutation = admission::mutate(req, policy, &labels);
     store_identity(req, state, caller, mutation, deadline).await
-}
-
-/// What a namespace cache miss may do for `caller`: only an authenticated
-/// caller's review reads the API server.
-pub(super) fn on_miss(caller: Caller) -> OnMiss {
-    if caller.is_authenticated() {
-        OnMiss::Read
-    } else {
-        OnMiss::WaitForWatch
-    }
 }
 
 /// The answer when a step ran out of time: denied (fail closed).

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::admission::namespace::{self, BUDGET, LIST_FAILED, Step};
 use crate::admission::{self, Decision, Response};
+use crate::cluster;
 use crate::policy::Snapshot;
 use crate::server::deadline::Deadline;
 use crate::server::{AppState, Caller};
@@ -39,8 +40,8 @@ pub(super) async fn decide(
                 lister.list(&dry.namespace, stop),
             )
             .await
-            .unwrap_or_else(|expired| Err(expired.step + ": timed out")),
-        None => Err("no cluster to list pods from".to_owned()),
+            .unwrap_or(Err(cluster::Error::TimedOut)),
+        None => Err(cluster::Error::NoCluster),
     };
     let mut response = Response::allow(&req.uid);
     response.warnings = match pods {

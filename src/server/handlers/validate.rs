@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::admission::validate::{self, NamespaceLabels};
 use crate::admission::{self, Decision, Response, Target};
+use crate::cluster;
 use crate::policy::Snapshot;
 use crate::server::deadline::Deadline;
 use crate::server::{AppState, Caller};
@@ -42,15 +43,7 @@ async fn pod_security(
     if let Some(answer) = validate::before_lookup(req, policy) {
         return answer;
     }
-    let lookup = deadline
-        .bound(
-            || format!("reading the labels of namespace {:?}", req.namespace()),
-            state
-                .namespaces
-                .labels(req.namespace(), super::mutate::on_miss(caller)),
-        )
-        .await;
-    let namespace = match lookup {
+    let namespace = match super::namespace_labels(state, req, caller, deadline).await {
         // A pod is denied naming the step; a workload is let through with
         // the failure in its audit annotations, as for any failed lookup.
         Err(expired) if req.target() == Target::Pod => {
@@ -59,7 +52,7 @@ async fn pod_security(
         Err(expired) => NamespaceLabels::Failed(expired.to_string()),
         Ok(Ok(Some(labels))) => NamespaceLabels::Found(labels),
         Ok(Ok(None)) => NamespaceLabels::Unknown,
-        Ok(Err(e)) => NamespaceLabels::Failed(e),
+        Ok(Err(e)) => NamespaceLabels::Failed(e.to_string()),
     };
     let pod = if validate::needs_pod(req) {
         if !caller.is_authenticated() {
@@ -74,8 +67,8 @@ async fn pod_security(
         match read {
             Err(expired) => return super::mutate::out_of_time(req, &expired),
             Ok(Ok(pod)) => Some(pod),
-            Ok(Err(message)) => {
-                return Response::deny(&req.uid, 500, "InternalError", message).into();
+            Ok(Err(failed)) => {
+                return Response::deny(&req.uid, 500, "InternalError", failed.to_string()).into();
             }
         }
     } else {
@@ -100,30 +93,43 @@ fn refuse_pod_read(req: &admission::Request<'_>) -> Decision {
     .into()
 }
 
+/// Why the stored pod of an ephemeral-containers review could not be had;
+/// shown as the deny message.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Internal error occurred: failed to read pod {name:?} to evaluate its ephemeral containers: {why}"
+)]
+struct PodReadFailed {
+    name: String,
+    why: cluster::Error,
+}
+
 /// For a 1.20/1.21 `pods/ephemeralcontainers` request: the stored pod with
 /// the requested ephemeral containers in it.
 async fn read_pod_with_ephemeral_containers(
     state: &AppState,
     req: &admission::Request<'_>,
-) -> Result<Pod, String> {
-    let failed = |why: String| {
-        format!(
-            "Internal error occurred: failed to read pod {:?} to evaluate its ephemeral containers: {why}",
-            req.name()
-        )
+) -> Result<Pod, PodReadFailed> {
+    let failed = |why: cluster::Error| PodReadFailed {
+        name: req.name().to_owned(),
+        why,
     };
-    let client = state
-        .kube
-        .clone()
-        .ok_or_else(|| failed("no cluster access".to_owned()))?;
-    let api: kube::Api<Pod> = kube::Api::namespaced(client, req.namespace());
-    let pod = api
-        .get(req.name())
+    let reader = state
+        .stored_pods
+        .as_ref()
+        .ok_or_else(|| failed(cluster::Error::NoCluster))?;
+    let pod = reader
+        .get(req.namespace(), req.name())
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(failed)?;
     let object = req
         .object
-        .ok_or_else(|| failed("no object in the request".to_owned()))?;
-    validate::merge_ephemeral_containers(pod, object)
-        .ok_or_else(|| failed("the object is not an EphemeralContainers list".to_owned()))
+        .ok_or_else(|| failed("no object in the request".to_owned().into()))?;
+    validate::merge_ephemeral_containers(pod, object).ok_or_else(|| {
+        failed(
+            "the object is not an EphemeralContainers list"
+                .to_owned()
+                .into(),
+        )
+    })
 }
