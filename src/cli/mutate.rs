@@ -9,7 +9,7 @@ use crate::admission::namespace;
 use crate::manifest;
 use crate::mutate::{self, Input};
 use crate::policy::names::{is_label_key, is_label_value};
-use crate::policy::{Document, HARDEN_LABEL, HardenMode};
+use crate::policy::{Document, DocumentFile as _, HARDEN_LABEL, HardenMode};
 
 /// Arguments of `unroot mutate`.
 #[derive(Debug, clap::Args)]

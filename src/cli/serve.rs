@@ -13,7 +13,7 @@ use super::LogFormat;
 use crate::certs::{self, Authority, Names, Resolver};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
-use crate::policy::{Document, Snapshot, watch};
+use crate::policy::{Document, DocumentFile as _, Snapshot, watch};
 use crate::readiness::Readiness;
 use crate::server::{self, AppState, IdentityStore, KubePods, KubeStore, PodLister};
 

@@ -1311,7 +1311,7 @@ mod tests {
     use crate::mutate::{self, Error, Input, Outcome};
     use crate::policy::Document;
 
-    const POLICY: &str = include_str!("../../tests/fixtures/provisioning/policy.yaml");
+    const POLICY: &str = include_str!("../../../../tests/fixtures/provisioning/policy.yaml");
     const HUB: &str = "system:serviceaccount:jupyterhub:hub";
     const DIGEST: &str = "registry.example.com/unroot/provisioner@sha256:4f2c8a61d0e5b9a7c3f1e8d2b6a4c0e9f7d5b3a1c8e6f4d2b0a9c7e5f3d1b8a6";
 

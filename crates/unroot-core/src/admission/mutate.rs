@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn forged_identities_are_denied_with_403_and_honoured_ones_carry_the_configmap() {
         let policy = Document::from_yaml(include_str!(
-            "../../tests/fixtures/provisioning/policy.yaml"
+            "../../../../tests/fixtures/provisioning/policy.yaml"
         ))
         .unwrap();
         let labels = BTreeMap::from([("unroot.dev/provisioning".to_owned(), "enabled".to_owned())]);
