@@ -61,7 +61,7 @@ pub fn mutate(
                 return Response::deny(uid, 400, "BadRequest", "pod CREATE request has no object")
                     .into();
             };
-            mutate::pod_text(raw.get(), &input)
+            mutate::Checked::text(raw.get()).and_then(|pod| mutate::pod(pod, &input))
         }
         (Operation::Update, "ephemeralcontainers") => {
             let Some(object) = request.object else {

@@ -16,7 +16,9 @@ use serde_json::value::RawValue;
 
 use std::collections::BTreeMap;
 
-use super::{Decision, Facts, Mode, Operation, PssResult, Request, Response, Target, refusals};
+use super::{
+    Decision, Facts, Mode, Operation, PssError, PssResult, Request, Response, Target, refusals,
+};
 use crate::mutate::{Identity, Vouched};
 use crate::namespaces::Labels;
 use crate::policy::{HardenMode, Snapshot};
@@ -218,7 +220,7 @@ pub fn evaluate(
         Decision {
             response,
             facts: Facts {
-                pss_error: Some(true),
+                pss_error: Some(PssError::Fatal),
                 ..Facts::default()
             },
         }
@@ -419,7 +421,7 @@ fn evaluate_modes(
     let mut response = Response::allow(&request.uid);
     let mut facts = Facts::default();
     if !label_errors.is_empty() {
-        facts.pss_error = Some(false);
+        facts.pss_error = Some(PssError::Recovered);
         response.audit_annotations.insert(
             ERROR.to_owned(),
             format!(

@@ -118,7 +118,9 @@ fn compare(object: &Value, setting: &Setting) -> Result<(), String> {
         requester: setting.requester,
     };
     let old = legacy::object(object, &input);
-    let new = super::object(object, &input);
+    let new = super::Checked::object(object)
+        .and_then(|pod| super::pod(pod, &input))
+        .and_then(|planned| planned.apply_to(object));
     match (old, new) {
         (Ok(old), Ok(new)) => {
             let mut diffs = Vec::new();

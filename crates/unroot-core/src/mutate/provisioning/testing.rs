@@ -47,7 +47,9 @@ pub(super) fn run(
         namespace_labels: labels,
         requester,
     };
-    mutate::pod_value(object, &input)
+    mutate::Checked::object(object)
+        .and_then(|pod| mutate::pod(pod, &input))
+        .and_then(|planned| planned.apply_to(object))
 }
 
 /// Mutates as the hub in a selected namespace, checks the patch applies
