@@ -465,14 +465,52 @@ pub fn ephemeral_containers(object: &str, old: Option<&str>, input: &Input<'_>) 
     })
 }
 
-/// Runs every pod mutation on `pod`.
+/// Runs every pod mutation on `pod`, in order: provisioning, the trust
+/// bundle, the securityContext hardening.
 fn mutate(mut pod: view::Pod<'_>, place: &Where, input: &Input<'_>) -> Result<Planned> {
     if pod.annotation(MIRROR_ANNOTATION).is_some() {
         return Ok(Planned::unchanged());
     }
-    let policy = input.policy;
-    let display = place.display.as_str();
     let windows = pod.is_windows();
+    let mut planned = Planned::unchanged();
+    let skip = provision(&mut pod, place, input, windows, &mut planned)?;
+    let bundle = &input.policy.trust_bundle;
+    if !windows
+        && bundle.enabled
+        && selector_matches(&bundle.namespace_selector, input.namespace_labels)
+    {
+        let before = planned.writer.changes();
+        trust_bundle::add_trust_bundle(
+            &mut pod,
+            &mut planned.writer,
+            &place.spec,
+            &place.display,
+            bundle,
+            skip,
+            &mut planned.warnings,
+        );
+        if planned.writer.changes() != before {
+            planned.applied.push(Applied::TrustBundle);
+        }
+    }
+    harden(&mut pod, place, input, skip, &mut planned);
+    if !planned.writer.is_empty() {
+        mark_mutated(&pod, place, &mut planned.writer);
+    }
+    Ok(planned)
+}
+
+/// Provisions the identity the pod claims, if it claims one: the
+/// identity's ids, files, home and init container, and the ConfigMap the
+/// shell applies. Returns the index of the provisioning init container.
+fn provision(
+    pod: &mut view::Pod<'_>,
+    place: &Where,
+    input: &Input<'_>,
+    windows: bool,
+    planned: &mut Planned,
+) -> Result<Option<usize>> {
+    let display = place.display.as_str();
     let annotations = pod
         .metadata
         .annotations
@@ -480,59 +518,48 @@ fn mutate(mut pod: view::Pod<'_>, place: &Where, input: &Input<'_>) -> Result<Pl
         .and_then(|a| serde_json::to_value(a).ok());
     let claimed =
         provisioning::claimed_identity(annotations.as_ref(), input).map_err(Error::Forbidden)?;
-    let mut writer = Writer::new();
-    let mut warnings = Vec::new();
-    let mut skip = None;
-    let mut identity = None;
-    let mut applied = Vec::new();
-    if let Some(id) = claimed {
-        if windows {
-            return Err(Error::Forbidden(vec![Denial {
-                rule: Rule::Unsupported,
-                message: format!(
-                    "{display}spec.os.name is windows: identity provisioning (passwd, group, uid) needs a Linux pod"
-                ),
-            }]));
-        }
-        let index = provisioning::provision(
-            &mut pod,
-            &mut writer,
-            &place.spec,
-            display,
-            &id,
-            &policy.provisioning,
-            &mut warnings,
-        )
-        .map_err(Error::Forbidden)?;
-        skip = Some(index);
-        identity = Some(provisioning::identity_config_map(
-            &id,
-            &policy.provisioning,
-            pod.metadata.namespace.as_deref(),
-        ));
-        applied.push(Applied::Provisioning);
+    let Some(id) = claimed else {
+        return Ok(None);
+    };
+    if windows {
+        return Err(Error::Forbidden(vec![Denial {
+            rule: Rule::Unsupported,
+            message: format!(
+                "{display}spec.os.name is windows: identity provisioning (passwd, group, uid) needs a Linux pod"
+            ),
+        }]));
     }
+    let policy = &input.policy.provisioning;
+    let index = provisioning::provision(
+        pod,
+        &mut planned.writer,
+        &place.spec,
+        display,
+        &id,
+        policy,
+        &mut planned.warnings,
+    )
+    .map_err(Error::Forbidden)?;
+    planned.identity = Some(provisioning::identity_config_map(
+        &id,
+        policy,
+        pod.metadata.namespace.as_deref(),
+    ));
+    planned.applied.push(Applied::Provisioning);
+    Ok(Some(index))
+}
 
-    let bundle = &policy.trust_bundle;
-    if !windows
-        && bundle.enabled
-        && selector_matches(&bundle.namespace_selector, input.namespace_labels)
-    {
-        let before = writer.changes();
-        trust_bundle::add_trust_bundle(
-            &mut pod,
-            &mut writer,
-            &place.spec,
-            display,
-            bundle,
-            skip,
-            &mut warnings,
-        );
-        if writer.changes() != before {
-            applied.push(Applied::TrustBundle);
-        }
-    }
-
+/// The securityContext hardening of every container but the provisioning
+/// one (`skip`), then of the pod.
+fn harden(
+    pod: &mut view::Pod<'_>,
+    place: &Where,
+    input: &Input<'_>,
+    skip: Option<usize>,
+    planned: &mut Planned,
+) {
+    let display = place.display.as_str();
+    let windows = pod.is_windows();
     // The provisioning container is exactly what the policy pins: hardening
     // must neither warn about its uid 0 nor rewrite it.
     let found: Vec<Place> = harden::places(&pod.spec, &format!("{display}spec."), &CONTAINER_LISTS)
@@ -541,14 +568,14 @@ fn mutate(mut pod: view::Pod<'_>, place: &Where, input: &Input<'_>) -> Result<Pl
         .collect();
     // A provisioned pod's volumes belong to its user unless the policy says
     // otherwise.
-    let fs_group = identity.is_none() || policy.provisioning.set_fs_group;
+    let fs_group = planned.identity.is_none() || input.policy.provisioning.set_fs_group;
     let (mode, hardened) = stage_hardening(
-        &mut pod,
-        &mut writer,
+        pod,
+        &mut planned.writer,
         input,
         (&place.spec, display),
         fs_group,
-        &mut warnings,
+        &mut planned.warnings,
         |ctx| {
             // Containers first: with `override`, fixing a container's
             // runAsUser=0 decides whether the pod can get runAsNonRoot.
@@ -559,18 +586,9 @@ fn mutate(mut pod: view::Pod<'_>, place: &Where, input: &Input<'_>) -> Result<Pl
         },
     );
     if hardened {
-        applied.push(Applied::SecurityContext);
+        planned.applied.push(Applied::SecurityContext);
     }
-    if !writer.is_empty() {
-        mark_mutated(&pod, place, &mut writer);
-    }
-    Ok(Planned {
-        writer,
-        warnings,
-        identity,
-        applied,
-        harden: Some(mode),
-    })
+    planned.harden = Some(mode);
 }
 
 /// Sets [`MUTATED_ANNOTATION`] on a pod the patch changes.

@@ -196,6 +196,48 @@ pub fn pod_security(
     evaluate(request, policy, namespace, pod_override, vouched)
 }
 
+/// A Pod Security error that decides the request: `response`, with the
+/// error in the audit annotation [`ERROR`].
+fn fatal(mut response: Response, message: String) -> Decision {
+    response.audit_annotations.insert(ERROR.to_owned(), message);
+    Decision {
+        response,
+        facts: Facts {
+            pss_error: Some(PssError::Fatal),
+            ..Facts::default()
+        },
+    }
+}
+
+/// The namespace's labels (`None`: no cluster, the defaults apply), or the
+/// answer when they could not be read: a pod is denied (500), a workload
+/// allowed, as upstream's admission does.
+fn namespace_labels<'n>(
+    request: &Request<'_>,
+    namespace: &'n NamespaceLabels,
+    workload: bool,
+) -> Result<Option<&'n Labels>, Box<Decision>> {
+    match namespace {
+        NamespaceLabels::Found(labels) => Ok(Some(labels)),
+        NamespaceLabels::Unknown => Ok(None),
+        NamespaceLabels::Failed(err) => {
+            let uid = &request.uid;
+            let message = format!("failed to lookup namespace {:?}", request.namespace());
+            let response = if workload {
+                Response::allow(uid)
+            } else {
+                Response::deny(
+                    uid,
+                    500,
+                    "InternalError",
+                    format!("Internal error occurred: {message}"),
+                )
+            };
+            Err(Box::new(fatal(response, format!("{message}: {err}"))))
+        }
+    }
+}
+
 /// Evaluates a request that [`before_lookup`] did not answer. `pod_override`
 /// is the whole pod for a 1.20/1.21 `pods/ephemeralcontainers` request, whose
 /// object is an `EphemeralContainers` list (the shell reads the pod and puts
@@ -214,35 +256,10 @@ pub fn evaluate(
     vouch: impl Fn(&view::Pod<'_>) -> Vouched,
 ) -> Decision {
     let uid = &request.uid;
-    let fatal = |response: Response, message: String| {
-        let mut response = response;
-        response.audit_annotations.insert(ERROR.to_owned(), message);
-        Decision {
-            response,
-            facts: Facts {
-                pss_error: Some(PssError::Fatal),
-                ..Facts::default()
-            },
-        }
-    };
     let workload = is_workload(request);
-    let labels = match namespace {
-        NamespaceLabels::Found(labels) => Some(labels),
-        NamespaceLabels::Unknown => None,
-        NamespaceLabels::Failed(err) => {
-            let message = format!("failed to lookup namespace {:?}", request.namespace());
-            let response = if workload {
-                Response::allow(uid)
-            } else {
-                Response::deny(
-                    uid,
-                    500,
-                    "InternalError",
-                    format!("Internal error occurred: {message}"),
-                )
-            };
-            return fatal(response, format!("{message}: {err}"));
-        }
+    let labels = match namespace_labels(request, namespace, workload) {
+        Ok(labels) => labels,
+        Err(decision) => return *decision,
     };
     let (ns_policy, label_errors) =
         namespace_policy::policy_from_labels(labels, policy.pod_security_defaults);

@@ -182,6 +182,8 @@ pub enum Requester {
     StoredPod,
 }
 
+/// The identity the annotations claim, checked against every rule; each
+/// broken rule is a [`Denial`]. `Ok(None)`: no identity claimed.
 pub(super) fn identity_of(
     annotations: Option<&Value>,
     input: &Input<'_>,
@@ -206,21 +208,9 @@ pub(super) fn identity_of(
     let mut denials = Vec::new();
     let base_users = p.base_entries.users();
     let base_groups = p.base_entries.groups();
-    let missing = |key: &str| {
-        Denial::new(
-            Rule::Incomplete,
-            format!(
-                "{key} is missing: an identity needs {USER_ANNOTATION}, {UID_ANNOTATION} and {GID_ANNOTATION}"
-            ),
-        )
-    };
-    let user = match text(USER_ANNOTATION) {
-        None => {
-            denials.push(missing(USER_ANNOTATION));
-            None
-        }
-        Some(u) => check_user(u, &base_users, &mut denials),
-    };
+    let user = required(&text, USER_ANNOTATION, &mut denials, |u, d| {
+        check_user(u, &base_users, d)
+    });
     let uid_check = IdCheck {
         annotation: UID_ANNOTATION,
         range: p.uid_range,
@@ -237,20 +227,12 @@ pub(super) fn identity_of(
         taken: &base_groups,
         taken_field: "provisioning.baseEntries.group",
     };
-    let uid = match text(UID_ANNOTATION) {
-        None => {
-            denials.push(missing(UID_ANNOTATION));
-            None
-        }
-        Some(s) => uid_check.check(s, &mut denials),
-    };
-    let gid = match text(GID_ANNOTATION) {
-        None => {
-            denials.push(missing(GID_ANNOTATION));
-            None
-        }
-        Some(s) => gid_check.check(s, &mut denials),
-    };
+    let uid = required(&text, UID_ANNOTATION, &mut denials, |s, d| {
+        uid_check.check(s, d)
+    });
+    let gid = required(&text, GID_ANNOTATION, &mut denials, |s, d| {
+        gid_check.check(s, d)
+    });
     let groups = text(GROUPS_ANNOTATION)
         .map(|s| {
             let check = IdCheck {
@@ -282,6 +264,26 @@ pub(super) fn identity_of(
     } else {
         Err(denials)
     }
+}
+
+/// The required annotation `key` (of `text`), read by `check`; a missing
+/// one is a denial.
+fn required<'v, T>(
+    text: &impl Fn(&str) -> Option<&'v str>,
+    key: &str,
+    denials: &mut Vec<Denial>,
+    check: impl FnOnce(&'v str, &mut Vec<Denial>) -> Option<T>,
+) -> Option<T> {
+    if let Some(value) = text(key) {
+        return check(value, denials);
+    }
+    denials.push(Denial::new(
+        Rule::Incomplete,
+        format!(
+            "{key} is missing: an identity needs {USER_ANNOTATION}, {UID_ANNOTATION} and {GID_ANNOTATION}"
+        ),
+    ));
+    None
 }
 
 /// The admission gates: provisioning enabled, namespace selected, requester
