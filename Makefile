@@ -19,12 +19,14 @@ run:
 ## the dev profile, on the dependencies the tests compiled).
 test: lint unit policy-test dashboard-browser monitoring e2e-dev
 
+## lint and unit cover the whole workspace: this package (the shell) and
+## crates/unroot-core (the pure core).
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 
 ## policy-test: `unroot test` on the worked example (examples/policy-test/,
 ## docs/policy-test.md); any failed case fails the run.

@@ -145,7 +145,10 @@ fn mutated_body(
         namespace_labels: labels,
         requester: "",
     };
-    let outcome = mutate::pod_value(&pod, &input).expect("bench pod mutates");
+    let outcome = mutate::Checked::object(&pod)
+        .and_then(|checked| mutate::pod(checked, &input))
+        .and_then(|planned| planned.apply_to(&pod))
+        .expect("bench pod mutates");
     serde_json::to_vec(&review::review(&outcome.object)).expect("serializable")
 }
 

@@ -350,7 +350,8 @@ impl Metrics {
             })
             .inc();
         }
-        if let Some(fatal) = facts.pss_error {
+        if let Some(error) = facts.pss_error {
+            let fatal = error.is_fatal();
             let index = usize::from(fatal) * REQUESTS + upstream.index;
             child(&r.errors, Some(index), || {
                 let fatal = if fatal { "true" } else { "false" };
@@ -716,7 +717,7 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::{Facts, Mode, PssResult, Response};
+    use crate::admission::{Facts, Mode, PssError, PssResult, Response};
     use crate::pss::{Level, LevelVersion, Version};
 
     /// What `record` counted before the children were resolved once: a
@@ -749,8 +750,8 @@ mod tests {
                 .with_label_values(&[op, resource, sub])
                 .inc();
         }
-        if let Some(fatal) = facts.pss_error {
-            let fatal = if fatal { "true" } else { "false" };
+        if let Some(error) = facts.pss_error {
+            let fatal = if error.is_fatal() { "true" } else { "false" };
             m.pod_security
                 .errors
                 .with_label_values(&[fatal, op, resource, sub])
@@ -857,13 +858,13 @@ mod tests {
                 response: Response::deny("u", 500, "InternalError", "no"),
                 facts: Facts {
                     exempt: Some("namespace"),
-                    pss_error: Some(true),
+                    pss_error: Some(PssError::Fatal),
                     ..Facts::default()
                 },
             },
         ];
         let mut denied = Decision::from(Response::deny("u", 403, "Forbidden", "no"));
-        denied.facts.pss_error = Some(false);
+        denied.facts.pss_error = Some(PssError::Recovered);
         denied.facts.harden = Some(HardenMode::Off);
         decisions.push(denied);
         decisions

@@ -25,8 +25,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::readiness::Readiness;
 
-/// Labels of one namespace.
-pub type Labels = BTreeMap<String, String>;
+pub use unroot_core::namespaces::Labels;
 
 /// Longest an unauthenticated caller's review waits for the namespace
 /// watch to deliver a namespace the cache does not hold yet.

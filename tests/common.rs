@@ -27,7 +27,7 @@ use tokio_rustls::client::TlsStream;
 use unroot::certs::{self, Authority, Resolver};
 use unroot::metrics::Metrics;
 use unroot::namespaces::Namespaces;
-use unroot::policy::{Document, Snapshot};
+use unroot::policy::{Document, DocumentFile as _, Snapshot};
 use unroot::readiness::Readiness;
 use unroot::server::{self, AppState, IdentityStore, PodLister, Running};
 

@@ -27,6 +27,7 @@ mod certs_mtls;
 mod certs_rotation;
 mod check_cli;
 mod cli_mutate;
+mod core_deps;
 mod dashboard;
 mod dashboard_browser;
 mod edges_auth;

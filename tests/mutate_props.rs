@@ -10,10 +10,17 @@ use serde_json::{Value, json};
 use unroot::mutate;
 use unroot::policy::Document;
 
+/// Mutates a Pod given as JSON, as `unroot mutate` does.
+fn pod_json(pod: &Value, input: &mutate::Input<'_>) -> mutate::Result<mutate::Outcome> {
+    mutate::Checked::object(pod)
+        .and_then(|checked| mutate::pod(checked, input))
+        .and_then(|planned| planned.apply_to(pod))
+}
+
 fn mutate_twice(pod: &Value) -> (Value, mutate::Outcome) {
     let policy = Document::embedded();
     let input = mutate::Input::new(&policy);
-    let first = mutate::pod_value(pod, &input).unwrap();
+    let first = pod_json(pod, &input).unwrap();
     let mut applied = pod.clone();
     json_patch::patch(&mut applied, &first.patch)
         .expect("the patch applies to the pod it was made for");
@@ -21,7 +28,7 @@ fn mutate_twice(pod: &Value) -> (Value, mutate::Outcome) {
         applied, first.object,
         "the returned object is the patched pod"
     );
-    let second = mutate::pod_value(&applied, &input).unwrap();
+    let second = pod_json(&applied, &input).unwrap();
     (applied, second)
 }
 
@@ -193,8 +200,8 @@ proptest! {
         };
         let (on_labels, warn_labels) = (labels("on"), labels("warn"));
         let input = |labels| mutate::Input { namespace_labels: labels, ..mutate::Input::new(&policy) };
-        let on = mutate::pod_value(&pod, &input(&on_labels)).unwrap();
-        let warn = mutate::pod_value(&pod, &input(&warn_labels)).unwrap();
+        let on = pod_json(&pod, &input(&on_labels)).unwrap();
+        let warn = pod_json(&pod, &input(&warn_labels)).unwrap();
         prop_assert!(warn.patch.0.is_empty(), "warn patched: {:?}", warn.patch);
         prop_assert_eq!(&warn.object, &pod);
         check_would_lines(&pod, &on.object, &warn.warnings);

@@ -11,7 +11,7 @@ use common::{RecordingStore, apply, fixture, golden, labels, patch_of, review_as
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use unroot::mutate::{Input, Requester, provenance_index};
-use unroot::policy::Document;
+use unroot::policy::{Document, DocumentFile as _};
 use unroot::server::IdentityStore;
 
 const POLICY: &str = "tests/fixtures/provisioning/policy.yaml";

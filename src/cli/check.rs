@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::defaults;
 use crate::manifest::{self, Object};
 use crate::mutate::{Input, Requester, provenance_index};
-use crate::policy::Document;
+use crate::policy::{Document, DocumentFile as _};
 use crate::pss::{self, Level, LevelVersion, Version, Violation};
 use crate::workload;
 

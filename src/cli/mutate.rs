@@ -9,7 +9,7 @@ use crate::admission::namespace;
 use crate::manifest;
 use crate::mutate::{self, Input};
 use crate::policy::names::{is_label_key, is_label_value};
-use crate::policy::{Document, HARDEN_LABEL, HardenMode};
+use crate::policy::{Document, DocumentFile as _, HARDEN_LABEL, HardenMode};
 
 /// Arguments of `unroot mutate`.
 #[derive(Debug, clap::Args)]
@@ -154,7 +154,10 @@ fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     // partial output to pipe into kubectl.
     let mut results = Vec::with_capacity(objects.len());
     for obj in &objects {
-        let outcome = mutate::object(&obj.value, &input).map_err(|e| {
+        let outcome = mutate::Checked::object(&obj.value)
+            .and_then(|pod| mutate::pod(pod, &input))
+            .and_then(|planned| planned.apply_to(&obj.value));
+        let outcome = outcome.map_err(|e| {
             let code = match e {
                 mutate::Error::Forbidden(_) => EXIT_DENIED,
                 mutate::Error::Decode { .. } | mutate::Error::Template { .. } => EXIT_INVALID,

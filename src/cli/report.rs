@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 
-use crate::policy::{CONFIGMAP_KEY, Document, Snapshot};
+use crate::policy::{CONFIGMAP_KEY, Document, DocumentFile as _, Snapshot};
 use crate::report::{self, Builder, source};
 
 /// Exit code when the report was printed.

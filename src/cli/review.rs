@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::replay::{self, Webhook};
 use crate::admission::{self, Decoded};
-use crate::policy::{Document, Snapshot};
+use crate::policy::{Document, DocumentFile as _, Snapshot};
 
 /// Exit code when the request is allowed (patched or not).
 pub const EXIT_ALLOWED: u8 = 0;

@@ -13,7 +13,7 @@ use super::LogFormat;
 use crate::certs::{self, Resolver};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
-use crate::policy::{Document, Snapshot, watch};
+use crate::policy::{Document, DocumentFile as _, Snapshot, watch};
 use crate::readiness::Readiness;
 use crate::server::{self, AppState, IdentityStore, KubePods, KubeStore, PodLister, PodReader};
 
@@ -342,7 +342,9 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
     let client = connect(args).await?;
     let source = policy_source(args, client.is_some())?;
     let (policy, policy_text) = match &source {
-        PolicySource::File(path) => read_policy_file(path).map_err(|e| e.to_string())?,
+        PolicySource::File(path) => {
+            Document::from_file_with_text(path).map_err(|e| e.to_string())?
+        }
         PolicySource::ConfigMap { .. } | PolicySource::Embedded => {
             (Document::embedded(), crate::policy::DEFAULT_YAML.to_owned())
         }
@@ -533,30 +535,6 @@ enum PolicySource {
     Embedded,
     File(PathBuf),
     ConfigMap { namespace: String, name: String },
-}
-
-/// Reads the policy file once: the document in force, and the text the
-/// file watcher compares its next reads with (read twice, a change in
-/// between would never be applied). Errors name the file, as
-/// [`Document::from_file`]'s do.
-fn read_policy_file(path: &std::path::Path) -> crate::policy::Result<(Document, String)> {
-    use crate::policy::Error;
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let document = Document::from_yaml(&text).map_err(|e| match e {
-        Error::Parse(message) => Error::Parse(format!("{shown}: {message}")),
-        Error::Invalid(mut errors) => {
-            for error in &mut errors {
-                error.path = format!("{shown}: {}", error.path);
-            }
-            Error::Invalid(errors)
-        }
-        other @ Error::Read { .. } => other,
-    })?;
-    Ok((document, text))
 }
 
 /// The ConfigMap unroot reads inside a cluster when none is named.

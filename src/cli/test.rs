@@ -26,7 +26,7 @@ use serde_json::Value;
 use super::replay::{self, Webhook};
 use crate::admission::{self, Decoded};
 use crate::namespaces::Labels;
-use crate::policy::{Document, Snapshot};
+use crate::policy::{Document, DocumentFile as _, Snapshot};
 
 /// Exit code when every case passes.
 pub const EXIT_PASSED: u8 = 0;

@@ -2,7 +2,7 @@
 //! level with safe and (optionally) explicit insecure values, in every
 //! container list, with arbitrary annotations. Shared by
 //! `tests/mutate_props.rs` and the differential test of the mutation
-//! (`src/mutate/differential.rs`).
+//! (`crates/unroot-core/src/mutate/differential.rs`).
 #![allow(dead_code)]
 
 use proptest::prelude::*;

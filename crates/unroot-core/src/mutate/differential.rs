@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{Input, legacy};
 use crate::policy::Document;
 
-#[path = "../../tests/support/pod_strategy.rs"]
+#[path = "../../../../tests/support/pod_strategy.rs"]
 mod pod_strategy;
 
 const HUB: &str = "system:serviceaccount:jupyterhub:hub";
@@ -36,8 +36,10 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 fn settings() -> Vec<Setting> {
-    let provisioning = Document::from_file(Path::new("tests/fixtures/provisioning/policy.yaml"))
-        .expect("the provisioning fixture policy");
+    let provisioning = Document::from_yaml(include_str!(
+        "../../../../tests/fixtures/provisioning/policy.yaml"
+    ))
+    .expect("the provisioning fixture policy");
     let mut overriding = Document::embedded();
     overriding.security_context.r#override = true;
     overriding.security_context.read_only_root_filesystem = true;
@@ -116,7 +118,9 @@ fn compare(object: &Value, setting: &Setting) -> Result<(), String> {
         requester: setting.requester,
     };
     let old = legacy::object(object, &input);
-    let new = super::object(object, &input);
+    let new = super::Checked::object(object)
+        .and_then(|pod| super::pod(pod, &input))
+        .and_then(|planned| planned.apply_to(object));
     match (old, new) {
         (Ok(old), Ok(new)) => {
             let mut diffs = Vec::new();
@@ -190,6 +194,10 @@ fn fixtures() -> Vec<(String, Value)> {
         "tests/fixtures/trust-bundle",
         "tests/fixtures/check",
     ] {
+        // The fixtures are the root package's (tests/fixtures), shared.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(dir);
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };

@@ -41,7 +41,6 @@ impl From<Response> for Mutation {
 /// Answers a `/mutate` request. `namespace_labels` are the labels of the
 /// request's namespace.
 #[must_use]
-#[allow(clippy::too_many_lines)] // TODO(split): the /mutate decision
 pub fn mutate(
     request: &Request<'_>,
     policy: &Document,
@@ -62,7 +61,7 @@ pub fn mutate(
                 return Response::deny(uid, 400, "BadRequest", "pod CREATE request has no object")
                     .into();
             };
-            mutate::pod_text(raw.get(), &input)
+            mutate::Checked::text(raw.get()).and_then(|pod| mutate::pod(pod, &input))
         }
         (Operation::Update, "ephemeralcontainers") => {
             let Some(object) = request.object else {
@@ -80,56 +79,65 @@ pub fn mutate(
         _ => return Response::allow(uid).into(),
     };
     match outcome {
-        Ok(outcome) => {
-            let mut response = Response::allow(uid).with_written_patch(&outcome.writer);
-            match outcome.harden {
-                Some(HardenMode::Warn) => {
-                    response
-                        .audit_annotations
-                        .insert(HARDEN.to_owned(), HardenMode::Warn.to_string());
-                    let would: Vec<&str> = outcome
-                        .warnings
-                        .iter()
-                        .filter_map(|w| w.strip_prefix("would "))
-                        .collect();
-                    if !would.is_empty() {
-                        response
-                            .audit_annotations
-                            .insert(HARDEN_WOULD.to_owned(), would.join("; "));
-                    }
-                }
-                Some(HardenMode::Off) => {
-                    response
-                        .audit_annotations
-                        .insert(HARDEN.to_owned(), HardenMode::Off.to_string());
-                }
-                Some(HardenMode::On) | None => {}
-            }
-            response.warnings = outcome.warnings;
-            let identity = outcome.identity.map(|mut cm| {
-                // On CREATE the object often has no namespace yet; the
-                // request always does.
-                cm.metadata.namespace = Some(request.namespace().to_owned());
-                cm
-            });
-            Mutation {
-                decision: Decision {
-                    response,
-                    facts: Facts {
-                        mutations: outcome.applied,
-                        harden: outcome.harden,
-                        ..Facts::default()
-                    },
-                },
-                identity,
-            }
-        }
+        Ok(planned) => answer(request, planned),
         Err(e @ mutate::Error::Forbidden(_)) => {
             Response::deny(uid, 403, "Forbidden", e.to_string()).into()
         }
         Err(e @ (mutate::Error::Decode { .. } | mutate::Error::Template { .. })) => {
             Response::deny(uid, 400, "BadRequest", e.to_string()).into()
         }
+    }
+}
+
+/// The answer to a pod the mutations planned for: the patch, the warnings,
+/// the hardening mode's audit annotations and the identity ConfigMap.
+fn answer(request: &Request<'_>, planned: mutate::Planned) -> Mutation {
+    let mut response = Response::allow(&request.uid).with_written_patch(&planned.writer);
+    annotate_harden(&mut response, planned.harden, &planned.warnings);
+    response.warnings = planned.warnings;
+    let identity = planned.identity.map(|mut cm| {
+        // On CREATE the object often has no namespace yet; the
+        // request always does.
+        cm.metadata.namespace = Some(request.namespace().to_owned());
+        cm
+    });
+    Mutation {
+        decision: Decision {
+            response,
+            facts: Facts {
+                mutations: planned.applied,
+                harden: planned.harden,
+                ..Facts::default()
+            },
+        },
+        identity,
+    }
+}
+
+/// The audit annotations of a namespace whose hardening is staged: `warn`
+/// with what hardening would change, or `off`.
+fn annotate_harden(response: &mut Response, mode: Option<HardenMode>, warnings: &[String]) {
+    match mode {
+        Some(HardenMode::Warn) => {
+            response
+                .audit_annotations
+                .insert(HARDEN.to_owned(), HardenMode::Warn.to_string());
+            let would: Vec<&str> = warnings
+                .iter()
+                .filter_map(|w| w.strip_prefix("would "))
+                .collect();
+            if !would.is_empty() {
+                response
+                    .audit_annotations
+                    .insert(HARDEN_WOULD.to_owned(), would.join("; "));
+            }
+        }
+        Some(HardenMode::Off) => {
+            response
+                .audit_annotations
+                .insert(HARDEN.to_owned(), HardenMode::Off.to_string());
+        }
+        Some(HardenMode::On) | None => {}
     }
 }
 
@@ -146,7 +154,7 @@ mod tests {
     #[test]
     fn forged_identities_are_denied_with_403_and_honoured_ones_carry_the_configmap() {
         let policy = Document::from_yaml(include_str!(
-            "../../tests/fixtures/provisioning/policy.yaml"
+            "../../../../tests/fixtures/provisioning/policy.yaml"
         ))
         .unwrap();
         let labels = BTreeMap::from([("unroot.dev/provisioning".to_owned(), "enabled".to_owned())]);

@@ -202,7 +202,7 @@ mod tests {
     use super::*;
 
     #[test]
-    #[allow(clippy::too_many_lines)] // TODO(split): a table of names
+    #[allow(clippy::too_many_lines)] // one table, one row per name and rule
     fn names_follow_their_rules() {
         type Rule = fn(&str) -> bool;
         let sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

@@ -29,6 +29,7 @@ use serde_json::value::RawValue;
 
 use super::validate::ERROR;
 use super::{Decision, Operation, Request, Response};
+use crate::namespaces::Labels;
 use crate::policy::{HARDEN_LABEL, HardenMode, InvalidHardenMode, NAME_LABEL, Snapshot};
 use crate::pss::namespace_policy::{self, Policy};
 use crate::pss::{self, Level, LevelVersion, go_quote};
@@ -149,7 +150,6 @@ const LABEL_SUBRESOURCES: [&str; 3] = ["", "status", "finalize"];
 
 /// Answers a namespace request, or asks for a dry run of its pods.
 #[must_use]
-#[allow(clippy::too_many_lines)] // TODO(split): the namespace decision, one step per label change
 pub fn decide(request: &Request<'_>, policy: &Snapshot) -> Step {
     let uid = &request.uid;
     if !LABEL_SUBRESOURCES.contains(&request.sub_resource()) {
@@ -175,40 +175,19 @@ pub fn decide(request: &Request<'_>, policy: &Snapshot) -> Step {
     if policy.is_excluded_namespace(exempt_name) {
         return Step::Done(Response::allow(uid).into());
     }
-    if let Some(wrong) = labels.get(NAME_LABEL).filter(|v| **v != name) {
-        // The webhook configurations exclude namespaces by this label, which
-        // the API server sets itself from Kubernetes 1.21 on; before that a
-        // namespace could claim another's name.
-        let error = InvalidLabel {
-            field: format!("metadata.labels[{NAME_LABEL}]"),
-            body: format!(
-                "Invalid value: {}: must be the namespace's own name {}",
-                go_quote(wrong),
-                go_quote(&name)
-            ),
-        };
+    if let Some(error) = wrong_name_label(&name, &labels) {
         return Step::Done(invalid(uid, &name, &[error]).into());
     }
     let defaults = policy.pod_security_defaults;
     let (new_policy, new_errors) = evaluate_labels(&labels, defaults);
-    let exempt = policy
-        .pod_security
-        .exemptions
-        .namespaces
-        .iter()
-        .any(|n| !exempt_name.is_empty() && n == exempt_name);
-    let exemption = || {
-        let mut response = Response::allow(uid);
-        response
-            .warnings
-            .extend(namespace_policy::exemption_warning(
-                &name,
-                Some(&labels),
-                new_policy,
-                defaults,
-            ));
-        Step::Done(response.into())
-    };
+    let exempt = !exempt_name.is_empty()
+        && policy
+            .pod_security
+            .exemptions
+            .namespaces
+            .iter()
+            .any(|n| n == exempt_name);
+    let exemption = || exemption(uid, &name, &labels, new_policy, defaults);
     match request.operation {
         Operation::Create => {
             if !new_errors.is_empty() {
@@ -239,10 +218,7 @@ pub fn decide(request: &Request<'_>, policy: &Snapshot) -> Step {
                 return Step::Done(refusal.into());
             }
             let (new, old) = (new_policy.enforce, old_policy.enforce);
-            if new == old
-                || new.level == Level::Privileged
-                || (new.version == old.version && new.level <= old.level)
-            {
+            if !tightens(new, old) {
                 return Step::Done(Response::allow(uid).into());
             }
             if exempt {
@@ -256,6 +232,46 @@ pub fn decide(request: &Request<'_>, policy: &Snapshot) -> Step {
         }
         _ => Step::Done(Response::allow(uid).into()),
     }
+}
+
+/// The answer for a namespace Pod Security exempts by name: allowed, with
+/// upstream's warning when its labels ask for more than the defaults.
+fn exemption(uid: &str, name: &str, labels: &Labels, new: Policy, defaults: Policy) -> Step {
+    let mut response = Response::allow(uid);
+    response
+        .warnings
+        .extend(namespace_policy::exemption_warning(
+            name,
+            Some(labels),
+            new,
+            defaults,
+        ));
+    Step::Done(response.into())
+}
+
+/// The error for a namespace whose [`NAME_LABEL`] is not its own name. The
+/// webhook configurations exclude namespaces by this label, which the API
+/// server sets itself from Kubernetes 1.21 on; before that a namespace
+/// could claim another's name.
+fn wrong_name_label(name: &str, labels: &Labels) -> Option<InvalidLabel> {
+    let wrong = labels.get(NAME_LABEL).filter(|v| *v != name)?;
+    Some(InvalidLabel {
+        field: format!("metadata.labels[{NAME_LABEL}]"),
+        body: format!(
+            "Invalid value: {}: must be the namespace's own name {}",
+            go_quote(wrong),
+            go_quote(name)
+        ),
+    })
+}
+
+/// Whether an UPDATE's new enforce level and version are stricter than the
+/// old ones, so the namespace's pods must be evaluated against them first:
+/// not when unchanged, privileged, or the same version at a level no higher.
+fn tightens(new: LevelVersion, old: LevelVersion) -> bool {
+    !(new == old
+        || new.level == Level::Privileged
+        || (new.version == old.version && new.level <= old.level))
 }
 
 /// The 403 for creating a namespace whose name the policy reserves

@@ -619,6 +619,26 @@ pub struct PssResult {
     pub checks: Vec<&'static str>,
 }
 
+/// A Pod Security evaluation error, by whether it decided the request (the
+/// `fatal` label of upstream's `pod_security_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PssError {
+    /// The error decided the request: the namespace could not be read, so
+    /// the pod was denied (or a workload allowed) without evaluation.
+    Fatal,
+    /// The error was recorded and evaluation went on: a namespace label
+    /// that does not parse fell back as upstream's does.
+    Recovered,
+}
+
+impl PssError {
+    /// Whether the error decided the request.
+    #[must_use]
+    pub fn is_fatal(self) -> bool {
+        self == Self::Fatal
+    }
+}
+
 /// What a decision found, for the shell to count, log and audit. The core
 /// never touches metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -629,9 +649,8 @@ pub struct Facts {
     pub pss: Vec<PssResult>,
     /// Why Pod Security did not evaluate: `namespace`, `user`, `runtimeClass`.
     pub exempt: Option<&'static str>,
-    /// A Pod Security evaluation error; `Some(true)` when it decided the
-    /// request.
-    pub pss_error: Option<bool>,
+    /// A Pod Security evaluation error, if one happened.
+    pub pss_error: Option<PssError>,
     /// The hardening mode a pod was admitted in, when it was considered for
     /// hardening.
     pub harden: Option<HardenMode>,

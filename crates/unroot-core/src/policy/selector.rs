@@ -148,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::too_many_lines)] // TODO(split): a table of selectors
+    #[allow(clippy::too_many_lines)] // one table, one row per selector
     fn selectors_match_as_in_kubernetes() {
         let team_a = labels(&[("team", "a"), ("tier", "gold")]);
         let bare = labels(&[]);

@@ -16,7 +16,9 @@ use serde_json::value::RawValue;
 
 use std::collections::BTreeMap;
 
-use super::{Decision, Facts, Mode, Operation, PssResult, Request, Response, Target, refusals};
+use super::{
+    Decision, Facts, Mode, Operation, PssError, PssResult, Request, Response, Target, refusals,
+};
 use crate::mutate::{Identity, Vouched};
 use crate::namespaces::Labels;
 use crate::policy::{HardenMode, Snapshot};
@@ -194,41 +196,32 @@ pub fn pod_security(
     evaluate(request, policy, namespace, pod_override, vouched)
 }
 
-/// Evaluates a request that [`before_lookup`] did not answer. `pod_override`
-/// is the whole pod for a 1.20/1.21 `pods/ephemeralcontainers` request, whose
-/// object is an `EphemeralContainers` list (the shell reads the pod and puts
-/// the new list into it). `vouch` reads a pod's identity claim: its vouched
-/// identity, and its provisioning init container (exempt by provenance).
-///
-/// Pod Security decides first, in upstream's words; a pod it admits is then
-/// held to unroot's own [`refusals`]: no root unless allowed, no id of a
-/// provisioned identity it does not hold.
-#[must_use]
-#[allow(clippy::too_many_lines)] // TODO(split): the Pod Security evaluation and its refusals
-pub fn evaluate(
+/// A Pod Security error that decides the request: `response`, with the
+/// error in the audit annotation [`ERROR`].
+fn fatal(mut response: Response, message: String) -> Decision {
+    response.audit_annotations.insert(ERROR.to_owned(), message);
+    Decision {
+        response,
+        facts: Facts {
+            pss_error: Some(PssError::Fatal),
+            ..Facts::default()
+        },
+    }
+}
+
+/// The namespace's labels (`None`: no cluster, the defaults apply), or the
+/// answer when they could not be read: a pod is denied (500), a workload
+/// allowed, as upstream's admission does.
+fn namespace_labels<'n>(
     request: &Request<'_>,
-    policy: &Snapshot,
-    namespace: &NamespaceLabels,
-    pod_override: Option<Pod>,
-    vouch: impl Fn(&view::Pod<'_>) -> Vouched,
-) -> Decision {
-    let uid = &request.uid;
-    let fatal = |response: Response, message: String| {
-        let mut response = response;
-        response.audit_annotations.insert(ERROR.to_owned(), message);
-        Decision {
-            response,
-            facts: Facts {
-                pss_error: Some(true),
-                ..Facts::default()
-            },
-        }
-    };
-    let workload = is_workload(request);
-    let labels = match namespace {
-        NamespaceLabels::Found(labels) => Some(labels),
-        NamespaceLabels::Unknown => None,
+    namespace: &'n NamespaceLabels,
+    workload: bool,
+) -> Result<Option<&'n Labels>, Box<Decision>> {
+    match namespace {
+        NamespaceLabels::Found(labels) => Ok(Some(labels)),
+        NamespaceLabels::Unknown => Ok(None),
         NamespaceLabels::Failed(err) => {
+            let uid = &request.uid;
             let message = format!("failed to lookup namespace {:?}", request.namespace());
             let response = if workload {
                 Response::allow(uid)
@@ -240,8 +233,33 @@ pub fn evaluate(
                     format!("Internal error occurred: {message}"),
                 )
             };
-            return fatal(response, format!("{message}: {err}"));
+            Err(Box::new(fatal(response, format!("{message}: {err}"))))
         }
+    }
+}
+
+/// Evaluates a request that [`before_lookup`] did not answer. `pod_override`
+/// is the whole pod for a 1.20/1.21 `pods/ephemeralcontainers` request, whose
+/// object is an `EphemeralContainers` list (the shell reads the pod and puts
+/// the new list into it). `vouch` reads a pod's identity claim: its vouched
+/// identity, and its provisioning init container (exempt by provenance).
+///
+/// Pod Security decides first, in upstream's words; a pod it admits is then
+/// held to unroot's own [`refusals`]: no root unless allowed, no id of a
+/// provisioned identity it does not hold.
+#[must_use]
+pub fn evaluate(
+    request: &Request<'_>,
+    policy: &Snapshot,
+    namespace: &NamespaceLabels,
+    pod_override: Option<Pod>,
+    vouch: impl Fn(&view::Pod<'_>) -> Vouched,
+) -> Decision {
+    let uid = &request.uid;
+    let workload = is_workload(request);
+    let labels = match namespace_labels(request, namespace, workload) {
+        Ok(labels) => labels,
+        Err(decision) => return *decision,
     };
     let (ns_policy, label_errors) =
         namespace_policy::policy_from_labels(labels, policy.pod_security_defaults);
@@ -420,7 +438,7 @@ fn evaluate_modes(
     let mut response = Response::allow(&request.uid);
     let mut facts = Facts::default();
     if !label_errors.is_empty() {
-        facts.pss_error = Some(false);
+        facts.pss_error = Some(PssError::Recovered);
         response.audit_annotations.insert(
             ERROR.to_owned(),
             format!(

@@ -196,8 +196,11 @@ pub struct Outcome {
     pub harden: Option<HardenMode>,
 }
 
-impl Outcome {
-    fn of(object: &Value, planned: Planned) -> Result<Self> {
+impl Planned {
+    /// The patch as `json_patch` types, applied to `object` (the JSON the
+    /// checked pod was read from).
+    pub fn apply_to(self, object: &Value) -> Result<Outcome> {
+        let planned = self;
         let mut patched = object.clone();
         planned
             .writer
@@ -206,7 +209,7 @@ impl Outcome {
                 kind: "object",
                 message: format!("the patch does not apply to it: {e}"),
             })?;
-        Ok(Self {
+        Ok(Outcome {
             patch: planned.writer.to_patch(),
             object: patched,
             warnings: planned.warnings,
@@ -247,71 +250,111 @@ impl<'a> Input<'a> {
 
 /// Where the pod is in the document it was read from: the path of its
 /// metadata and spec, and the field path prefix of messages.
-struct Where<'p> {
+#[derive(Debug)]
+struct Where {
     metadata: Vec<Seg>,
     spec: Vec<Seg>,
-    display: &'p str,
+    display: String,
 }
 
-/// Mutates a pod: provisioning, trust bundle, securityContext hardening.
-/// The one entry point of admission; the pod is the [`view`] it decoded.
-pub fn pod(pod: view::Pod<'_>, input: &Input<'_>) -> Result<Planned> {
-    let place = Where {
-        metadata: vec![Seg::Key("metadata")],
-        spec: vec![Seg::Key("spec")],
-        display: "",
-    };
-    mutate(pod, &place, input)
-}
-
-/// Mutates any object unroot knows, as JSON: a Pod, or the pod template of a
-/// workload (Deployment, Job, CronJob, …). Objects of other kinds come back
-/// unchanged. What `unroot mutate` and the tests use.
-pub fn object(object: &Value, input: &Input<'_>) -> Result<Outcome> {
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if kind == "Pod"
-        || kind.is_empty()
-            && object
-                .get("spec")
-                .is_some_and(|s| s.get("containers").is_some())
-    {
-        let view = decode_pod("Pod", "", object)?;
-        return Outcome::of(object, self::pod(view, input)?);
-    }
-    let Some(kind) = workload::Kind::from_kind(kind) else {
-        return Outcome::of(object, Planned::unchanged());
-    };
-    // The one template extraction: what the webhook and `unroot check` see.
-    match workload::pod_template_of(object) {
-        Ok(Some(_)) => {}
-        Ok(None) => return Outcome::of(object, Planned::unchanged()),
-        Err(e) => {
-            return Err(Error::Template {
-                kind: kind.as_str(),
-                message: e.to_string(),
-            });
+impl Where {
+    /// A Pod: its metadata and spec at the top.
+    fn pod() -> Self {
+        Self {
+            metadata: vec![Seg::Key("metadata")],
+            spec: vec![Seg::Key("spec")],
+            display: String::new(),
         }
     }
-    let template = kind.template_path();
-    let mut at: Vec<Seg> = template.iter().map(|k| Seg::Key(k)).collect();
-    let display = format!("{}.", template.join("."));
-    let mut value = object;
-    for k in template {
-        value = value.get(*k).unwrap_or(&Value::Null);
+}
+
+/// A pod checked for mutation: decoded once into the [`view`], with where
+/// its metadata and spec sit in the document it came from. An object of a
+/// kind that carries no pod (or a workload without a template) checks as
+/// nothing to mutate. [`pod`] takes it.
+#[derive(Debug)]
+pub struct Checked<'a> {
+    pod: Option<(view::Pod<'a>, Where)>,
+}
+
+impl<'a> Checked<'a> {
+    /// A Pod in JSON text (what `/mutate` reads), decoded into the view; an
+    /// error names the field at fault.
+    pub fn text(text: &'a str) -> Result<Self> {
+        let view = view::decode(text).map_err(|e| view_error("Pod", "", e))?;
+        Ok(Self {
+            pod: Some((view, Where::pod())),
+        })
     }
-    let view = decode_pod("pod template", &display, value)?;
-    let mut spec = at.clone();
-    spec.push(Seg::Key("spec"));
-    at.push(Seg::Key("metadata"));
-    let place = Where {
-        metadata: at,
-        spec,
-        display: &display,
-    };
-    Outcome::of(object, mutate(view, &place, input)?)
+}
+
+impl Checked<'static> {
+    /// Any object unroot knows, as JSON: a Pod, or the pod template of a
+    /// workload (Deployment, Job, CronJob, …). Objects of other kinds, and
+    /// workloads without a template, check as nothing to mutate. What
+    /// `unroot mutate` and the tests use.
+    pub fn object(object: &Value) -> Result<Self> {
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if kind == "Pod"
+            || kind.is_empty()
+                && object
+                    .get("spec")
+                    .is_some_and(|s| s.get("containers").is_some())
+        {
+            let view = decode_pod("Pod", "", object)?;
+            return Ok(Self {
+                pod: Some((view, Where::pod())),
+            });
+        }
+        let nothing = Self { pod: None };
+        let Some(kind) = workload::Kind::from_kind(kind) else {
+            return Ok(nothing);
+        };
+        // The one template extraction: what the webhook and `unroot check` see.
+        match workload::pod_template_of(object) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(nothing),
+            Err(e) => {
+                return Err(Error::Template {
+                    kind: kind.as_str(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let template = kind.template_path();
+        let mut at: Vec<Seg> = template.iter().map(|k| Seg::Key(k)).collect();
+        let display = format!("{}.", template.join("."));
+        let mut value = object;
+        for k in template {
+            value = value.get(*k).unwrap_or(&Value::Null);
+        }
+        let view = decode_pod("pod template", &display, value)?;
+        let mut spec = at.clone();
+        spec.push(Seg::Key("spec"));
+        at.push(Seg::Key("metadata"));
+        let place = Where {
+            metadata: at,
+            spec,
+            display,
+        };
+        Ok(Self {
+            pod: Some((view, place)),
+        })
+    }
+}
+
+/// Mutates a checked pod: provisioning, trust bundle, securityContext
+/// hardening. The one entry point of pod mutation (the ephemeral containers
+/// subresource, which hardens only the containers an UPDATE adds, is
+/// [`ephemeral_containers`]). For JSON in and out, [`Planned::apply_to`].
+pub fn pod(pod: Checked<'_>, input: &Input<'_>) -> Result<Planned> {
+    match pod.pod {
+        Some((view, place)) => mutate(view, &place, input),
+        None => Ok(Planned::unchanged()),
+    }
 }
 
 /// `value` as a pod's view; an error names the field at fault below `at`.
@@ -337,19 +380,6 @@ fn view_error(what: &str, prefix: &str, e: view::Error) -> Error {
             source: serde::de::Error::invalid_value(serde::de::Unexpected::Str(&kind), &"Pod"),
         },
     }
-}
-
-/// [`pod`] for a pod in JSON text (what `/mutate` reads): decoded once, into
-/// the view; an error names the field at fault.
-pub fn pod_text(text: &str, input: &Input<'_>) -> Result<Planned> {
-    let view = view::decode(text).map_err(|e| view_error("Pod", "", e))?;
-    pod(view, input)
-}
-
-/// Mutates a Pod given as JSON (tests, and the CLI through [`object`]).
-pub fn pod_value(object: &Value, input: &Input<'_>) -> Result<Outcome> {
-    let view = decode_pod("Pod", "", object)?;
-    Outcome::of(object, pod(view, input)?)
 }
 
 /// The names of a pod's ephemeral containers, and whether it is a whole pod.
@@ -435,15 +465,52 @@ pub fn ephemeral_containers(object: &str, old: Option<&str>, input: &Input<'_>) 
     })
 }
 
-/// Runs every pod mutation on `pod`.
-#[allow(clippy::too_many_lines)] // TODO(split): every pod mutation in order
-fn mutate(mut pod: view::Pod<'_>, place: &Where<'_>, input: &Input<'_>) -> Result<Planned> {
+/// Runs every pod mutation on `pod`, in order: provisioning, the trust
+/// bundle, the securityContext hardening.
+fn mutate(mut pod: view::Pod<'_>, place: &Where, input: &Input<'_>) -> Result<Planned> {
     if pod.annotation(MIRROR_ANNOTATION).is_some() {
         return Ok(Planned::unchanged());
     }
-    let policy = input.policy;
-    let display = place.display;
     let windows = pod.is_windows();
+    let mut planned = Planned::unchanged();
+    let skip = provision(&mut pod, place, input, windows, &mut planned)?;
+    let bundle = &input.policy.trust_bundle;
+    if !windows
+        && bundle.enabled
+        && selector_matches(&bundle.namespace_selector, input.namespace_labels)
+    {
+        let before = planned.writer.changes();
+        trust_bundle::add_trust_bundle(
+            &mut pod,
+            &mut planned.writer,
+            &place.spec,
+            &place.display,
+            bundle,
+            skip,
+            &mut planned.warnings,
+        );
+        if planned.writer.changes() != before {
+            planned.applied.push(Applied::TrustBundle);
+        }
+    }
+    harden(&mut pod, place, input, skip, &mut planned);
+    if !planned.writer.is_empty() {
+        mark_mutated(&pod, place, &mut planned.writer);
+    }
+    Ok(planned)
+}
+
+/// Provisions the identity the pod claims, if it claims one: the
+/// identity's ids, files, home and init container, and the ConfigMap the
+/// shell applies. Returns the index of the provisioning init container.
+fn provision(
+    pod: &mut view::Pod<'_>,
+    place: &Where,
+    input: &Input<'_>,
+    windows: bool,
+    planned: &mut Planned,
+) -> Result<Option<usize>> {
+    let display = place.display.as_str();
     let annotations = pod
         .metadata
         .annotations
@@ -451,59 +518,48 @@ fn mutate(mut pod: view::Pod<'_>, place: &Where<'_>, input: &Input<'_>) -> Resul
         .and_then(|a| serde_json::to_value(a).ok());
     let claimed =
         provisioning::claimed_identity(annotations.as_ref(), input).map_err(Error::Forbidden)?;
-    let mut writer = Writer::new();
-    let mut warnings = Vec::new();
-    let mut skip = None;
-    let mut identity = None;
-    let mut applied = Vec::new();
-    if let Some(id) = claimed {
-        if windows {
-            return Err(Error::Forbidden(vec![Denial {
-                rule: Rule::Unsupported,
-                message: format!(
-                    "{display}spec.os.name is windows: identity provisioning (passwd, group, uid) needs a Linux pod"
-                ),
-            }]));
-        }
-        let index = provisioning::provision(
-            &mut pod,
-            &mut writer,
-            &place.spec,
-            display,
-            &id,
-            &policy.provisioning,
-            &mut warnings,
-        )
-        .map_err(Error::Forbidden)?;
-        skip = Some(index);
-        identity = Some(provisioning::identity_config_map(
-            &id,
-            &policy.provisioning,
-            pod.metadata.namespace.as_deref(),
-        ));
-        applied.push(Applied::Provisioning);
+    let Some(id) = claimed else {
+        return Ok(None);
+    };
+    if windows {
+        return Err(Error::Forbidden(vec![Denial {
+            rule: Rule::Unsupported,
+            message: format!(
+                "{display}spec.os.name is windows: identity provisioning (passwd, group, uid) needs a Linux pod"
+            ),
+        }]));
     }
+    let policy = &input.policy.provisioning;
+    let index = provisioning::provision(
+        pod,
+        &mut planned.writer,
+        &place.spec,
+        display,
+        &id,
+        policy,
+        &mut planned.warnings,
+    )
+    .map_err(Error::Forbidden)?;
+    planned.identity = Some(provisioning::identity_config_map(
+        &id,
+        policy,
+        pod.metadata.namespace.as_deref(),
+    ));
+    planned.applied.push(Applied::Provisioning);
+    Ok(Some(index))
+}
 
-    let bundle = &policy.trust_bundle;
-    if !windows
-        && bundle.enabled
-        && selector_matches(&bundle.namespace_selector, input.namespace_labels)
-    {
-        let before = writer.changes();
-        trust_bundle::add_trust_bundle(
-            &mut pod,
-            &mut writer,
-            &place.spec,
-            display,
-            bundle,
-            skip,
-            &mut warnings,
-        );
-        if writer.changes() != before {
-            applied.push(Applied::TrustBundle);
-        }
-    }
-
+/// The securityContext hardening of every container but the provisioning
+/// one (`skip`), then of the pod.
+fn harden(
+    pod: &mut view::Pod<'_>,
+    place: &Where,
+    input: &Input<'_>,
+    skip: Option<usize>,
+    planned: &mut Planned,
+) {
+    let display = place.display.as_str();
+    let windows = pod.is_windows();
     // The provisioning container is exactly what the policy pins: hardening
     // must neither warn about its uid 0 nor rewrite it.
     let found: Vec<Place> = harden::places(&pod.spec, &format!("{display}spec."), &CONTAINER_LISTS)
@@ -512,14 +568,14 @@ fn mutate(mut pod: view::Pod<'_>, place: &Where<'_>, input: &Input<'_>) -> Resul
         .collect();
     // A provisioned pod's volumes belong to its user unless the policy says
     // otherwise.
-    let fs_group = identity.is_none() || policy.provisioning.set_fs_group;
+    let fs_group = planned.identity.is_none() || input.policy.provisioning.set_fs_group;
     let (mode, hardened) = stage_hardening(
-        &mut pod,
-        &mut writer,
+        pod,
+        &mut planned.writer,
         input,
         (&place.spec, display),
         fs_group,
-        &mut warnings,
+        &mut planned.warnings,
         |ctx| {
             // Containers first: with `override`, fixing a container's
             // runAsUser=0 decides whether the pod can get runAsNonRoot.
@@ -530,22 +586,13 @@ fn mutate(mut pod: view::Pod<'_>, place: &Where<'_>, input: &Input<'_>) -> Resul
         },
     );
     if hardened {
-        applied.push(Applied::SecurityContext);
+        planned.applied.push(Applied::SecurityContext);
     }
-    if !writer.is_empty() {
-        mark_mutated(&pod, place, &mut writer);
-    }
-    Ok(Planned {
-        writer,
-        warnings,
-        identity,
-        applied,
-        harden: Some(mode),
-    })
+    planned.harden = Some(mode);
 }
 
 /// Sets [`MUTATED_ANNOTATION`] on a pod the patch changes.
-fn mark_mutated(pod: &view::Pod<'_>, place: &Where<'_>, writer: &mut Writer) {
+fn mark_mutated(pod: &view::Pod<'_>, place: &Where, writer: &mut Writer) {
     if pod.annotation(MUTATED_ANNOTATION).is_some() {
         return;
     }

@@ -398,7 +398,10 @@ mod tests {
                 requester: "",
             };
             let object = pod(&case.spec);
-            let outcome = mutate::pod_value(&object, &input).unwrap();
+            let outcome = mutate::Checked::object(&object)
+                .and_then(|pod| mutate::pod(pod, &input))
+                .and_then(|planned| planned.apply_to(&object))
+                .unwrap();
             let mut applied = object.clone();
             json_patch::patch(&mut applied, &outcome.patch).unwrap();
             assert_eq!(applied, outcome.object, "{}", case.name);
@@ -423,7 +426,10 @@ mod tests {
             for (got, want) in ours.iter().zip(case.warnings) {
                 assert!(got.contains(want), "{}: {got:?} lacks {want:?}", case.name);
             }
-            let again = mutate::pod_value(&outcome.object, &input).unwrap();
+            let again = mutate::Checked::object(&outcome.object)
+                .and_then(|pod| mutate::pod(pod, &input))
+                .and_then(|planned| planned.apply_to(&outcome.object))
+                .unwrap();
             assert!(
                 again.patch.0.is_empty(),
                 "{}: re-mutation patched {:?}",

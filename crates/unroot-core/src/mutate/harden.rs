@@ -587,8 +587,14 @@ fn set_pod_id(sc: &mut PodSecurityContext, name: &str, value: i64) {
 mod tests {
     use serde_json::{Value, json};
 
-    use crate::mutate::{Input, pod_value as pod};
+    use crate::mutate::{self, Checked, Input, Outcome, Result};
     use crate::policy::Document;
+
+    fn pod(object: &Value, input: &Input<'_>) -> Result<Outcome> {
+        Checked::object(object)
+            .and_then(|pod| mutate::pod(pod, input))
+            .and_then(|planned| planned.apply_to(object))
+    }
 
     fn pod_with(security_context: &Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},

@@ -110,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::too_many_lines)] // TODO(split): a table of profiles
+    #[allow(clippy::too_many_lines)] // one table, one row per case
     fn seccomp_profile_restricted() {
         let mut cases = vec![
             case(

@@ -831,7 +831,7 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::too_many_lines)] // TODO(split): a table of broken registries
+    #[allow(clippy::too_many_lines)] // one table, one row per broken registry
     fn validation_rejects_broken_registries() {
         const V0: &[VersionedCheck] = &[VersionedCheck::new(v(1, 0), noop)];
         const DECREASING: &[VersionedCheck] = &[
@@ -1022,7 +1022,7 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::too_many_lines)] // TODO(split): a table of profile cases
+    #[allow(clippy::too_many_lines)] // one table: the checks in force at each level and version
     fn profiles_follow_activation_and_overrides() {
         assert!(ids(Level::Privileged, Version::Latest).is_empty());
         assert_eq!(
