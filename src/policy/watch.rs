@@ -13,7 +13,9 @@ use kube::Resource as _;
 use kube::api::Api;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGaugeVec, Registry};
+
+use crate::metrics::{self, names};
 use tracing::{Instrument as _, error, info, info_span, warn};
 
 use super::{Document, Error, Snapshot};
@@ -34,34 +36,21 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers the policy metrics.
-    ///
-    /// # Panics
-    /// Never: constant names, registered once into the server's registry.
     #[must_use]
-    #[allow(clippy::missing_panics_doc)]
     pub fn new(registry: &Registry) -> Self {
-        let reload_errors = IntCounter::new(
-            "unroot_policy_reload_errors_total",
-            "Policy changes refused (invalid or unreadable); the last good policy stays in force.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(reload_errors.clone()))
-            .expect("unique metric");
-        let info = IntGaugeVec::new(
-            Opts::new(
-                "unroot_policy_info",
-                "The policy in force, by content hash (always 1).",
-            ),
-            &["hash"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(info.clone()))
-            .expect("unique metric");
         Self {
-            reload_errors,
-            info,
+            reload_errors: metrics::register(
+                registry,
+                names::POLICY_RELOAD_ERRORS,
+                "Policy changes refused (invalid or unreadable); the last good policy stays in force.",
+                &[],
+            ),
+            info: metrics::register(
+                registry,
+                names::POLICY_INFO,
+                "The policy in force, by content hash (always 1).",
+                &["hash"],
+            ),
         }
     }
 }
