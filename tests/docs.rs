@@ -648,11 +648,13 @@ fn source_files() -> Vec<(PathBuf, String)> {
     out
 }
 
-/// `src/` without comments: what the code reads, not what it says.
+/// `src/` without comments and test modules: what the code reads, not
+/// what it says.
 fn source_code() -> String {
     let mut out = String::new();
     for (_, text) in source_files() {
-        for line in text.lines() {
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        for line in code.lines() {
             let trimmed = line.trim_start();
             if trimmed.starts_with("//") {
                 continue;
@@ -810,6 +812,61 @@ fn every_label_and_annotation_the_docs_name_is_read_in_src() {
         }
     }
     assert!(problems.is_empty(), "labels and annotations:\n{problems}");
+}
+
+/// The page that describes every label and annotation.
+const LABELS_PAGE: &str = "docs/labels.md";
+
+#[test]
+fn every_label_and_annotation_src_reads_is_on_the_labels_page() {
+    let page = std::fs::read_to_string(root().join(LABELS_PAGE)).expect("docs/labels.md");
+    let documented: BTreeSet<String> = label_keys(&page).into_iter().collect();
+    let read: BTreeSet<String> = label_keys(&source_code())
+        .into_iter()
+        .filter(|k| k.starts_with("unroot.dev/"))
+        .collect();
+    assert!(
+        read.contains("unroot.dev/harden"),
+        "no label found in src/: {read:?}"
+    );
+    let missing: Vec<&String> = read.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "read in src/ but not on {LABELS_PAGE}: {missing:?}"
+    );
+}
+
+/// The page that describes every flag.
+const CLI_PAGE: &str = "docs/cli.md";
+
+#[test]
+fn every_flag_is_on_the_cli_page() {
+    let Ok(page) = std::fs::read_to_string(root().join(CLI_PAGE)) else {
+        assert!(PENDING.contains(&CLI_PAGE), "{CLI_PAGE} is missing");
+        return;
+    };
+    let named: BTreeSet<String> = page
+        .split(|c: char| c.is_whitespace() || "`[](),|=".contains(c))
+        .filter_map(long_flag)
+        .collect();
+    let cli = cli();
+    let missing: Vec<&String> = cli
+        .all_flags
+        .iter()
+        .filter(|f| *f != "--help" && *f != "--version")
+        .filter(|f| !named.contains(*f))
+        .collect();
+    assert!(missing.is_empty(), "flags not on {CLI_PAGE}: {missing:?}");
+}
+
+#[test]
+fn the_readme_is_a_front_page() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines < 200,
+        "README.md has {lines} lines; keep it under 200"
+    );
 }
 
 // ------------------------------------------------------------------- links
