@@ -193,55 +193,94 @@ struct Invocation {
     flags: Vec<String>,
     /// A word where a subcommand belongs that is none.
     unknown: Option<String>,
+    /// Subcommand names that work but are not in `--help` (old names kept
+    /// as hidden aliases).
+    hidden: Vec<String>,
 }
 
-/// The flags each command (by subcommand path) shows in its `--help`.
+/// What one command's `--help` shows, and what it accepts unshown.
+#[derive(Default)]
+struct CommandHelp {
+    flags: BTreeSet<String>,
+    hidden_flags: BTreeSet<String>,
+    /// Each subcommand name and alias → (its name, whether `--help` shows
+    /// it under this name).
+    subcommands: BTreeMap<String, (String, bool)>,
+}
+
+/// The commands, by subcommand path.
 struct Cli {
-    commands: BTreeMap<Vec<String>, (BTreeSet<String>, BTreeSet<String>)>,
+    commands: BTreeMap<Vec<String>, CommandHelp>,
     all_flags: BTreeSet<String>,
+    all_hidden_flags: BTreeSet<String>,
 }
 
 fn cli() -> Cli {
     fn walk(
         cmd: &clap::Command,
         path: &mut Vec<String>,
-        inherited: &BTreeSet<String>,
-        out: &mut BTreeMap<Vec<String>, (BTreeSet<String>, BTreeSet<String>)>,
+        inherited: &CommandHelp,
+        out: &mut BTreeMap<Vec<String>, CommandHelp>,
     ) {
-        let mut flags = inherited.clone();
-        flags.insert("--help".to_owned());
-        flags.insert("--version".to_owned());
-        let mut globals = inherited.clone();
+        let mut help = CommandHelp {
+            flags: inherited.flags.clone(),
+            hidden_flags: inherited.hidden_flags.clone(),
+            subcommands: BTreeMap::new(),
+        };
+        help.flags.insert("--help".to_owned());
+        help.flags.insert("--version".to_owned());
+        let mut globals = CommandHelp {
+            flags: inherited.flags.clone(),
+            hidden_flags: inherited.hidden_flags.clone(),
+            subcommands: BTreeMap::new(),
+        };
         for arg in cmd.get_arguments() {
-            if arg.is_hide_set() {
-                continue;
-            }
-            let mut names: Vec<String> = arg
+            let long: Vec<String> = arg
                 .get_long()
                 .into_iter()
                 .map(|l| format!("--{l}"))
                 .collect();
-            names.extend(
-                arg.get_visible_aliases()
-                    .unwrap_or_default()
+            let visible_aliases: Vec<String> = arg
+                .get_visible_aliases()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| format!("--{a}"))
+                .collect();
+            let all_aliases: Vec<String> = arg
+                .get_all_aliases()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| format!("--{a}"))
+                .collect();
+            let (shown, unshown): (Vec<String>, Vec<String>) = if arg.is_hide_set() {
+                (Vec::new(), long.into_iter().chain(all_aliases).collect())
+            } else {
+                let hidden = all_aliases
                     .into_iter()
-                    .map(|a| format!("--{a}")),
-            );
+                    .filter(|a| !visible_aliases.contains(a))
+                    .collect();
+                (long.into_iter().chain(visible_aliases).collect(), hidden)
+            };
             if arg.is_global_set() {
-                globals.extend(names.iter().cloned());
+                globals.flags.extend(shown.iter().cloned());
+                globals.hidden_flags.extend(unshown.iter().cloned());
             }
-            flags.extend(names);
+            help.flags.extend(shown);
+            help.hidden_flags.extend(unshown);
         }
-        let subcommands: BTreeSet<String> = cmd
-            .get_subcommands()
-            .filter(|s| !s.is_hide_set())
-            .flat_map(|s| {
-                std::iter::once(s.get_name().to_owned())
-                    .chain(s.get_visible_aliases().map(str::to_owned))
-            })
-            .collect();
-        out.insert(path.clone(), (flags, subcommands));
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name().to_owned();
+            let visible: BTreeSet<&str> = sub.get_visible_aliases().collect();
+            help.subcommands
+                .insert(name.clone(), (name.clone(), !sub.is_hide_set()));
+            for alias in sub.get_all_aliases() {
+                let shown = !sub.is_hide_set() && visible.contains(alias);
+                help.subcommands
+                    .insert(alias.to_owned(), (name.clone(), shown));
+            }
+        }
+        out.insert(path.clone(), help);
+        for sub in cmd.get_subcommands() {
             path.push(sub.get_name().to_owned());
             walk(sub, path, &globals, out);
             path.pop();
@@ -250,14 +289,24 @@ fn cli() -> Cli {
     let mut command = unroot::cli::Cli::command();
     command.build();
     let mut commands = BTreeMap::new();
-    walk(&command, &mut Vec::new(), &BTreeSet::new(), &mut commands);
+    walk(
+        &command,
+        &mut Vec::new(),
+        &CommandHelp::default(),
+        &mut commands,
+    );
     let all_flags = commands
         .values()
-        .flat_map(|(flags, _)| flags.iter().cloned())
+        .flat_map(|h| h.flags.iter().cloned())
+        .collect();
+    let all_hidden_flags = commands
+        .values()
+        .flat_map(|h| h.hidden_flags.iter().cloned())
         .collect();
     Cli {
         commands,
         all_flags,
+        all_hidden_flags,
     }
 }
 
@@ -328,6 +377,7 @@ fn invocation(segment: &str, cli: &Cli) -> Option<Invocation> {
             path: vec!["*".to_owned()],
             flags: tokens[i..].iter().filter_map(|t| long_flag(t)).collect(),
             unknown: None,
+            hidden: Vec::new(),
         });
     } else {
         return None;
@@ -335,6 +385,7 @@ fn invocation(segment: &str, cli: &Cli) -> Option<Invocation> {
     let mut path = Vec::new();
     let mut flags = Vec::new();
     let mut unknown = None;
+    let mut hidden = Vec::new();
     let mut descending = true;
     for token in args {
         if let Some(flag) = long_flag(token) {
@@ -346,9 +397,12 @@ fn invocation(segment: &str, cli: &Cli) -> Option<Invocation> {
         }
         let placeholder = token.starts_with(['<', '[', '.', '…', '{', '\\'])
             || token.chars().any(|c| c.is_ascii_uppercase());
-        let (_, subcommands) = &cli.commands[&path];
-        if subcommands.contains(*token) {
-            path.push((*token).to_owned());
+        let subcommands = &cli.commands[&path].subcommands;
+        if let Some((name, shown)) = subcommands.get(*token) {
+            if !shown {
+                hidden.push((*token).to_owned());
+            }
+            path.push(name.clone());
         } else {
             if !subcommands.is_empty() && !placeholder && *token != "help" {
                 unknown = Some((*token).to_owned());
@@ -360,6 +414,7 @@ fn invocation(segment: &str, cli: &Cli) -> Option<Invocation> {
         path,
         flags,
         unknown,
+        hidden,
     })
 }
 
@@ -487,6 +542,15 @@ fn command_lines(page: &Page) -> Vec<CommandLine> {
     out
 }
 
+/// Whether a line presents a name as an old one, which may be missing from
+/// `--help` (a hidden alias).
+fn names_an_old_name(line: &str) -> bool {
+    let line = line.to_ascii_lowercase();
+    ["old name", "alias", "renamed", "formerly", "deprecated"]
+        .iter()
+        .any(|w| line.contains(w))
+}
+
 #[test]
 fn every_flag_the_docs_name_is_in_the_help_of_its_command() {
     let cli = cli();
@@ -498,6 +562,7 @@ fn every_flag_the_docs_name_is_in_the_help_of_its_command() {
             foreign,
         } in command_lines(&page)
         {
+            let old_name_ok = names_an_old_name(&page.lines[line - 1]);
             for segment in segments(&text) {
                 let Some(inv) = invocation(&segment, &cli) else {
                     continue;
@@ -508,38 +573,65 @@ fn every_flag_the_docs_name_is_in_the_help_of_its_command() {
                         continue;
                     }
                     for flag in inv.flags {
-                        if !cli.all_flags.contains(&flag) {
-                            let _ = writeln!(
-                                problems,
-                                "{at}: {flag} is in no `unroot … --help` (`{segment}`)"
-                            );
+                        if cli.all_flags.contains(&flag)
+                            || (old_name_ok && cli.all_hidden_flags.contains(&flag))
+                        {
+                            continue;
                         }
+                        let why = if cli.all_hidden_flags.contains(&flag) {
+                            "is hidden (an old name?) from every"
+                        } else {
+                            "is in no"
+                        };
+                        let _ = writeln!(
+                            problems,
+                            "{at}: {flag} {why} `unroot … --help` (`{segment}`)"
+                        );
                     }
                     continue;
                 }
                 let command = format!("unroot {}", inv.path.join(" "));
+                let command = command.trim_end();
                 if let Some(word) = inv.unknown {
                     let _ = writeln!(
                         problems,
-                        "{at}: `{}` has no subcommand {word:?} (`{segment}`)",
-                        command.trim_end()
+                        "{at}: `{command}` has no subcommand {word:?} (`{segment}`)"
                     );
                 }
-                let (flags, _) = &cli.commands[&inv.path];
-                for flag in inv.flags {
-                    if !flags.contains(&flag) {
+                if !old_name_ok {
+                    for word in inv.hidden {
                         let _ = writeln!(
                             problems,
-                            "{at}: {flag} is not in `{} --help` (`{segment}`)",
-                            command.trim_end()
+                            "{at}: {word:?} is a hidden name of `{command}`; write the name `--help` shows (`{segment}`)"
                         );
                     }
+                }
+                let help = &cli.commands[&inv.path];
+                for flag in inv.flags {
+                    if help.flags.contains(&flag)
+                        || (old_name_ok && help.hidden_flags.contains(&flag))
+                    {
+                        continue;
+                    }
+                    let why = if help.hidden_flags.contains(&flag) {
+                        "is hidden (an old name?) from"
+                    } else {
+                        "is not in"
+                    };
+                    let _ = writeln!(
+                        problems,
+                        "{at}: {flag} {why} `{command} --help` (`{segment}`)"
+                    );
                 }
             }
         }
     }
     assert!(problems.is_empty(), "flags the CLI lacks:\n{problems}");
 }
+
+/// Metrics the docs may name as gone (for those who migrate), and which
+/// must stay unregistered.
+const RETIRED_METRICS: &[&str] = &[];
 
 // ----------------------------------------------------------------- metrics
 
@@ -592,7 +684,9 @@ fn metric_names(text: &str) -> Vec<String> {
             end += 1;
         }
         from = end;
-        if before.is_some_and(|b| b.is_ascii_alphanumeric() || b"_-./".contains(&b)) {
+        if before.is_some_and(|b| b.is_ascii_alphanumeric() || b"_-./".contains(&b))
+            || end == start + "unroot_".len()
+        {
             continue;
         }
         let mut name = text[start..end].to_owned();
@@ -708,7 +802,7 @@ fn every_metric_the_docs_name_is_registered_and_every_registered_one_is_document
     for page in pages() {
         for (i, line) in page.lines.iter().enumerate() {
             for name in metric_names(line) {
-                if functions.contains(&name) {
+                if functions.contains(&name) || RETIRED_METRICS.contains(&name.as_str()) {
                     continue;
                 }
                 let known = if let Some(prefix) = name.strip_suffix('*') {
@@ -740,6 +834,11 @@ fn every_metric_the_docs_name_is_registered_and_every_registered_one_is_document
     if root().join(METRICS_PAGE).is_file() || !PENDING.contains(&METRICS_PAGE) {
         for name in exported.difference(&named_on_metrics_page) {
             let _ = writeln!(problems, "{name} is registered but not on {METRICS_PAGE}");
+        }
+    }
+    for name in RETIRED_METRICS {
+        if registered.has(name) {
+            let _ = writeln!(problems, "{name} is on RETIRED_METRICS but registered");
         }
     }
     assert!(problems.is_empty(), "metrics:\n{problems}");
