@@ -27,7 +27,7 @@ use clap::CommandFactory;
 
 /// Pages other branches write: a link to them may dangle until they are
 /// merged, and the checks that need them skip while they are missing.
-const PENDING: &[&str] = &["docs/metrics.md", "docs/runbooks.md"];
+const PENDING: &[&str] = &[];
 
 /// The page that describes every metric.
 const METRICS_PAGE: &str = "docs/metrics.md";
@@ -650,7 +650,7 @@ fn every_flag_the_docs_name_is_in_the_help_of_its_command() {
 
 /// Metrics the docs may name as gone (for those who migrate), and which
 /// must stay unregistered.
-const RETIRED_METRICS: &[&str] = &[];
+const RETIRED_METRICS: &[&str] = &["unroot_pss_evaluations_total"];
 
 // ----------------------------------------------------------------- metrics
 
