@@ -289,7 +289,7 @@ EOF
     write_kubeconfig "$RUN/scheduler.kubeconfig" system:kube-scheduler "$sched_token"
     write_kubeconfig "$RUN/kubelet.kubeconfig" system:node:localhost "$kubelet_token"
     # The API server presents $PKI/webhook-client.crt to webhooks served by
-    # a Service in the unroot namespace (README, "mTLS from the API server");
+    # a Service in the unroot namespace (docs/hardening.md, "mTLS from the API server");
     # unroot asks for it only when started with --client-ca.
     local plugin
     {

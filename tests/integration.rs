@@ -30,6 +30,7 @@ mod cli_mutate;
 mod core_deps;
 mod dashboard;
 mod dashboard_browser;
+mod docs;
 mod edges_auth;
 mod edges_deadline;
 mod edges_http;

@@ -195,7 +195,7 @@ assert_contains "pod creation in an ordinary namespace fails closed" "$out" 'fai
 created_namespaces+=(unroot-e2e-first-down)
 out=$(e2e_kubectl create namespace unroot-e2e-first-down 2>&1 || true)
 assert_contains "and so does namespace creation" "$out" 'failed calling webhook "validate.namespaces.unroot.dev"'
-# The recovery command (README, "Install"): unroot down for good, the cluster back.
+# The recovery command (README.md, "Install"): unroot down for good, the cluster back.
 out=$(e2e_kubectl delete mutatingwebhookconfiguration,validatingwebhookconfiguration -l app.kubernetes.io/name=unroot 2>&1)
 assert_contains "the recovery command deletes the configurations" "$out" 'validatingwebhookconfiguration.admissionregistration.k8s.io "unroot-fail-closed" deleted'
 assert_ok "pods are created again at once" e2e_kubectl create -n "$ns" -f <(unscheduled_pod after)

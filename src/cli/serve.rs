@@ -603,14 +603,14 @@ fn start_certificates(
                 warn!(
                     "no --client-ca and --unauthenticated-provisioning: any client that reaches \
                      the webhook port is served, and with provisioning enabled may have \
-                     identity ConfigMaps written; only a NetworkPolicy fences it (README, \
-                     \"Hardening\")"
+                     identity ConfigMaps written; only a NetworkPolicy fences it \
+                     (docs/hardening.md)"
                 );
             } else {
                 warn!(
                     "no --client-ca: any client that reaches the webhook port is served; pods \
                      that need an identity ConfigMap are denied until callers are \
-                     authenticated (README, \"mTLS from the API server\")"
+                     authenticated (docs/hardening.md, \"mTLS from the API server\")"
                 );
             }
             certs::server_config(resolver)

@@ -81,7 +81,7 @@ async fn store_identity(
             403,
             "Forbidden",
             format!(
-                "unroot does not provision pods for unauthenticated callers: writing the identity ConfigMap {namespace}/{name} is a side effect, and this unroot runs without --client-ca, so a forged review could cause it (give the API server a client certificate and start unroot with --client-ca, see the README's \"mTLS from the API server\"; or accept the risk with --unauthenticated-provisioning)"
+                "unroot does not provision pods for unauthenticated callers: writing the identity ConfigMap {namespace}/{name} is a side effect, and this unroot runs without --client-ca, so a forged review could cause it (give the API server a client certificate and start unroot with --client-ca, see docs/hardening.md, \"mTLS from the API server\"; or accept the risk with --unauthenticated-provisioning)"
             ),
         )
         .into();

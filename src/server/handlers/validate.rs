@@ -86,7 +86,7 @@ fn refuse_pod_read(req: &admission::Request<'_>) -> Decision {
         403,
         "Forbidden",
         format!(
-            "unroot cannot judge ephemeral containers for pod {:?} from an unauthenticated caller: on Kubernetes 1.20 and 1.21 the review holds only the ephemeral containers, and unroot reads no pod from the API server for a caller without a client certificate, or a forged review would reveal any pod; start unroot with --client-ca and give the API server a client certificate (README, \"mTLS from the API server\"), or use Kubernetes 1.22 or newer, whose review holds the whole pod",
+            "unroot cannot judge ephemeral containers for pod {:?} from an unauthenticated caller: on Kubernetes 1.20 and 1.21 the review holds only the ephemeral containers, and unroot reads no pod from the API server for a caller without a client certificate, or a forged review would reveal any pod; start unroot with --client-ca and give the API server a client certificate (docs/hardening.md, \"mTLS from the API server\"), or use Kubernetes 1.22 or newer, whose review holds the whole pod",
             req.name()
         ),
     )
