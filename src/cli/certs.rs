@@ -16,7 +16,7 @@ use crate::certs::inspect::Certificate;
 use crate::certs::issue::Names;
 use crate::certs::lease::{Elector, LEASE_DURATION};
 use crate::certs::manage::{self, Kind};
-use crate::certs::rotation::{self, Decision, Observed, Policy};
+use crate::certs::rotation::{self, Decision, Observed, Plan, Policy};
 use crate::certs::secret::{self, Contents, Issuer, Parsed};
 
 /// Arguments of `unroot certs`.
@@ -269,7 +269,6 @@ fn policy(namespace: &str, issuance: &Issuance, propagation_delay: Duration) -> 
     }
 }
 
-#[allow(clippy::too_many_lines)] // TODO(split): the steps of `unroot certs issue`
 async fn issue(
     out_dir: Option<&Path>,
     secret: Option<&str>,
@@ -290,77 +289,111 @@ async fn issue(
         .or_else(|| target.as_ref().map(|(ns, _)| ns.clone()))
         .unwrap_or_else(|| "unroot".to_owned());
     let now = SystemTime::now();
-    let p = policy(&namespace, issuance, Duration::ZERO);
-    let empty = Contents::default();
-    let parsed = empty.parse(now);
-    let plan = rotation::forced(&Observed::from_parsed(&parsed, &p.names), true);
-    let contents = rotation::execute(&empty, &parsed, &plan, &p, now).map_err(|e| e.to_string())?;
+    let contents = issue_contents(&namespace, issuance, now)?;
     match (out_dir, target) {
-        (Some(dir), _) => {
-            let files = [
-                (secret::CA_CERT, &contents.ca_cert),
-                (secret::CA_KEY, &contents.ca_key),
-                (secret::TLS_CERT, &contents.tls_cert),
-                (secret::TLS_KEY, &contents.tls_key),
-            ];
-            if !force && files.iter().any(|(name, _)| dir.join(name).exists()) {
-                return Err(format!(
-                    "{} already holds certificates; pass --force to overwrite them",
-                    dir.display()
-                ));
-            }
-            for (name, pem) in files {
-                crate::certs::write_pem(&dir.join(name), pem).map_err(|e| e.to_string())?;
-            }
-            let _ = writeln!(
-                out,
-                "wrote ca.crt, ca.key, tls.crt, tls.key to {}",
-                dir.display()
-            );
-        }
+        (Some(dir), _) => write_files(dir, &contents, force, out)?,
         (None, Some((ns, name))) => {
             let client = connected.map(|c| c.client).ok_or("no cluster connection")?;
-            let api: Api<Secret> = Api::namespaced(client, &ns);
-            let existing = api
-                .get_opt(&name)
-                .await
-                .map_err(|e| format!("failed to read Secret {ns}/{name}: {e}"))?;
-            let params = PostParams {
-                field_manager: Some(manage::FIELD_MANAGER.to_owned()),
-                ..PostParams::default()
-            };
-            if let Some(mut current) = existing {
-                if !force && !Contents::from_data(current.data.as_ref()).is_empty() {
-                    return Err(format!(
-                        "Secret {ns}/{name} already holds certificates; pass --force to replace them (or use `unroot certs rotate`, which keeps the caBundle valid)"
-                    ));
-                }
-                current.data = Some(contents.to_data());
-                current.metadata.managed_fields = None;
-                api.replace(&name, &params, &current)
-                    .await
-                    .map_err(|e| format!("failed to update Secret {ns}/{name}: {e}"))?;
-            } else {
-                let new = Secret {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        namespace: Some(ns.clone()),
-                        ..ObjectMeta::default()
-                    },
-                    type_: Some("Opaque".to_owned()),
-                    data: Some(contents.to_data()),
-                    ..Secret::default()
-                };
-                api.create(&params, &new)
-                    .await
-                    .map_err(|e| format!("failed to create Secret {ns}/{name}: {e}"))?;
-            }
-            let _ = writeln!(out, "wrote the certificates to Secret {ns}/{name}");
+            write_secret(client, &ns, &name, &contents, force, out).await?;
         }
         (None, None) => return Err("give --out-dir or --tls-secret".to_owned()),
     }
     let _ = write!(out, "{}", report(&contents, now).0);
     Ok(0)
+}
+
+/// A new CA and a serving certificate for the Service in `namespace`: the
+/// rotation that starts from an empty Secret.
+fn issue_contents(
+    namespace: &str,
+    issuance: &Issuance,
+    now: SystemTime,
+) -> Result<Contents, String> {
+    let p = policy(namespace, issuance, Duration::ZERO);
+    let empty = Contents::default();
+    let parsed = empty.parse(now);
+    let plan = rotation::forced(&Observed::from_parsed(&parsed, &p.names), true);
+    rotation::execute(&empty, &parsed, &plan, &p, now).map_err(|e| e.to_string())
+}
+
+/// Writes `contents` as the PEM files of `dir`; refuses to overwrite them
+/// unless `force`.
+fn write_files(
+    dir: &Path,
+    contents: &Contents,
+    force: bool,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let files = [
+        (secret::CA_CERT, &contents.ca_cert),
+        (secret::CA_KEY, &contents.ca_key),
+        (secret::TLS_CERT, &contents.tls_cert),
+        (secret::TLS_KEY, &contents.tls_key),
+    ];
+    if !force && files.iter().any(|(name, _)| dir.join(name).exists()) {
+        return Err(format!(
+            "{} already holds certificates; pass --force to overwrite them",
+            dir.display()
+        ));
+    }
+    for (name, pem) in files {
+        crate::certs::write_pem(&dir.join(name), pem).map_err(|e| e.to_string())?;
+    }
+    let _ = writeln!(
+        out,
+        "wrote ca.crt, ca.key, tls.crt, tls.key to {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Writes `contents` into the Secret `ns/name`, creating it if absent;
+/// refuses to replace certificates it holds unless `force`.
+async fn write_secret(
+    client: kube::Client,
+    ns: &str,
+    name: &str,
+    contents: &Contents,
+    force: bool,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let api: Api<Secret> = Api::namespaced(client, ns);
+    let existing = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("failed to read Secret {ns}/{name}: {e}"))?;
+    let params = PostParams {
+        field_manager: Some(manage::FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    if let Some(mut current) = existing {
+        if !force && !Contents::from_data(current.data.as_ref()).is_empty() {
+            return Err(format!(
+                "Secret {ns}/{name} already holds certificates; pass --force to replace them (or use `unroot certs rotate`, which keeps the caBundle valid)"
+            ));
+        }
+        current.data = Some(contents.to_data());
+        current.metadata.managed_fields = None;
+        api.replace(name, &params, &current)
+            .await
+            .map_err(|e| format!("failed to update Secret {ns}/{name}: {e}"))?;
+    } else {
+        let new = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(ns.to_owned()),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".to_owned()),
+            data: Some(contents.to_data()),
+            ..Secret::default()
+        };
+        api.create(&params, &new)
+            .await
+            .map_err(|e| format!("failed to create Secret {ns}/{name}: {e}"))?;
+    }
+    let _ = writeln!(out, "wrote the certificates to Secret {ns}/{name}");
+    Ok(())
 }
 
 async fn inspect(
@@ -580,7 +613,6 @@ async fn rotate(
 }
 
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_lines)] // TODO(split): the steps of `unroot certs rotate`
 async fn rotate_steps(
     client: &kube::Client,
     elector: &mut Elector,
@@ -602,24 +634,16 @@ async fn rotate_steps(
         {
             return Err("lost the Lease to another candidate; stopping".to_owned());
         }
-        let found = api
-            .get_opt(name)
-            .await
-            .map_err(|e| format!("failed to read Secret {ns}/{name}: {e}"))?
-            .ok_or_else(|| {
-                format!("Secret {ns}/{name} does not exist: create it (empty is fine), e.g. with `kubectl apply -k manifests/`")
-            })?;
-        let now = SystemTime::now();
-        let contents = Contents::from_data(found.data.as_ref());
-        let parsed = contents.parse(now);
-        let bundle = parsed.ca_bundle(now);
+        let found = read_secret(&api, ns, name).await?;
+        let now = found.now;
+        let bundle = found.parsed.ca_bundle(now);
         if !bundle.is_empty() {
             inject(client, webhook_configurations, &bundle, out).await?;
             if confirmed.as_ref().is_none_or(|(b, _)| *b != bundle) {
                 confirmed = Some((bundle.clone(), SystemTime::now()));
             }
         }
-        let observed = Observed::from_parsed(&parsed, &p.names);
+        let observed = Observed::from_parsed(&found.parsed, &p.names);
         let confirmed_at = confirmed
             .as_ref()
             .filter(|(b, _)| *b == bundle)
@@ -640,7 +664,7 @@ async fn rotate_steps(
             }
             Decision::Idle { .. } => {
                 let _ = writeln!(out, "nothing (more) is due");
-                let _ = write!(out, "{}", report(&contents, now).0);
+                let _ = write!(out, "{}", report(&found.contents, now).0);
                 return Ok(0);
             }
             Decision::AwaitBundle { recheck_at } => {
@@ -653,24 +677,67 @@ async fn rotate_steps(
                 )
                 .await;
             }
-            Decision::Write(plan) => {
-                let next = rotation::execute(&contents, &parsed, &plan, p, now)
-                    .map_err(|e| e.to_string())?;
-                let mut updated = found.clone();
-                updated.data = Some(next.to_data());
-                updated.metadata.managed_fields = None;
-                let params = PostParams {
-                    field_manager: Some(manage::FIELD_MANAGER.to_owned()),
-                    ..PostParams::default()
-                };
-                api.replace(name, &params, &updated)
-                    .await
-                    .map_err(|e| format!("failed to update Secret {ns}/{name}: {e}"))?;
-                let _ = writeln!(out, "{}", manage::describe(&next, Some(&plan), now));
-            }
+            Decision::Write(plan) => write_next(&api, ns, name, &found, &plan, p, out).await?,
         }
     }
     Err("the rotation did not settle after 16 steps".to_owned())
+}
+
+/// The Secret as one step of the rotation read it.
+struct Found {
+    secret: Secret,
+    contents: Contents,
+    parsed: Parsed,
+    /// When it was read.
+    now: SystemTime,
+}
+
+/// Reads the Secret `ns/name`, which must exist.
+async fn read_secret(api: &Api<Secret>, ns: &str, name: &str) -> Result<Found, String> {
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("failed to read Secret {ns}/{name}: {e}"))?
+        .ok_or_else(|| {
+            format!("Secret {ns}/{name} does not exist: create it (empty is fine), e.g. with `kubectl apply -k manifests/`")
+        })?;
+    let now = SystemTime::now();
+    let contents = Contents::from_data(secret.data.as_ref());
+    let parsed = contents.parse(now);
+    Ok(Found {
+        secret,
+        contents,
+        parsed,
+        now,
+    })
+}
+
+/// Carries out `plan` on what `found` holds and writes the result back to
+/// the Secret `ns/name`.
+async fn write_next(
+    api: &Api<Secret>,
+    ns: &str,
+    name: &str,
+    found: &Found,
+    plan: &Plan,
+    p: &Policy,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let now = found.now;
+    let next = rotation::execute(&found.contents, &found.parsed, plan, p, now)
+        .map_err(|e| e.to_string())?;
+    let mut updated = found.secret.clone();
+    updated.data = Some(next.to_data());
+    updated.metadata.managed_fields = None;
+    let params = PostParams {
+        field_manager: Some(manage::FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    api.replace(name, &params, &updated)
+        .await
+        .map_err(|e| format!("failed to update Secret {ns}/{name}: {e}"))?;
+    let _ = writeln!(out, "{}", manage::describe(&next, Some(plan), now));
+    Ok(())
 }
 
 async fn wait_until(at: SystemTime, most: Duration, out: &mut dyn Write, why: &str) {
