@@ -335,20 +335,12 @@ async fn connect(args: &Args) -> Result<Option<kube::Client>, String> {
     Ok(found.map(|c| c.client))
 }
 
-#[allow(clippy::too_many_lines)] // TODO(split): the start-up of `unroot serve`, one step per subsystem
 async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
     crate::pss::validate_registry()
         .map_err(|e| format!("invalid Pod Security check registry: {e}"))?;
     let client = connect(args).await?;
     let source = policy_source(args, client.is_some())?;
-    let (policy, policy_text) = match &source {
-        PolicySource::File(path) => {
-            Document::from_file_with_text(path).map_err(|e| e.to_string())?
-        }
-        PolicySource::ConfigMap { .. } | PolicySource::Embedded => {
-            (Document::embedded(), crate::policy::DEFAULT_YAML.to_owned())
-        }
-    };
+    let (policy, policy_text) = read_policy(&source)?;
 
     let metrics = Metrics::new();
     let readiness = Arc::new(Readiness::new(&[server::SERVING, watch::READY_CONDITION]));
@@ -359,42 +351,17 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
         watch::Metrics::new(metrics.registry()),
         Arc::clone(&readiness),
     );
-    match source {
-        PolicySource::Embedded => {
-            info!(hash = %reloader.current_hash(), "no policy source given: the embedded default policy applies");
-            readiness.set(watch::READY_CONDITION, true);
-        }
-        PolicySource::File(path) => {
-            info!(hash = %reloader.current_hash(), file = %path.display(), "policy loaded; watching the file for changes");
-            readiness.set(watch::READY_CONDITION, true);
-            watch::watch_file(path, args.policy_poll_interval, reloader, policy_text);
-        }
-        PolicySource::ConfigMap { namespace, name } => {
-            info!(configmap = %format!("{namespace}/{name}"), "watching the policy ConfigMap; not ready until it holds a valid policy");
-            if let Some(client) = &client {
-                watch::watch_configmap(client.clone(), &namespace, &name, reloader);
-            }
-        }
-    }
-    let namespaces = if let Some(client) = &client {
-        Namespaces::watch(client.clone(), &readiness)
-    } else {
-        info!(
-            "no cluster: namespaces are not read, so the policy's podSecurity defaults apply to every namespace"
-        );
-        Namespaces::Unknown
-    };
+    start_policy_watch(
+        args,
+        source,
+        client.as_ref(),
+        reloader,
+        &readiness,
+        policy_text,
+    );
+    let namespaces = start_namespaces(client.as_ref(), &readiness);
     if let Some(client) = &client {
-        crate::identities::spawn(
-            client.clone(),
-            namespaces.clone(),
-            Arc::clone(&current),
-            crate::identities::Settings {
-                interval: args.identity_sweep_interval,
-                grace: args.identity_grace,
-            },
-            crate::identities::Metrics::new(metrics.registry()),
-        );
+        start_identities(args, client, &namespaces, &current, &metrics);
     }
     let (audit, report) = start_audit(
         args,
@@ -410,16 +377,7 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
         policy: current,
         namespaces,
         side_effects: side_effects(args),
-        identity_store: client.clone().map(|c| {
-            // Owned by unroot's namespace where there is one (in a pod), so
-            // that the uninstall removes them.
-            let store = KubeStore::new(c);
-            let store = match certs::manage::own_namespace() {
-                Some(namespace) => store.owned_by(namespace),
-                None => store,
-            };
-            Arc::new(store) as Arc<dyn IdentityStore>
-        }),
+        identity_store: client.clone().map(identity_store),
         pods: client
             .clone()
             .map(|c| Arc::new(KubePods::new(c)) as Arc<dyn PodLister>),
@@ -435,6 +393,93 @@ async fn serve(args: &Args, log_format: LogFormat) -> Result<(), String> {
     wait_for_signal().await;
     stop(args, &readiness, running, managed, audit).await;
     Ok(())
+}
+
+/// The policy at start, and the text it was read from: the file's, or the
+/// embedded default (a ConfigMap's arrives later, through its watch).
+fn read_policy(source: &PolicySource) -> Result<(Document, String), String> {
+    Ok(match source {
+        PolicySource::File(path) => {
+            Document::from_file_with_text(path).map_err(|e| e.to_string())?
+        }
+        PolicySource::ConfigMap { .. } | PolicySource::Embedded => {
+            (Document::embedded(), crate::policy::DEFAULT_YAML.to_owned())
+        }
+    })
+}
+
+/// Follows the policy where `source` says it lives, through `reloader`:
+/// ready at once for the embedded policy and a file already read, ready
+/// for a ConfigMap once it holds a valid policy.
+fn start_policy_watch(
+    args: &Args,
+    source: PolicySource,
+    client: Option<&kube::Client>,
+    reloader: watch::Reloader,
+    readiness: &Readiness,
+    policy_text: String,
+) {
+    match source {
+        PolicySource::Embedded => {
+            info!(hash = %reloader.current_hash(), "no policy source given: the embedded default policy applies");
+            readiness.set(watch::READY_CONDITION, true);
+        }
+        PolicySource::File(path) => {
+            info!(hash = %reloader.current_hash(), file = %path.display(), "policy loaded; watching the file for changes");
+            readiness.set(watch::READY_CONDITION, true);
+            watch::watch_file(path, args.policy_poll_interval, reloader, policy_text);
+        }
+        PolicySource::ConfigMap { namespace, name } => {
+            info!(configmap = %format!("{namespace}/{name}"), "watching the policy ConfigMap; not ready until it holds a valid policy");
+            if let Some(client) = client {
+                watch::watch_configmap(client.clone(), &namespace, &name, reloader);
+            }
+        }
+    }
+}
+
+/// The namespaces' labels: watched in a cluster, unknown without one.
+fn start_namespaces(client: Option<&kube::Client>, readiness: &Arc<Readiness>) -> Namespaces {
+    if let Some(client) = client {
+        Namespaces::watch(client.clone(), readiness)
+    } else {
+        info!(
+            "no cluster: namespaces are not read, so the policy's podSecurity defaults apply to every namespace"
+        );
+        Namespaces::Unknown
+    }
+}
+
+/// Starts the sweep of the identity ConfigMaps no pod mounts any more.
+fn start_identities(
+    args: &Args,
+    client: &kube::Client,
+    namespaces: &Namespaces,
+    policy: &Arc<ArcSwap<Snapshot>>,
+    metrics: &Metrics,
+) {
+    crate::identities::spawn(
+        client.clone(),
+        namespaces.clone(),
+        Arc::clone(policy),
+        crate::identities::Settings {
+            interval: args.identity_sweep_interval,
+            grace: args.identity_grace,
+        },
+        crate::identities::Metrics::new(metrics.registry()),
+    );
+}
+
+/// Where the webhook writes identity ConfigMaps: owned by unroot's
+/// namespace where there is one (in a pod), so that the uninstall removes
+/// them.
+fn identity_store(client: kube::Client) -> Arc<dyn IdentityStore> {
+    let store = KubeStore::new(client);
+    let store = match certs::manage::own_namespace() {
+        Some(namespace) => store.owned_by(namespace),
+        None => store,
+    };
+    Arc::new(store)
 }
 
 /// Whether this replica holds the certificate Lease, when certificates are
