@@ -127,22 +127,13 @@ fn note_namespace_settings(
     }
 }
 
-#[allow(clippy::too_many_lines)] // TODO(split): `unroot mutate` over every input
 fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), (u8, String)> {
     let invalid = |message: String| (EXIT_INVALID, message);
     let policy = match &args.policy {
         Some(path) => Document::from_file(path).map_err(|e| invalid(e.to_string()))?,
         None => Document::embedded(),
     };
-    let labels: BTreeMap<String, String> = args.namespace_labels.iter().cloned().collect();
-    let (_, label_errors) = namespace::evaluate_labels(&labels, policy.pod_security_defaults());
-    if !label_errors.is_empty() {
-        let shown: Vec<String> = label_errors.iter().map(ToString::to_string).collect();
-        return Err(invalid(format!(
-            "--namespace-labels: {} (the namespace webhook refuses such labels)",
-            shown.join("; ")
-        )));
-    }
+    let labels = namespace_labels(args, &policy)?;
     note_namespace_settings(&policy, &labels, err);
     let input = Input {
         policy: &policy,
@@ -152,10 +143,42 @@ fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let objects = manifest::read_all(&args.files).map_err(|e| invalid(e.to_string()))?;
     // Mutate everything before printing anything: invalid input yields no
     // partial output to pipe into kubectl.
+    let results = mutate_objects(&objects, &input, err)?;
+    print_outcomes(args, &results, out, err)
+}
+
+/// The `--namespace-labels`, refused when the namespace webhook would
+/// refuse them.
+fn namespace_labels(
+    args: &Args,
+    policy: &Document,
+) -> Result<BTreeMap<String, String>, (u8, String)> {
+    let labels: BTreeMap<String, String> = args.namespace_labels.iter().cloned().collect();
+    let (_, label_errors) = namespace::evaluate_labels(&labels, policy.pod_security_defaults());
+    if !label_errors.is_empty() {
+        let shown: Vec<String> = label_errors.iter().map(ToString::to_string).collect();
+        return Err((
+            EXIT_INVALID,
+            format!(
+                "--namespace-labels: {} (the namespace webhook refuses such labels)",
+                shown.join("; ")
+            ),
+        ));
+    }
+    Ok(labels)
+}
+
+/// Hardens every object, saying on `err` what each one's warnings are;
+/// stops at the first the webhook would deny or cannot read.
+fn mutate_objects(
+    objects: &[manifest::Object],
+    input: &Input<'_>,
+    err: &mut dyn Write,
+) -> Result<Vec<mutate::Outcome>, (u8, String)> {
     let mut results = Vec::with_capacity(objects.len());
-    for obj in &objects {
+    for obj in objects {
         let outcome = mutate::Checked::object(&obj.value)
-            .and_then(|pod| mutate::pod(pod, &input))
+            .and_then(|pod| mutate::pod(pod, input))
             .and_then(|planned| planned.apply_to(&obj.value));
         let outcome = outcome.map_err(|e| {
             let code = match e {
@@ -182,22 +205,26 @@ fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         }
         results.push(outcome);
     }
+    Ok(results)
+}
+
+/// Prints each outcome as `--patch` and `--output` say: its patch, or the
+/// hardened object after the identity ConfigMap it mounts.
+fn print_outcomes(
+    args: &Args,
+    results: &[mutate::Outcome],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), (u8, String)> {
+    let invalid = |message: String| (EXIT_INVALID, message);
     let write = |e: std::io::Error| invalid(format!("failed to write output: {e}"));
     let yaml = |value: &serde_json::Value| {
         serde_saphyr::to_string(value).map_err(|e| invalid(format!("failed to print YAML: {e}")))
     };
     let mut first = true;
-    for outcome in &results {
+    for outcome in results {
         if args.patch {
-            let line = serde_json::to_string(&outcome.patch).map_err(|e| invalid(e.to_string()))?;
-            writeln!(out, "{line}").map_err(write)?;
-            if let Some(cm) = &outcome.identity {
-                let _ = writeln!(
-                    err,
-                    "note: the patched pod mounts the ConfigMap {:?}, which the webhook writes; run without --patch to print it",
-                    cm.metadata.name.as_deref().unwrap_or_default()
-                );
-            }
+            print_patch(outcome, out, err)?;
             continue;
         }
         // The identity ConfigMap goes first: `kubectl apply -f -` then
@@ -219,6 +246,25 @@ fn mutate_all(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             first = false;
             write!(out, "{}", yaml(value)?).map_err(write)?;
         }
+    }
+    Ok(())
+}
+
+/// Prints the outcome's patch on one line, and notes on `err` the identity
+/// ConfigMap the patched pod mounts, which the patch does not hold.
+fn print_patch(
+    outcome: &mutate::Outcome,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), (u8, String)> {
+    let line = serde_json::to_string(&outcome.patch).map_err(|e| (EXIT_INVALID, e.to_string()))?;
+    writeln!(out, "{line}").map_err(|e| (EXIT_INVALID, format!("failed to write output: {e}")))?;
+    if let Some(cm) = &outcome.identity {
+        let _ = writeln!(
+            err,
+            "note: the patched pod mounts the ConfigMap {:?}, which the webhook writes; run without --patch to print it",
+            cm.metadata.name.as_deref().unwrap_or_default()
+        );
     }
     Ok(())
 }
