@@ -176,92 +176,32 @@ impl Metrics {
     /// fresh registry (a unit test covers it).
     #[must_use]
     #[allow(clippy::missing_panics_doc)]
-    #[allow(clippy::too_many_lines)] // TODO(split): one registration per metric
     pub fn new() -> Self {
         let registry = Registry::new();
-        let r = &registry;
-        let admission_requests: IntCounterVec = register(
-            r,
-            names::ADMISSION_REQUESTS,
-            "AdmissionReviews answered, by webhook, kind, operation and outcome.",
-            &["webhook", "kind", "operation", "outcome"],
-        );
-        let rejected_requests: IntCounterVec = register(
-            r,
-            names::REJECTED_REQUESTS,
-            "HTTP requests to a webhook refused before they were read as an AdmissionReview, by webhook and reason.",
-            &["webhook", "reason"],
-        );
-        let connections = Connections::new(r);
-        let warnings: IntCounterVec = register(
-            r,
-            names::ADMISSION_WARNINGS,
-            "Warnings returned to clients, by webhook.",
-            &["webhook"],
-        );
-        let mutations: IntCounterVec = register(
-            r,
-            names::MUTATIONS,
-            "Mutations applied to admitted objects, by mutation.",
-            &["mutation"],
-        );
-        let pss_violations: IntCounterVec = register(
-            r,
+        let reviews = Reviews::new(&registry);
+        let connections = Connections::new(&registry);
+        let hardening = Hardening::new(&registry);
+        let pss_violations = register(
+            &registry,
             names::POD_SECURITY_VIOLATIONS,
             "Pod Security check failures, by mode, level and check.",
             &["mode", "level", "check"],
         );
-        let harden: IntCounterVec = register(
-            r,
-            names::HARDENING_PODS,
-            "Pods /mutate considered for securityContext hardening, by their namespace's mode (unroot.dev/harden: on, warn, off).",
-            &["mode"],
-        );
-        let admission_duration = add(
-            r,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    names::ADMISSION_DURATION,
-                    "Time to answer an AdmissionReview, from the full body read to the answer.",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
-                &["webhook"],
-            ),
-        );
-        let in_flight: IntGauge = register(
-            r,
-            names::ADMISSION_REQUESTS_IN_FLIGHT,
-            "AdmissionReviews being handled right now.",
-            &[],
-        );
-        let build_info: IntGaugeVec = register(
-            r,
-            names::BUILD_INFO,
-            "The running unroot version (always 1).",
-            &["version"],
-        );
-        build_info.with_label_values(&[crate::VERSION]).set(1);
-        #[cfg(target_os = "linux")]
-        {
-            // Best effort: a platform without /proc simply has no process_*.
-            let _ = registry.register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ));
-        }
-        let pod_security = PodSecurityMetrics::new(r);
+        register_process(&registry);
+        let pod_security = PodSecurityMetrics::new(&registry);
         let report = crate::report::task::Metrics::new(&registry);
         let metrics = Self {
             resolved: Arc::new(Resolved::new()),
             registry,
-            admission_requests,
-            admission_duration,
-            rejected_requests,
+            admission_requests: reviews.requests,
+            admission_duration: reviews.duration,
+            rejected_requests: reviews.rejected,
             connections,
-            warnings,
-            in_flight,
-            mutations,
+            warnings: reviews.warnings,
+            in_flight: reviews.in_flight,
+            mutations: hardening.mutations,
             pss_violations,
-            harden,
+            harden: hardening.harden,
             pod_security,
             report,
         };
@@ -423,6 +363,109 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The families of the review path: what each webhook answered, how long
+/// it took, what it refused, and what is in flight.
+struct Reviews {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    rejected: IntCounterVec,
+    warnings: IntCounterVec,
+    in_flight: IntGauge,
+}
+
+impl Reviews {
+    /// Registers the review families on `registry`.
+    fn new(registry: &Registry) -> Self {
+        let requests = register(
+            registry,
+            names::ADMISSION_REQUESTS,
+            "AdmissionReviews answered, by webhook, kind, operation and outcome.",
+            &["webhook", "kind", "operation", "outcome"],
+        );
+        let rejected = register(
+            registry,
+            names::REJECTED_REQUESTS,
+            "HTTP requests to a webhook refused before they were read as an AdmissionReview, by webhook and reason.",
+            &["webhook", "reason"],
+        );
+        let warnings = register(
+            registry,
+            names::ADMISSION_WARNINGS,
+            "Warnings returned to clients, by webhook.",
+            &["webhook"],
+        );
+        let duration = add(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    names::ADMISSION_DURATION,
+                    "Time to answer an AdmissionReview, from the full body read to the answer.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["webhook"],
+            ),
+        );
+        let in_flight = register(
+            registry,
+            names::ADMISSION_REQUESTS_IN_FLIGHT,
+            "AdmissionReviews being handled right now.",
+            &[],
+        );
+        Self {
+            requests,
+            duration,
+            rejected,
+            warnings,
+            in_flight,
+        }
+    }
+}
+
+/// The families of what `/mutate` changed.
+struct Hardening {
+    mutations: IntCounterVec,
+    harden: IntCounterVec,
+}
+
+impl Hardening {
+    /// Registers the mutation families on `registry`.
+    fn new(registry: &Registry) -> Self {
+        Self {
+            mutations: register(
+                registry,
+                names::MUTATIONS,
+                "Mutations applied to admitted objects, by mutation.",
+                &["mutation"],
+            ),
+            harden: register(
+                registry,
+                names::HARDENING_PODS,
+                "Pods /mutate considered for securityContext hardening, by their namespace's mode (unroot.dev/harden: on, warn, off).",
+                &["mode"],
+            ),
+        }
+    }
+}
+
+/// Registers what describes the process itself: the build's version, and
+/// on Linux the `process_*` families.
+fn register_process(registry: &Registry) {
+    let build_info: IntGaugeVec = register(
+        registry,
+        names::BUILD_INFO,
+        "The running unroot version (always 1).",
+        &["version"],
+    );
+    build_info.with_label_values(&[crate::VERSION]).set(1);
+    #[cfg(target_os = "linux")]
+    {
+        // Best effort: a platform without /proc simply has no process_*.
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
     }
 }
 
