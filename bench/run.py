@@ -713,6 +713,14 @@ def write(facts, oha_version, body_size, micro, starts, idle, saturation, fixed,
         f"{'' if clean else ', non-200 answers: ' + str(o_m['codes']) + ' ' + str(o_m['errors'])} | {verdict(ok)} |")
     add(f"| Ready within 1 s (standalone) | {min(starts) * 1000:,.0f} ms | {verdict(min(starts) <= 1)} |")
     add("")
+    # What the targets missed leave, and why: prose kept beside this script
+    # (bench/gaps.md), read against the figures above when they change.
+    gaps = ROOT / "bench" / "gaps.md"
+    if gaps.exists():
+        add("## What is left, and why")
+        add("")
+        add(gaps.read_text().strip())
+        add("")
     OUT.write_text("\n".join(lines) + "\n")
     log(f"wrote {OUT}")
 

@@ -19,26 +19,7 @@ use crate::policy::Snapshot;
 /// The label the API server (1.21+) sets on every namespace to its name.
 pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// Which webhook decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Webhook {
-    /// `/mutate`: hardening, as a JSON Patch.
-    Mutate,
-    /// `/validate`: Pod Security, unroot's refusals, the namespace label
-    /// guard, the policy ConfigMap check.
-    Validate,
-}
-
-impl Webhook {
-    /// The webhook's path name.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mutate => "mutate",
-            Self::Validate => "validate",
-        }
-    }
-}
+pub use crate::server::handlers::Webhook;
 
 /// The webhook the API server sends `request` to, as
 /// webhook-config/{mutating,validating}.yaml register them, and why. When

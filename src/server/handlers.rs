@@ -16,13 +16,14 @@ use crate::admission::{self, Decision};
 use crate::namespaces::{self, Labels, OnMiss};
 use crate::policy::Snapshot;
 
-/// The webhooks unroot serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The webhooks unroot serves (also `unroot review --webhook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Webhook {
-    /// `/mutate`: pods hardened on CREATE, ephemeral containers on add.
+    /// `/mutate`: hardening, as a JSON Patch (pods on CREATE, ephemeral
+    /// containers on add).
     Mutate,
-    /// `/validate`: Pod Security for pods and workloads, the policy
-    /// ConfigMap check.
+    /// `/validate`: Pod Security, unroot's refusals, the namespace label
+    /// guard, the policy ConfigMap check.
     Validate,
 }
 
