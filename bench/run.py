@@ -118,7 +118,9 @@ def machine():
         "memory": memory,
         "kernel": platform.release(),
         "rustc": output(["rustc", "--version"]),
-        "commit": output(["git", "rev-parse", "--short", "HEAD"]) + (" (dirty)" if output(["git", "status", "--porcelain", "--untracked-files=no"]) else ""),
+        # The file this run rewrites does not make the tree dirty.
+        "commit": output(["git", "rev-parse", "--short", "HEAD"]) + (" (dirty)" if output(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){OUT.relative_to(ROOT)}"]) else ""),
         "load": f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}",
     }
 

@@ -146,10 +146,53 @@ pub fn source(
 pub async fn connect(
     kubeconfig: Option<&Path>,
     standalone: bool,
-) -> Result<Option<kube::Client>, String> {
+) -> Result<Option<kube::Client>, ConnectError> {
     Ok(connect_to(kubeconfig, None, standalone)
         .await?
         .map(|c| c.client))
+}
+
+/// Why no client could be made for the cluster found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// A kubeconfig could not be read (`from`: where it was named).
+    #[error("failed to read {from}: {source}")]
+    ReadKubeconfig {
+        /// `kubeconfig PATH` or `KUBECONFIG=PATHS`.
+        from: String,
+        /// What kube-rs said.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// `KUBECONFIG` named files with no kubeconfig in them.
+    #[error("KUBECONFIG={0} names no kubeconfig")]
+    NoKubeconfig(String),
+    /// A kubeconfig was read but its context could not be loaded.
+    #[error("failed to load {from}: {source}")]
+    LoadKubeconfig {
+        /// `kubeconfig PATH` or `KUBECONFIG=PATHS`.
+        from: String,
+        /// What kube-rs said.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// `--context` without a kubeconfig to take it from.
+    #[error(
+        "--context names a kubeconfig context, and there is no kubeconfig (give --kubeconfig or set KUBECONFIG)"
+    )]
+    ContextWithoutKubeconfig,
+    /// The service account's configuration could not be loaded.
+    #[error("failed to load the in-cluster configuration: {0}")]
+    InCluster(#[source] kube::config::InClusterError),
+    /// The client could not be built from the configuration.
+    #[error("failed to create the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+impl From<ConnectError> for String {
+    fn from(error: ConnectError) -> Self {
+        error.to_string()
+    }
 }
 
 /// A cluster connection and the namespace kubectl would default to there.
@@ -168,7 +211,7 @@ pub async fn connect_to(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
     standalone: bool,
-) -> Result<Option<Connection>, String> {
+) -> Result<Option<Connection>, ConnectError> {
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_owned),
         ..kube::config::KubeConfigOptions::default()
@@ -192,38 +235,46 @@ pub async fn connect_to(
             return Ok(None);
         }
         Some(ClusterSource::Flag(path)) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("failed to read kubeconfig {}: {e}", path.display()))?;
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                ConnectError::ReadKubeconfig {
+                    from: format!("kubeconfig {}", path.display()),
+                    source,
+                }
+            })?;
             let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                 .await
-                .map_err(|e| format!("failed to load kubeconfig {}: {e}", path.display()))?;
+                .map_err(|source| ConnectError::LoadKubeconfig {
+                    from: format!("kubeconfig {}", path.display()),
+                    source,
+                })?;
             (config, format!("--kubeconfig {}", path.display()))
         }
         Some(ClusterSource::Env(paths)) => {
             let kubeconfig = kube::config::Kubeconfig::from_env()
-                .map_err(|e| format!("failed to read KUBECONFIG={paths}: {e}"))?
-                .ok_or_else(|| format!("KUBECONFIG={paths} names no kubeconfig"))?;
+                .map_err(|source| ConnectError::ReadKubeconfig {
+                    from: format!("KUBECONFIG={paths}"),
+                    source,
+                })?
+                .ok_or_else(|| ConnectError::NoKubeconfig(paths.clone()))?;
             let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                 .await
-                .map_err(|e| format!("failed to load KUBECONFIG={paths}: {e}"))?;
+                .map_err(|source| ConnectError::LoadKubeconfig {
+                    from: format!("KUBECONFIG={paths}"),
+                    source,
+                })?;
             (config, format!("KUBECONFIG={paths}"))
         }
         Some(ClusterSource::InCluster) if context.is_some() => {
-            return Err(
-                "--context names a kubeconfig context, and there is no kubeconfig (give --kubeconfig or set KUBECONFIG)"
-                    .to_owned(),
-            );
+            return Err(ConnectError::ContextWithoutKubeconfig);
         }
         Some(ClusterSource::InCluster) => (
-            kube::Config::incluster()
-                .map_err(|e| format!("failed to load the in-cluster configuration: {e}"))?,
+            kube::Config::incluster().map_err(ConnectError::InCluster)?,
             "the in-cluster service account".to_owned(),
         ),
     };
     let server = config.cluster_url.to_string();
     let namespace = config.default_namespace.clone();
-    let client = kube::Client::try_from(config)
-        .map_err(|e| format!("failed to create the Kubernetes client: {e}"))?;
+    let client = kube::Client::try_from(config).map_err(ConnectError::Client)?;
     info!(from = %from, %server, "reading the cluster through the API server; not ready until the namespace cache has synced");
     Ok(Some(Connection { client, namespace }))
 }
