@@ -742,30 +742,38 @@ impl Drop for Process {
     }
 }
 
+/// `unroot serve --standalone` on ephemeral loopback ports with JSON logs,
+/// writing its CA to `ca`, with no cluster in its environment.
+pub fn serve_command(ca: &std::path::Path, extra: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_unroot"));
+    command
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args([
+            "serve",
+            "--standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--dashboard-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--ca-cert-out",
+        ])
+        .arg(ca)
+        .args(extra);
+    command
+}
+
 impl Process {
     /// Starts it with `extra` args; returns it once it logged "serving",
     /// with a client for it.
     pub fn standalone(dir: &std::path::Path, extra: &[&str]) -> (Self, Server) {
         use std::io::BufRead as _;
         let ca = dir.join("ca.crt");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_unroot"))
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .args([
-                "serve",
-                "--standalone",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--dashboard-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--ca-cert-out",
-            ])
-            .arg(&ca)
-            .args(extra)
+        let mut child = serve_command(&ca, extra)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();

@@ -251,25 +251,8 @@ struct Streams {
 impl Streams {
     fn spawn(dir: &std::path::Path, extra: &[&str]) -> Self {
         let ca = dir.join("ca.crt");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_unroot"))
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
+        let mut child = common::serve_command(&ca, extra)
             .env_remove("UNROOT_LOG")
-            .args([
-                "serve",
-                "--standalone",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--dashboard-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--ca-cert-out",
-            ])
-            .arg(&ca)
-            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
